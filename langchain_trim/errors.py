@@ -1,0 +1,57 @@
+"""Typed errors raised by langchain-trim.
+
+Every failure that cannot be recovered by a documented fallback surfaces as a subclass of
+:class:`TrimError`, so callers can ``except TrimError`` once and still tell the cases
+apart.  Input problems are also ``ValueError`` so that generic validation code keeps
+working.
+"""
+
+from __future__ import annotations
+
+
+class TrimError(Exception):
+    """Base class for every error raised by langchain-trim."""
+
+
+class InvalidInputError(TrimError, ValueError):
+    """The graph input is unusable: empty or oversized question, bad budget, bad setting."""
+
+
+class StepGenerationError(TrimError):
+    """A step model raised, timed out or returned nothing usable.
+
+    Raised for the draft (weak) model, which the graph cannot do without.  Failures of the
+    strong model fall back to keeping the draft, recorded on the step as ``fallback``.
+    """
+
+    def __init__(self, message: str, *, role: str, step_index: int) -> None:
+        super().__init__(message)
+        self.role = role
+        self.step_index = step_index
+
+
+class StepTimeoutError(StepGenerationError):
+    """A step model did not answer within ``step_timeout`` seconds."""
+
+
+class PRMError(TrimError):
+    """The process reward model raised or returned unusable scores."""
+
+
+class PRMScoreError(PRMError, ValueError):
+    """PRM scores that are NaN, outside [0, 1], or of the wrong length."""
+
+
+class ModelNotFoundError(TrimError, FileNotFoundError):
+    """A local model file is missing or does not match its expected checksum."""
+
+
+__all__ = [
+    "InvalidInputError",
+    "ModelNotFoundError",
+    "PRMError",
+    "PRMScoreError",
+    "StepGenerationError",
+    "StepTimeoutError",
+    "TrimError",
+]

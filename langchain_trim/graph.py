@@ -1,0 +1,669 @@
+"""``create_trim_graph``: TRIM as an uncompiled LangGraph ``StateGraph``.
+
+The loop, one step at a time::
+
+    prepare → draft ─┬─(policy needs a score)→ score → route ─┬─ continue → accept ─┬→ draft
+                     └──────────────────────────────→ route   └─ escalate → escalate ┴→ finish
+
+``draft`` asks the weak model for the next step, ``score`` asks the PRM, ``route`` asks
+the policy and enforces the budget, ``escalate`` has the strong model rewrite the step
+from the same accepted prefix (the weak draft is never shown to it), ``accept`` keeps the
+draft.  Every node writes only ``trim_*`` keys (plus ``question`` and, at the end,
+``messages``), so the graph nests in any parent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langgraph._internal._runnable import RunnableCallable
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
+
+from langchain_trim.context import TrimContext, TrimSettings, check_budget
+from langchain_trim.errors import InvalidInputError, PRMError, StepGenerationError
+from langchain_trim.generation import (
+    GenerationMode,
+    StepGenerator,
+    StepOutput,
+    as_step_generator,
+)
+from langchain_trim.models import ChatModelLike
+from langchain_trim.policies.base import RouteDecision, RouteObservation, RoutingPolicy
+from langchain_trim.prm.base import ProcessRewardModel, validate_scores
+from langchain_trim.state import (
+    PendingDraft,
+    StepRecord,
+    Termination,
+    TrimInput,
+    TrimOutput,
+    TrimSpend,
+    TrimState,
+    new_spend,
+)
+from langchain_trim.steps import DEFAULT_DELIMITER, extract_boxed, has_final_answer
+
+PRMErrorMode = Literal["keep_draft", "raise"]
+
+
+def _message_text(message: BaseMessage) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    return "".join(
+        part.get("text", "") if isinstance(part, dict) else str(part) for part in content
+    )
+
+
+class _TrimNodes:
+    """The node functions, closed over the models, the PRM, the policy and settings."""
+
+    def __init__(
+        self,
+        *,
+        draft: StepGenerator,
+        strong: StepGenerator,
+        prm: ProcessRewardModel | None,
+        policy: RoutingPolicy,
+        settings: TrimSettings,
+        delimiter: str,
+        on_prm_error: PRMErrorMode,
+        strong_max_retries: int,
+    ) -> None:
+        self.draft_gen = draft
+        self.strong_gen = strong
+        self.prm = prm
+        self.policy = policy
+        self.defaults = settings
+        self.delimiter = delimiter
+        self.on_prm_error = on_prm_error
+        self.strong_max_retries = strong_max_retries
+        self.prm_runnable = RunnableLambda(self._prm_call, afunc=self._aprm_call, name="trim.prm")
+        self.route_runnable = RunnableLambda(_identity, name="trim.route")
+
+    # -- shared helpers ------------------------------------------------------------
+    def settings(self, runtime: Runtime[Any] | None) -> TrimSettings:
+        return self.defaults.with_context(runtime.context if runtime is not None else None)
+
+    @staticmethod
+    def spend(state: TrimState) -> TrimSpend:
+        return TrimSpend(**(state.get("trim_spend") or new_spend()))
+
+    @staticmethod
+    def prefix(state: TrimState) -> list[str]:
+        return [s["text"] for s in state.get("trim_steps") or []]
+
+    def observation(
+        self, state: TrimState, draft: PendingDraft, settings: TrimSettings
+    ) -> RouteObservation:
+        steps = state.get("trim_steps") or []
+        return RouteObservation(
+            step_index=draft["index"],
+            score=draft.get("score"),
+            previous_scores=tuple(s["score"] for s in steps),
+            step_tokens=draft["tokens"],
+            previous_step_tokens=tuple(s["tokens"] for s in steps),
+            strong_tokens_spent=self.spend(state)["strong_tokens"],
+            budget=state.get("trim_budget"),
+            max_steps=settings.max_steps,
+        )
+
+    def _prm_call(self, inputs: dict[str, Any]) -> list[float]:
+        assert self.prm is not None
+        return self.prm.score(inputs["question"], inputs["steps"])
+
+    async def _aprm_call(self, inputs: dict[str, Any]) -> list[float]:
+        assert self.prm is not None
+        return await self.prm.ascore(inputs["question"], inputs["steps"])
+
+    @staticmethod
+    def _child_config(config: RunnableConfig | None, **metadata: Any) -> RunnableConfig:
+        cfg: RunnableConfig = {"metadata": {**metadata}}
+        if config:
+            cfg = {**config, "metadata": {**(config.get("metadata") or {}), **metadata}}
+        return cfg
+
+    # -- prepare ---------------------------------------------------------------------
+    def prepare(
+        self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
+    ) -> dict[str, Any]:
+        settings = self.settings(runtime)
+        question = state.get("question")
+        messages = state.get("messages") or []
+        if messages and isinstance(messages[-1], HumanMessage):
+            question = _message_text(messages[-1])
+        if question is None:
+            raise InvalidInputError(
+                "no question: pass {'question': ...} or messages ending in a HumanMessage"
+            )
+        if not isinstance(question, str):
+            raise InvalidInputError(f"question must be a string, got {type(question).__name__}")
+        question = question.strip()
+        if not question:
+            raise InvalidInputError("question is empty")
+        if len(question) > settings.max_question_chars:
+            raise InvalidInputError(
+                f"question has {len(question)} characters, more than max_question_chars="
+                f"{settings.max_question_chars}"
+            )
+        budget = state["trim_budget"] if state.get("trim_budget") is not None else settings.budget
+        budget = check_budget(budget)
+        if self.prm is None and self.policy.needs_score(
+            RouteObservation(0, None, (), 0, (), 0, budget, settings.max_steps)
+        ):
+            raise InvalidInputError(f"policy {self.policy.name} needs PRM scores but prm is None")
+        return {
+            "question": question,
+            "trim_budget": budget,
+            "trim_steps": Overwrite([]),
+            "trim_draft": None,
+            "trim_spend": new_spend(),
+            "trim_final_answer": None,
+            "trim_solution": None,
+            "trim_termination": None,
+        }
+
+    # -- draft -------------------------------------------------------------------------
+    def _after_weak(
+        self, state: TrimState, out: StepOutput, settings: TrimSettings
+    ) -> dict[str, Any]:
+        spend = self.spend(state)
+        spend["weak_calls"] += 1
+        spend["weak_tokens"] += out.tokens
+        spend["weak_tokens_estimated"] = spend["weak_tokens_estimated"] or out.tokens_estimated
+        index = len(state.get("trim_steps") or [])
+        if not out.text:
+            if index == 0:
+                raise StepGenerationError(
+                    f"draft model {out.model} returned no text for the first step",
+                    role="draft",
+                    step_index=0,
+                )
+            return {"trim_spend": spend, "trim_draft": None, "trim_termination": "end_of_text"}
+        draft = PendingDraft(
+            index=index,
+            text=out.text,
+            model=out.model,
+            tokens=out.tokens,
+            tokens_estimated=out.tokens_estimated,
+            stop=out.stop,
+        )
+        return {"trim_spend": spend, "trim_draft": draft}
+
+    def draft(
+        self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
+    ) -> dict[str, Any]:
+        settings = self.settings(runtime)
+        out = self.draft_gen.generate(
+            state["question"],
+            self.prefix(state),
+            max_tokens=settings.step_max_tokens,
+            config=config,
+        )
+        return self._after_weak(state, out, settings)
+
+    async def adraft(
+        self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
+    ) -> dict[str, Any]:
+        settings = self.settings(runtime)
+        out = await self.draft_gen.agenerate(
+            state["question"],
+            self.prefix(state),
+            max_tokens=settings.step_max_tokens,
+            config=config,
+        )
+        return self._after_weak(state, out, settings)
+
+    def after_draft(
+        self, state: TrimState, runtime: Runtime[Any]
+    ) -> Literal["score", "route", "finish"]:
+        draft = state.get("trim_draft")
+        if draft is None:
+            return "finish"
+        obs = self.observation(state, draft, self.settings(runtime))
+        return "score" if self.policy.needs_score(obs) else "route"
+
+    # -- score -------------------------------------------------------------------------
+    def _score_inputs(self, state: TrimState) -> dict[str, Any]:
+        draft = state["trim_draft"]
+        assert draft is not None
+        return {"question": state["question"], "steps": [*self.prefix(state), draft["text"]]}
+
+    def _after_score(self, state: TrimState, scores: list[float] | BaseException) -> dict[str, Any]:
+        draft = PendingDraft(**state["trim_draft"])  # type: ignore[typeddict-item]
+        spend = self.spend(state)
+        spend["prm_calls"] += 1
+        steps = state.get("trim_steps") or []
+        update: dict[str, Any] = {"trim_spend": spend}
+        if isinstance(scores, BaseException):
+            error = scores
+        else:
+            try:
+                scores = validate_scores(scores, len(steps) + 1)
+                error = None
+            except PRMError as exc:
+                error = exc
+        if error is not None:
+            if self.on_prm_error == "raise":
+                if isinstance(error, PRMError):
+                    raise error
+                raise PRMError(f"PRM failed at step {draft['index']}: {error}") from error
+            draft["score"] = None
+            draft["fallback"] = f"prm_error: {type(error).__name__}: {error}"
+            spend["fallbacks"] += 1
+        else:
+            assert isinstance(scores, list)
+            draft["score"] = scores[-1]
+            # Fill in scores of accepted steps that had none (strong rewrites).
+            filled = [
+                StepRecord(**{**s, "score": scores[i]})
+                for i, s in enumerate(steps)
+                if s["score"] is None
+            ]
+            if filled:
+                update["trim_steps"] = filled
+        update["trim_draft"] = draft
+        return update
+
+    def score(self, state: TrimState, config: RunnableConfig) -> dict[str, Any]:
+        inputs = self._score_inputs(state)
+        cfg = self._child_config(config, trim_step=state["trim_draft"]["index"])  # type: ignore[index]
+        try:
+            result: list[float] | BaseException = self.prm_runnable.invoke(inputs, cfg)
+        except Exception as exc:
+            result = exc
+        return self._after_score(state, result)
+
+    async def ascore(self, state: TrimState, config: RunnableConfig) -> dict[str, Any]:
+        inputs = self._score_inputs(state)
+        cfg = self._child_config(config, trim_step=state["trim_draft"]["index"])  # type: ignore[index]
+        try:
+            result: list[float] | BaseException = await self.prm_runnable.ainvoke(inputs, cfg)
+        except Exception as exc:
+            result = exc
+        return self._after_score(state, result)
+
+    # -- route -------------------------------------------------------------------------
+    def route(
+        self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
+    ) -> dict[str, Any]:
+        settings = self.settings(runtime)
+        draft = PendingDraft(**state["trim_draft"])  # type: ignore[typeddict-item]
+        obs = self.observation(state, draft, settings)
+        decision = self.policy.decide(obs)
+        if not isinstance(decision, RouteDecision) or decision.action not in (
+            "continue",
+            "escalate",
+        ):
+            raise TypeError(f"policy {self.policy.name} returned {decision!r}, not a RouteDecision")
+        blocked = False
+        reason = decision.reason
+        left = obs.budget_left
+        if decision.action == "escalate" and left is not None and left < settings.step_max_tokens:
+            blocked = True
+            reason = (
+                f"{reason}; budget blocked: {left} strong tokens left < step cap "
+                f"{settings.step_max_tokens}"
+            )
+            decision = RouteDecision("continue", reason)
+        draft["decision"] = decision.action
+        draft["reason"] = reason
+        draft["budget_blocked"] = blocked
+        metadata = {
+            "trim_step": draft["index"],
+            "trim_score": draft.get("score"),
+            "trim_decision": decision.action,
+            "trim_budget_blocked": blocked,
+            "trim_strong_tokens": obs.strong_tokens_spent,
+            "trim_budget": obs.budget,
+            "trim_budget_left": left,
+            "trim_policy": self.policy.name,
+        }
+        self.route_runnable.invoke(
+            {"observation": obs.__dict__, "decision": decision.action, "reason": reason},
+            self._child_config(config, **metadata),
+        )
+        update: dict[str, Any] = {"trim_draft": draft}
+        if blocked:
+            spend = self.spend(state)
+            spend["budget_blocked"] += 1
+            update["trim_spend"] = spend
+        return update
+
+    @staticmethod
+    def after_route(state: TrimState) -> Literal["escalate", "accept"]:
+        draft = state.get("trim_draft")
+        return "escalate" if draft and draft.get("decision") == "escalate" else "accept"
+
+    # -- commit (accept / escalate) ----------------------------------------------------
+    def _termination(self, record: StepRecord, settings: TrimSettings) -> Termination | None:
+        if has_final_answer(record["text"]):
+            return "final_answer"
+        if record["stop"] == "eos":
+            return "end_of_text"
+        if record["stop"] == "length":
+            return "step_token_cap"
+        if record["index"] + 1 >= settings.max_steps:
+            return "max_steps"
+        return None
+
+    def _commit(
+        self,
+        state: TrimState,
+        record: StepRecord,
+        spend: TrimSpend,
+        runtime: Runtime[Any],
+    ) -> dict[str, Any]:
+        settings = self.settings(runtime)
+        termination = self._termination(record, settings)
+        budget = state.get("trim_budget")
+        runtime.stream_writer(
+            {
+                "trim_event": "step",
+                "index": record["index"],
+                "author": record["author"],
+                "model": record["model"],
+                "score": record["draft_score"],
+                "decision": record["decision"],
+                "budget_blocked": record["budget_blocked"],
+                "fallback": record["fallback"],
+                "tokens": record["tokens"],
+                "strong_tokens": spend["strong_tokens"],
+                "budget": budget,
+                "budget_left": None if budget is None else budget - spend["strong_tokens"],
+                "text": record["text"],
+            }
+        )
+        return {
+            "trim_steps": [record],
+            "trim_draft": None,
+            "trim_spend": spend,
+            "trim_termination": termination,
+        }
+
+    @staticmethod
+    def _weak_record(draft: PendingDraft, fallback: str | None) -> StepRecord:
+        return StepRecord(
+            index=draft["index"],
+            text=draft["text"],
+            author="weak",
+            model=draft["model"],
+            tokens=draft["tokens"],
+            tokens_estimated=draft["tokens_estimated"],
+            stop=draft["stop"],
+            score=draft.get("score"),
+            draft_score=draft.get("score"),
+            decision=draft.get("decision", "continue"),
+            reason=draft.get("reason", ""),
+            draft=None,
+            draft_tokens=draft["tokens"],
+            budget_blocked=draft.get("budget_blocked", False),
+            fallback=fallback if fallback is not None else draft.get("fallback"),
+        )
+
+    def accept(self, state: TrimState, runtime: Runtime[Any]) -> dict[str, Any]:
+        draft = state["trim_draft"]
+        assert draft is not None
+        return self._commit(state, self._weak_record(draft, None), self.spend(state), runtime)
+
+    def _after_strong(
+        self,
+        state: TrimState,
+        outcome: StepOutput | BaseException,
+        attempts: int,
+        runtime: Runtime[Any],
+    ) -> dict[str, Any]:
+        draft = state["trim_draft"]
+        assert draft is not None
+        spend = self.spend(state)
+        spend["strong_calls"] += attempts
+        if isinstance(outcome, BaseException):
+            spend["fallbacks"] += 1
+            fallback = f"strong_error: {type(outcome).__name__}: {outcome}"
+            return self._commit(state, self._weak_record(draft, fallback), spend, runtime)
+        spend["strong_tokens"] += outcome.tokens
+        spend["strong_tokens_estimated"] = (
+            spend["strong_tokens_estimated"] or outcome.tokens_estimated
+        )
+        if not outcome.text:
+            spend["fallbacks"] += 1
+            fallback = "strong_empty: the strong model returned no text; draft kept"
+            return self._commit(state, self._weak_record(draft, fallback), spend, runtime)
+        spend["escalations"] += 1
+        spend["discarded_draft_tokens"] += draft["tokens"]
+        record = StepRecord(
+            index=draft["index"],
+            text=outcome.text,
+            author="strong",
+            model=outcome.model,
+            tokens=outcome.tokens,
+            tokens_estimated=outcome.tokens_estimated,
+            stop=outcome.stop,
+            score=None,
+            draft_score=draft.get("score"),
+            decision="escalate",
+            reason=draft.get("reason", ""),
+            draft=draft["text"],
+            draft_tokens=draft["tokens"],
+            budget_blocked=False,
+            fallback=draft.get("fallback"),
+        )
+        return self._commit(state, record, spend, runtime)
+
+    def escalate(
+        self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
+    ) -> dict[str, Any]:
+        settings = self.settings(runtime)
+        outcome: StepOutput | BaseException = RuntimeError("not attempted")
+        attempts = 0
+        for attempts in range(1, self.strong_max_retries + 2):  # noqa: B007
+            try:
+                outcome = self.strong_gen.generate(
+                    state["question"],
+                    self.prefix(state),
+                    max_tokens=settings.step_max_tokens,
+                    config=config,
+                )
+                break
+            except StepGenerationError as exc:
+                outcome = exc
+        return self._after_strong(state, outcome, attempts, runtime)
+
+    async def aescalate(
+        self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
+    ) -> dict[str, Any]:
+        settings = self.settings(runtime)
+        outcome: StepOutput | BaseException = RuntimeError("not attempted")
+        attempts = 0
+        for attempts in range(1, self.strong_max_retries + 2):  # noqa: B007
+            try:
+                outcome = await self.strong_gen.agenerate(
+                    state["question"],
+                    self.prefix(state),
+                    max_tokens=settings.step_max_tokens,
+                    config=config,
+                )
+                break
+            except StepGenerationError as exc:
+                outcome = exc
+        return self._after_strong(state, outcome, attempts, runtime)
+
+    @staticmethod
+    def after_commit(state: TrimState) -> Literal["draft", "finish"]:
+        return "finish" if state.get("trim_termination") else "draft"
+
+    # -- finish ------------------------------------------------------------------------
+    def finish(self, state: TrimState, runtime: Runtime[Any]) -> dict[str, Any]:
+        steps = state.get("trim_steps") or []
+        solution = self.delimiter.join(s["text"] for s in steps)
+        answer = extract_boxed(solution)
+        spend = self.spend(state)
+        termination = state.get("trim_termination") or "end_of_text"
+        runtime.stream_writer(
+            {
+                "trim_event": "done",
+                "final_answer": answer,
+                "termination": termination,
+                "spend": spend,
+            }
+        )
+        message = AIMessage(
+            content=solution,
+            name="trim",
+            response_metadata={
+                "trim": {
+                    "final_answer": answer,
+                    "termination": termination,
+                    "steps": len(steps),
+                    "escalated_steps": sum(s["author"] == "strong" for s in steps),
+                    "spend": dict(spend),
+                }
+            },
+        )
+        return {
+            "messages": [message],
+            "trim_final_answer": answer,
+            "trim_solution": solution,
+            "trim_termination": termination,
+            "trim_draft": None,
+        }
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def create_trim_graph(
+    draft_model: ChatModelLike | StepGenerator,
+    strong_model: ChatModelLike | StepGenerator,
+    prm: ProcessRewardModel | None,
+    policy: RoutingPolicy,
+    *,
+    budget: int | None = None,
+    max_steps: int = 30,
+    step_max_tokens: int = 512,
+    delimiter: str = DEFAULT_DELIMITER,
+    mode: GenerationMode = "auto",
+    strong_mode: GenerationMode | None = None,
+    step_timeout: float | None = None,
+    strong_max_retries: int = 1,
+    on_prm_error: PRMErrorMode = "keep_draft",
+    token_counter: Callable[[str], int] | None = None,
+    max_question_chars: int = 20_000,
+    state_schema: type[Any] = TrimState,
+    context_schema: type[Any] = TrimContext,
+) -> StateGraph[Any, Any, Any, Any]:
+    """Build the TRIM subgraph (uncompiled): weak drafts, PRM scores, targeted escalation.
+
+    Args:
+        draft_model: the cheap model that drafts every step (chat model, init string or
+            :class:`~langchain_trim.generation.StepGenerator`).
+        strong_model: the expensive model that rewrites escalated steps.
+        prm: process reward model scoring each draft; may be ``None`` only for policies
+            that never need scores (``ThresholdPolicy(0)`` / ``ThresholdPolicy(1)``).
+        policy: a :class:`~langchain_trim.policies.RoutingPolicy`.
+        budget: default hard cap on strong output tokens per question (state key
+            ``trim_budget`` overrides it per question).  A step is escalated only while
+            the budget still covers ``step_max_tokens``; otherwise the draft is kept and
+            the step is marked ``budget_blocked``.
+        max_steps: trajectory length limit (the paper uses 30).
+        step_max_tokens: per-step output cap sent to both models as ``max_tokens``.
+        delimiter: step separator (blank line).
+        mode / strong_mode: ``"prefill"``, ``"instruct"`` or ``"auto"`` step generation
+            for the draft / strong model (``strong_mode`` defaults to ``mode``).
+        step_timeout: seconds per model call.  A draft timeout raises
+            :class:`~langchain_trim.errors.StepTimeoutError`; a strong timeout keeps the
+            draft (recorded as ``fallback``).
+        strong_max_retries: extra attempts for a failing strong call before the fallback.
+        on_prm_error: ``"keep_draft"`` (record the failure, keep the unscored draft) or
+            ``"raise"`` (:class:`~langchain_trim.errors.PRMError`).
+        token_counter: counts tokens of models that report no ``usage_metadata``.
+        max_question_chars: longer questions are rejected.
+
+    Returns:
+        An uncompiled ``StateGraph``; compile it with your checkpointer and ``name``.
+
+    Example:
+        >>> from langchain_trim import create_trim_graph
+        >>> from langchain_trim.policies import ThresholdPolicy
+        >>> from langchain_trim.testing import FakeStepModel, KeywordPRM
+        >>> weak = FakeStepModel(steps=["2 + 2 = 5", r"So \\boxed{5}"], model_name="weak")
+        >>> strong = FakeStepModel(steps=["2 + 2 = 4", r"So \\boxed{4}"], model_name="strong")
+        >>> graph = create_trim_graph(weak, strong, KeywordPRM({"5": 0.1}), ThresholdPolicy(0.5))
+        >>> out = graph.compile(name="trim").invoke({"question": "What is 2 + 2?"})
+        >>> out["trim_final_answer"], [s["author"] for s in out["trim_steps"]]
+        ('4', ['strong', 'strong'])
+    """
+    if on_prm_error not in ("keep_draft", "raise"):
+        raise InvalidInputError(
+            f"on_prm_error must be 'keep_draft' or 'raise', got {on_prm_error!r}"
+        )
+    if not isinstance(strong_max_retries, int) or strong_max_retries < 0:
+        raise InvalidInputError(f"strong_max_retries must be >= 0, got {strong_max_retries!r}")
+    if not hasattr(policy, "decide") or not hasattr(policy, "needs_score"):
+        raise InvalidInputError(f"policy must implement RoutingPolicy, got {type(policy).__name__}")
+    if prm is not None and not (hasattr(prm, "score") and hasattr(prm, "ascore")):
+        raise InvalidInputError(f"prm must implement ProcessRewardModel, got {type(prm).__name__}")
+    if step_timeout is not None and (not math.isfinite(step_timeout) or step_timeout <= 0):
+        raise InvalidInputError(f"step_timeout must be positive, got {step_timeout}")
+    settings = TrimSettings(
+        budget=budget,
+        max_steps=max_steps,
+        step_max_tokens=step_max_tokens,
+        max_question_chars=max_question_chars,
+    )
+    common: dict[str, Any] = {
+        "delimiter": delimiter,
+        "token_counter": token_counter,
+        "timeout": step_timeout,
+    }
+    nodes = _TrimNodes(
+        draft=as_step_generator(
+            draft_model, role="draft", run_name="trim.draft", mode=mode, **common
+        ),
+        strong=as_step_generator(
+            strong_model, role="strong", run_name="trim.strong", mode=strong_mode or mode, **common
+        ),
+        prm=prm,
+        policy=policy,
+        settings=settings,
+        delimiter=delimiter,
+        on_prm_error=on_prm_error,
+        strong_max_retries=strong_max_retries,
+    )
+    builder: StateGraph[Any, Any, Any, Any] = StateGraph(
+        state_schema,
+        context_schema=context_schema,
+        input_schema=TrimInput,
+        output_schema=TrimOutput,
+    )
+    builder.add_node("prepare", RunnableCallable(nodes.prepare, name="prepare"))
+    builder.add_node("draft", RunnableCallable(nodes.draft, nodes.adraft, name="draft"))
+    builder.add_node("score", RunnableCallable(nodes.score, nodes.ascore, name="score"))
+    builder.add_node("route", RunnableCallable(nodes.route, name="route"))
+    builder.add_node("escalate", RunnableCallable(nodes.escalate, nodes.aescalate, name="escalate"))
+    builder.add_node("accept", RunnableCallable(nodes.accept, name="accept"))
+    builder.add_node("finish", RunnableCallable(nodes.finish, name="finish"))
+    builder.add_edge(START, "prepare")
+    builder.add_edge("prepare", "draft")
+    builder.add_conditional_edges(
+        "draft", nodes.after_draft, {"score": "score", "route": "route", "finish": "finish"}
+    )
+    builder.add_edge("score", "route")
+    builder.add_conditional_edges(
+        "route", nodes.after_route, {"escalate": "escalate", "accept": "accept"}
+    )
+    for node in ("accept", "escalate"):
+        builder.add_conditional_edges(
+            node, nodes.after_commit, {"draft": "draft", "finish": "finish"}
+        )
+    builder.add_edge("finish", END)
+    return builder
+
+
+__all__ = ["create_trim_graph"]

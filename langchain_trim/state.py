@@ -1,0 +1,173 @@
+"""The TRIM graph state: accepted steps with provenance, the pending draft, and spend.
+
+Every key the router owns is prefixed ``trim_`` so the subgraph can sit inside a parent
+graph that has its own ``steps``/``budget``/``cost`` keys.  Accumulating keys use
+idempotent reducers (steps merge by index, spend is replaced as a whole), so a parent
+that receives the subgraph's full output never counts anything twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Literal
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from typing_extensions import NotRequired, TypedDict
+
+Author = Literal["weak", "strong"]
+"""Which model wrote an accepted step."""
+
+Action = Literal["continue", "escalate"]
+"""A routing decision: keep the weak draft, or have the strong model rewrite the step."""
+
+StopReason = Literal["delimiter", "eos", "length"]
+"""Why a model stopped writing a step: the step delimiter, end of text, or the token cap."""
+
+Termination = Literal["final_answer", "end_of_text", "step_token_cap", "max_steps"]
+"""Why a trajectory ended."""
+
+
+class StepRecord(TypedDict):
+    """One accepted step with its provenance."""
+
+    index: int
+    """0-based position in the solution."""
+    text: str
+    author: Author
+    model: str
+    """Name of the model that wrote ``text``."""
+    tokens: int
+    """Output tokens decoded for ``text``."""
+    tokens_estimated: bool
+    """True when ``tokens`` was counted locally because the model reported no usage."""
+    stop: StopReason
+    score: float | None
+    """PRM score of the accepted text (a strong step is scored by the next PRM call)."""
+    draft_score: float | None
+    """PRM score of the weak draft that the router saw (``None`` when not scored)."""
+    decision: Action
+    """What the policy chose, after the budget check."""
+    reason: str
+    """Human-readable reason for the decision."""
+    draft: str | None
+    """The discarded weak draft when the step was escalated, else ``None``."""
+    draft_tokens: int
+    """Tokens of the weak draft (discarded when escalated)."""
+    budget_blocked: bool
+    """True when the policy asked to escalate but the budget could not cover a strong step."""
+    fallback: str | None
+    """Set when a documented fallback kept the draft (``prm_error: ...``, ``strong_error: ...``)."""
+
+
+class PendingDraft(TypedDict):
+    """The weak draft of the current step while it is scored and routed."""
+
+    index: int
+    text: str
+    model: str
+    tokens: int
+    tokens_estimated: bool
+    stop: StopReason
+    score: NotRequired[float | None]
+    decision: NotRequired[Action]
+    reason: NotRequired[str]
+    budget_blocked: NotRequired[bool]
+    fallback: NotRequired[str | None]
+
+
+class TrimSpend(TypedDict):
+    """Running totals for one question."""
+
+    strong_tokens: int
+    """Output tokens decoded by the strong model: the cost TRIM optimises."""
+    strong_tokens_estimated: bool
+    weak_tokens: int
+    """Output tokens decoded by the weak model, discarded drafts included."""
+    weak_tokens_estimated: bool
+    discarded_draft_tokens: int
+    strong_calls: int
+    weak_calls: int
+    prm_calls: int
+    escalations: int
+    budget_blocked: int
+    fallbacks: int
+
+
+def new_spend() -> TrimSpend:
+    """All-zero spend."""
+    return TrimSpend(
+        strong_tokens=0,
+        strong_tokens_estimated=False,
+        weak_tokens=0,
+        weak_tokens_estimated=False,
+        discarded_draft_tokens=0,
+        strong_calls=0,
+        weak_calls=0,
+        prm_calls=0,
+        escalations=0,
+        budget_blocked=0,
+        fallbacks=0,
+    )
+
+
+def merge_steps(
+    left: Sequence[StepRecord] | None, right: Sequence[StepRecord] | None
+) -> list[StepRecord]:
+    """Reducer for ``trim_steps``: upsert by ``index``.
+
+    Idempotent: applying the same update twice leaves one copy, which is what makes the
+    subgraph safe to nest (LangGraph re-applies a subgraph's output in the parent).
+
+    >>> a = {"index": 0, "text": "x"}
+    >>> merge_steps([a], [a, {"index": 1, "text": "y"}])  # doctest: +NORMALIZE_WHITESPACE
+    [{'index': 0, 'text': 'x'}, {'index': 1, 'text': 'y'}]
+    """
+    merged: dict[int, StepRecord] = {s["index"]: s for s in left or []}
+    for step in right or []:
+        merged[step["index"]] = step
+    return [merged[i] for i in sorted(merged)]
+
+
+class TrimInput(TypedDict, total=False):
+    """What the graph reads: a question, or a conversation ending in a human turn."""
+
+    question: str
+    messages: Annotated[list[AnyMessage], add_messages]
+    trim_budget: int | None
+    """Hard cap on strong-model output tokens for this question (``None``: unlimited)."""
+
+
+class TrimOutput(TypedDict, total=False):
+    """What the graph returns to its caller or parent graph."""
+
+    question: str
+    messages: Annotated[list[AnyMessage], add_messages]
+    trim_budget: int | None
+    trim_steps: Annotated[list[StepRecord], merge_steps]
+    trim_spend: TrimSpend
+    trim_final_answer: str | None
+    trim_solution: str | None
+    trim_termination: Termination | None
+
+
+class TrimState(TrimOutput, total=False):
+    """Full state schema of the TRIM graph (input, output and the pending draft)."""
+
+    trim_draft: PendingDraft | None
+
+
+__all__ = [
+    "Action",
+    "Author",
+    "PendingDraft",
+    "StepRecord",
+    "StopReason",
+    "Termination",
+    "TrimInput",
+    "TrimOutput",
+    "TrimSpend",
+    "TrimState",
+    "merge_steps",
+    "new_spend",
+]

@@ -1,0 +1,200 @@
+"""Routing semantics of the TRIM graph on scripted models."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+
+from langchain_trim import (
+    ThresholdPolicy,
+    TrimContext,
+    create_trim_graph,
+)
+from langchain_trim.generation import build_messages, parse_prefix
+from langchain_trim.testing import FakeStepModel, KeywordPRM
+
+from .conftest import STRONG_STEPS, WEAK_STEPS
+
+
+def run(graph: Any, inputs: dict[str, Any], use_async: bool, **kw: Any) -> dict[str, Any]:
+    compiled = graph.compile(name="trim")
+    if use_async:
+        return asyncio.run(compiled.ainvoke(inputs, **kw))
+    return compiled.invoke(inputs, **kw)
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    ("threshold", "expected_authors"),
+    [
+        (0.0, ["weak", "weak", "weak", "weak"]),
+        (0.3, ["weak", "strong", "weak", "weak"]),  # only the WRONG step (0.1) escalates
+        (0.5, ["weak", "strong", "strong", "strong"]),  # 13-steps score 0.4 too
+        (1.0, ["strong", "strong", "strong", "strong"]),
+    ],
+)
+def test_escalates_exactly_when_policy_says(
+    weak: FakeStepModel,
+    strong: FakeStepModel,
+    prm: KeywordPRM,
+    threshold: float,
+    expected_authors: list[str],
+    use_async: bool,
+) -> None:
+    graph = create_trim_graph(weak, strong, prm, ThresholdPolicy(threshold))
+    out = run(graph, {"question": "apples?"}, use_async)
+    steps = out["trim_steps"]
+    assert [s["author"] for s in steps] == expected_authors
+    assert [s["index"] for s in steps] == list(range(len(steps)))
+    for s in steps:
+        if s["draft_score"] is not None:
+            assert (s["draft_score"] < threshold) == (s["author"] == "strong")
+        if s["author"] == "strong":
+            assert s["text"] == STRONG_STEPS[s["index"]]
+            assert s["draft"] == WEAK_STEPS[s["index"]]
+        else:
+            assert s["draft"] is None
+    spend = out["trim_spend"]
+    n_strong = expected_authors.count("strong")
+    assert spend["escalations"] == n_strong == spend["strong_calls"]
+    assert spend["strong_tokens"] == sum(s["tokens"] for s in steps if s["author"] == "strong")
+    assert spend["weak_calls"] == 4
+    assert spend["discarded_draft_tokens"] == sum(s["draft_tokens"] for s in steps if s["draft"])
+    # the extremes never call the PRM
+    assert spend["prm_calls"] == (0 if threshold in (0.0, 1.0) else 4)
+    assert out["trim_termination"] == "final_answer"
+    assert out["messages"][-1].content == out["trim_solution"]
+
+
+def test_strong_model_never_sees_the_discarded_draft(weak: FakeStepModel, prm: KeywordPRM) -> None:
+    seen: list[list[str]] = []
+
+    def responder(question: str, accepted: Any) -> str | None:
+        seen.append(list(accepted))
+        i = len(accepted)
+        return STRONG_STEPS[i] if i < len(STRONG_STEPS) else None
+
+    strong = FakeStepModel(responder=responder, model_name="strong")
+    out = (
+        create_trim_graph(weak, strong, prm, ThresholdPolicy(0.5))
+        .compile()
+        .invoke({"question": "apples?"})
+    )
+    drafts = [s["draft"] for s in out["trim_steps"] if s["draft"]]
+    assert drafts
+    for prefix in seen:
+        for draft in drafts:
+            assert draft not in prefix
+    # the weak model continues from the corrected prefix
+    assert weak.calls == [0, 1, 2, 3]
+    assert seen == [
+        [WEAK_STEPS[0]],
+        [WEAK_STEPS[0], STRONG_STEPS[1]],
+        [WEAK_STEPS[0], *STRONG_STEPS[1:3]],
+    ]
+
+
+def test_strong_steps_are_scored_by_the_next_prm_call(
+    weak: FakeStepModel, strong: FakeStepModel, prm: KeywordPRM
+) -> None:
+    out = (
+        create_trim_graph(weak, strong, prm, ThresholdPolicy(0.3))
+        .compile()
+        .invoke({"question": "q"})
+    )
+    step1 = out["trim_steps"][1]
+    assert step1["author"] == "strong" and step1["score"] == 0.9 and step1["draft_score"] == 0.1
+
+
+@pytest.mark.parametrize("mode", ["prefill", "instruct"])
+def test_generation_modes_round_trip(mode: str) -> None:
+    msgs = build_messages("What is 1+1?", "a\n\nb", 2, mode=mode)  # type: ignore[arg-type]
+    assert parse_prefix(msgs) == ("What is 1+1?", ["a", "b"])
+
+
+def test_instruct_mode_with_plain_chat_models(prm: KeywordPRM) -> None:
+    weak = FakeStepModel(steps=WEAK_STEPS, supports_prefill=False)
+    strong = FakeStepModel(steps=STRONG_STEPS, supports_prefill=False)
+    graph = create_trim_graph(weak, strong, prm, ThresholdPolicy(0.3))
+    out = graph.compile().invoke({"question": "apples?"})
+    assert [s["author"] for s in out["trim_steps"]] == ["weak", "strong", "weak", "weak"]
+
+
+def test_blank_steps_are_continued_not_accepted(prm: KeywordPRM) -> None:
+    weak = FakeStepModel(steps=["a = 1", " . ", "", r"\boxed{1}"])
+    strong = FakeStepModel(steps=[])
+    out = (
+        create_trim_graph(weak, strong, prm, ThresholdPolicy(0)).compile().invoke({"question": "q"})
+    )
+    texts = [s["text"] for s in out["trim_steps"]]
+    assert texts == ["a = 1", r"\boxed{1}"]
+    assert out["trim_spend"]["weak_calls"] == 2  # graph-level calls: blank chunks folded in
+    assert weak.calls == [0, 1, 2, 3]  # model calls: the blank chunks were continued past
+    assert out["trim_spend"]["weak_tokens"] == 3 + 3 + 0 + 1  # blank chunks are paid for too
+
+
+@pytest.mark.parametrize(
+    ("weak_steps", "kwargs", "termination", "n_steps"),
+    [
+        (["a", r"\boxed{1}", "never"], {}, "final_answer", 2),
+        (["a", "b"], {}, "end_of_text", 2),
+        (["a", "one two three four five six"], {"step_max_tokens": 4}, "step_token_cap", 2),
+        (["a"] * 10, {"max_steps": 3}, "max_steps", 3),
+    ],
+)
+def test_termination_reasons(
+    weak_steps: list[str], kwargs: dict[str, Any], termination: str, n_steps: int
+) -> None:
+    weak = FakeStepModel(steps=weak_steps)
+    graph = create_trim_graph(weak, FakeStepModel(), None, ThresholdPolicy(0), **kwargs)
+    out = graph.compile().invoke({"question": "q"})
+    assert out["trim_termination"] == termination
+    assert len(out["trim_steps"]) == n_steps
+
+
+def test_context_overrides_factory_settings() -> None:
+    weak = FakeStepModel(steps=["a"] * 10)
+    graph = create_trim_graph(
+        weak, FakeStepModel(), None, ThresholdPolicy(0), max_steps=8
+    ).compile()
+    out = graph.invoke({"question": "q"}, context=TrimContext(max_steps=2))
+    assert out["trim_termination"] == "max_steps" and len(out["trim_steps"]) == 2
+
+
+def test_messages_in_messages_out(
+    weak: FakeStepModel, strong: FakeStepModel, prm: KeywordPRM
+) -> None:
+    graph = create_trim_graph(weak, strong, prm, ThresholdPolicy(0.3)).compile()
+    out = graph.invoke({"messages": [HumanMessage("How many apples?")]})
+    assert out["question"] == "How many apples?"
+    assert isinstance(out["messages"][-1], AIMessage)
+    assert out["messages"][-1].response_metadata["trim"]["final_answer"] == "13"
+    # a second turn on the same state starts afresh
+    out2 = graph.invoke({"messages": [*out["messages"], HumanMessage("Again?")]})
+    assert out2["question"] == "Again?" and len(out2["trim_steps"]) == 4
+    assert len([m for m in out2["messages"] if isinstance(m, AIMessage)]) == 2
+
+
+def test_estimated_tokens_are_marked_never_zero(prm: KeywordPRM) -> None:
+    weak = FakeStepModel(steps=WEAK_STEPS, report_usage=False)
+    strong = FakeStepModel(steps=STRONG_STEPS, report_usage=False)
+    out = (
+        create_trim_graph(weak, strong, prm, ThresholdPolicy(1.0))
+        .compile()
+        .invoke({"question": "q"})
+    )
+    spend = out["trim_spend"]
+    assert spend["strong_tokens_estimated"] and spend["weak_tokens_estimated"]
+    assert spend["strong_tokens"] > 0
+    assert all(s["tokens_estimated"] and s["tokens"] > 0 for s in out["trim_steps"])
+
+
+def test_batch_and_abatch(weak: FakeStepModel, strong: FakeStepModel, prm: KeywordPRM) -> None:
+    graph = create_trim_graph(weak, strong, prm, ThresholdPolicy(0.3)).compile()
+    outs = graph.batch([{"question": "a"}, {"question": "b"}])
+    aouts = asyncio.run(graph.abatch([{"question": "a"}, {"question": "b"}]))
+    for out in [*outs, *aouts]:
+        assert out["trim_final_answer"] == "13"  # the WRONG step is fixed, the rest stays weak
