@@ -15,7 +15,7 @@ draft.  Every node writes only ``trim_*`` keys (plus ``question`` and, at the en
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -35,7 +35,7 @@ from langchain_trim.generation import (
 )
 from langchain_trim.models import ChatModelLike
 from langchain_trim.policies.base import RouteDecision, RouteObservation, RoutingPolicy
-from langchain_trim.prm.base import ProcessRewardModel, validate_scores
+from langchain_trim.prm.base import ProcessRewardModel, StepObserver, validate_scores
 from langchain_trim.state import (
     PendingDraft,
     StepRecord,
@@ -192,6 +192,7 @@ class _TrimNodes:
             tokens=out.tokens,
             tokens_estimated=out.tokens_estimated,
             stop=out.stop,
+            logprobs=list(out.logprobs) if out.logprobs else None,
         )
         return {"trim_spend": spend, "trim_draft": draft}
 
@@ -229,9 +230,14 @@ class _TrimNodes:
         return "score" if self.policy.needs_score(obs) else "route"
 
     # -- score -------------------------------------------------------------------------
+    def _observe(self, question: str, text: str, logprobs: Sequence[float] | None) -> None:
+        if isinstance(self.prm, StepObserver):
+            self.prm.observe_step(question, text, logprobs)
+
     def _score_inputs(self, state: TrimState) -> dict[str, Any]:
         draft = state["trim_draft"]
         assert draft is not None
+        self._observe(state["question"], draft["text"], draft.get("logprobs"))
         return {"question": state["question"], "steps": [*self.prefix(state), draft["text"]]}
 
     def _after_score(self, state: TrimState, scores: list[float] | BaseException) -> dict[str, Any]:
@@ -436,6 +442,7 @@ class _TrimNodes:
             return self._commit(state, self._weak_record(draft, fallback), spend, runtime)
         spend["escalations"] += 1
         spend["discarded_draft_tokens"] += draft["tokens"]
+        self._observe(state["question"], outcome.text, outcome.logprobs)
         record = StepRecord(
             index=draft["index"],
             text=outcome.text,

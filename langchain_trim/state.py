@@ -69,6 +69,8 @@ class PendingDraft(TypedDict):
     tokens: int
     tokens_estimated: bool
     stop: StopReason
+    logprobs: NotRequired[list[float] | None]
+    """Token log-probabilities of the draft, when the model reports them."""
     score: NotRequired[float | None]
     decision: NotRequired[Action]
     reason: NotRequired[str]

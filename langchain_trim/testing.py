@@ -57,6 +57,8 @@ class FakeStepModel(BaseChatModel):
     hang_on_steps: frozenset[int] = frozenset()
     """Step indices at which the call sleeps for ``hang_seconds`` (to test timeouts)."""
     hang_seconds: float = 5.0
+    token_logprob: Callable[[str], float] | None = None
+    """When set, report OpenAI-style token logprobs: ``token_logprob(word)`` per word."""
 
     _calls: list[int] = PrivateAttr(default_factory=list)
 
@@ -104,6 +106,10 @@ class FakeStepModel(BaseChatModel):
             words, finish = words[:max_tokens], "length"
             text = " ".join(words)
         meta: dict[str, Any] = {"model_name": self.model_name, "finish_reason": finish}
+        if self.token_logprob is not None:
+            meta["logprobs"] = {
+                "content": [{"token": w, "logprob": self.token_logprob(w)} for w in words]
+            }
         message = AIMessage(content=text, response_metadata=meta)
         if self.report_usage:
             message.usage_metadata = {

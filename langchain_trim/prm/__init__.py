@@ -9,13 +9,19 @@ from langchain_trim.prm.base import (
     FunctionPRM,
     PRMItem,
     ProcessRewardModel,
+    StepObserver,
     validate_scores,
 )
+from langchain_trim.prm.confidence import SelfConfidencePRM
+from langchain_trim.prm.judge import ChatJudgePRM
 
 __all__ = [
     "BaseProcessRewardModel",
+    "ChatJudgePRM",
     "FunctionPRM",
     "PRMItem",
     "ProcessRewardModel",
+    "SelfConfidencePRM",
+    "StepObserver",
     "validate_scores",
 ]

@@ -40,6 +40,18 @@ class ProcessRewardModel(Protocol):
         ...
 
 
+@runtime_checkable
+class StepObserver(Protocol):
+    """Optional PRM hook: see every generated step with its token logprobs.
+
+    The graph calls it for each weak draft (before scoring) and each strong step, so
+    scorers such as :class:`~langchain_trim.prm.confidence.SelfConfidencePRM` score for
+    free from what the generator already computed.
+    """
+
+    def observe_step(self, question: str, text: str, logprobs: Sequence[float] | None) -> None: ...
+
+
 def validate_scores(scores: Sequence[float], n_steps: int, *, source: str = "PRM") -> list[float]:
     """Check a PRM answer: ``n_steps`` finite floats in [0, 1].  Raise :class:`PRMScoreError`.
 

