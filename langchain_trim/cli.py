@@ -71,6 +71,43 @@ def _policy(name: str, threshold: float) -> Any:
     raise InvalidInputError(f"unknown policy {name!r}; choose thr, weak or strong")
 
 
+def _setting(
+    weak: tuple[str, str | None],
+    strong: tuple[str, str | None],
+    prm: tuple[str, str | None],
+    temperature: float,
+) -> Any:
+    """Local models by default; a ``*_url`` swaps that role for a served model."""
+    from langchain_trim.local.setting import PRM_CHOICES, LocalSetting, local_setting
+    from langchain_trim.prm import ChatJudgePRM, SelfConfidencePRM
+    from langchain_trim.remote import openai_compatible
+
+    def chat(spec: tuple[str, str | None], local: Any) -> Any:
+        name, url = spec
+        return openai_compatible(name, url, temperature=temperature) if url else local
+
+    prm_name, prm_url = prm
+    if prm_url is None and prm_name not in PRM_CHOICES:
+        raise InvalidInputError(f"--prm must be one of {PRM_CHOICES} without --prm-url")
+    local = None
+    if weak[1] is None or strong[1] is None:
+        local = local_setting(weak=weak[0], strong=strong[0], prm="none", temperature=temperature)
+    weak_model = chat(weak, local.weak if local else None)
+    strong_model = chat(strong, local.strong if local else None)
+    scorer: Any = None
+    if prm_url is not None:
+        from langchain_trim.prm.vllm_prm import VLLMServerPRM
+
+        scorer = VLLMServerPRM(prm_url, prm_name)
+    elif prm_name == "judge":
+        scorer = ChatJudgePRM(strong_model)
+    elif prm_name == "confidence":
+        scorer = SelfConfidencePRM()
+    elif prm_name != "none":
+        scorer = local_setting(prm=prm_name).prm
+    return LocalSetting(weak=weak_model, strong=strong_model, prm=scorer)
+
+
 def _show_step(event: dict[str, Any], quiet: bool) -> None:
     if event.get("trim_event") != "step" or quiet:
         return
@@ -101,7 +138,13 @@ def solve(
     budget: int = typer.Option(None, help="Max strong-model output tokens per question."),
     weak: str = typer.Option("weak", help="Weak model: embedded name or .gguf path."),
     strong: str = typer.Option("strong", help="Strong model: embedded name or .gguf path."),
-    prm: str = typer.Option("judge", help="PRM: judge, confidence or none."),
+    prm: str = typer.Option(
+        "judge",
+        help="PRM: probe, judge, confidence, arithmetic or none; with --prm-url the served model.",
+    ),
+    weak_url: str = typer.Option(None, help="OpenAI-compatible URL serving --weak (vLLM)."),
+    strong_url: str = typer.Option(None, help="OpenAI-compatible URL serving --strong (vLLM)."),
+    prm_url: str = typer.Option(None, help="vLLM server URL whose /pooling serves --prm."),
     max_steps: int = typer.Option(30, help="Step limit."),
     step_max_tokens: int = typer.Option(256, help="Token cap per step."),
     temperature: float = typer.Option(0.7, help="Sampling temperature of both models."),
@@ -118,9 +161,9 @@ def solve(
             policy,
             threshold,
             budget,
-            weak,
-            strong,
-            prm,
+            (weak, weak_url),
+            (strong, strong_url),
+            (prm, prm_url),
             max_steps,
             step_max_tokens,
             temperature,
@@ -143,9 +186,9 @@ def _run(
     policy: str,
     threshold: float,
     budget: int | None,
-    weak: str,
-    strong: str,
-    prm: str,
+    weak: tuple[str, str | None],
+    strong: tuple[str, str | None],
+    prm: tuple[str, str | None],
     max_steps: int,
     step_max_tokens: int,
     temperature: float,
@@ -153,20 +196,22 @@ def _run(
     quiet: bool,
 ) -> None:
     from langchain_trim.graph import create_trim_graph
-    from langchain_trim.local.setting import local_setting
+    from langchain_trim.models import model_display_name
     from langchain_trim.runnables import TrimResult
 
     try:
         chosen = _policy(policy, threshold)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(str(exc)) from exc
-    setting = local_setting(weak=weak, strong=strong, prm=prm, temperature=temperature)
+    setting = _setting(weak, strong, prm, temperature)
     t0 = time.perf_counter()
-    setting.weak.load()
-    setting.strong.load()
+    for model in (setting.weak, setting.strong):
+        if hasattr(model, "load"):
+            model.load()
     if not as_json:
         console.print(
-            f"[dim]weak {setting.weak.model_name} · strong {setting.strong.model_name} · "
+            f"[dim]weak {model_display_name(setting.weak)} · "
+            f"strong {model_display_name(setting.strong)} · "
             f"prm {getattr(setting.prm, 'name', 'none')} · policy {chosen.name} · "
             f"loaded in {time.perf_counter() - t0:.1f}s[/]"
         )

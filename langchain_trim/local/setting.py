@@ -7,7 +7,7 @@ from typing import Any
 
 from langchain_trim.prm.base import ProcessRewardModel
 
-PRM_CHOICES = ("judge", "confidence", "none")
+PRM_CHOICES = ("probe", "judge", "confidence", "arithmetic", "none")
 """PRM backends the embedded setting can build without extra files."""
 
 
@@ -24,7 +24,7 @@ def local_setting(
     *,
     weak: str = "weak",
     strong: str = "strong",
-    prm: str = "judge",
+    prm: str = "probe",
     judge: str | None = None,
     n_threads: int | None = None,
     temperature: float = 0.7,
@@ -33,9 +33,12 @@ def local_setting(
 
     Args:
         weak / strong: embedded model names (``weak``, ``strong``, ``tiny``) or GGUF paths.
-        prm: ``"judge"`` (LLM-as-judge on the ``judge`` model, by default the strong one),
-            ``"confidence"`` (the weak model's own token probabilities, free) or
-            ``"none"`` (only for always-weak/always-strong).
+        prm: ``"probe"`` (the trained probe PRM shipped with the package: a logistic head
+            on the weak model's step features; the best CPU scorer measured in
+            ``benchmarks/prm_quality``), ``"judge"`` (LLM-as-judge on the ``judge`` model,
+            by default the strong one), ``"confidence"`` (the weak model's own token
+            probabilities, free), ``"arithmetic"`` (exact equation checker) or ``"none"``
+            (only for always-weak/always-strong).
         temperature: sampling temperature of both models (the release uses 0.7).
     """
     from langchain_trim.local.llama import LlamaCppChatModel
@@ -54,6 +57,14 @@ def local_setting(
         scorer = ChatJudgePRM(judge_model)
     elif prm == "confidence":
         scorer = SelfConfidencePRM()
+    elif prm == "probe":
+        from langchain_trim.prm.probe import ProbePRM
+
+        scorer = ProbePRM(n_threads=n_threads)
+    elif prm == "arithmetic":
+        from langchain_trim.prm.arithmetic import ArithmeticPRM
+
+        scorer = ArithmeticPRM()
     return LocalSetting(weak=weak_model, strong=strong_model, prm=scorer)
 
 

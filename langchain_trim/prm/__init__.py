@@ -15,13 +15,36 @@ from langchain_trim.prm.base import (
 from langchain_trim.prm.confidence import SelfConfidencePRM
 from langchain_trim.prm.judge import ChatJudgePRM
 
+_LAZY = {
+    "ArithmeticPRM": "langchain_trim.prm.arithmetic",
+    "ProbePRM": "langchain_trim.prm.probe",
+    "TransformersPRM": "langchain_trim.prm.transformers_prm",
+    "VLLMOfflinePRM": "langchain_trim.prm.vllm_prm",
+    "VLLMServerPRM": "langchain_trim.prm.vllm_prm",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Heavy backends load on first use: ``from langchain_trim.prm import TransformersPRM``."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'langchain_trim.prm' has no attribute {name!r}")
+
+
 __all__ = [
+    "ArithmeticPRM",
     "BaseProcessRewardModel",
     "ChatJudgePRM",
     "FunctionPRM",
     "PRMItem",
+    "ProbePRM",
     "ProcessRewardModel",
     "SelfConfidencePRM",
     "StepObserver",
+    "TransformersPRM",
+    "VLLMOfflinePRM",
+    "VLLMServerPRM",
     "validate_scores",
 ]

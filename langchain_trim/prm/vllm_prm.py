@@ -1,0 +1,631 @@
+"""Process reward models served by vLLM: in-process (:class:`VLLMOfflinePRM`) or over HTTP
+(:class:`VLLMServerPRM`).
+
+Both send **token ids** to vLLM, never text, so the step-tag positions we read back are
+exactly the ones the model saw, and both apply the same formats and left-truncation rule as
+:mod:`langchain_trim.prm.transformers_prm` (steps whose tag fell off the left edge get the
+score of the earliest surviving step).
+
+What vLLM returns per input depends on the pooler:
+
+* one row per token (Qwen2.5-Math-PRM with its default pooler, or ``ALL`` pooling): the
+  rows at the step-tag positions are used;
+* one row per step (a ``STEP`` pooler with ``step_tag_id`` set, as Math-Shepherd needs:
+  ``--pooler-config '{"pooling_type": "STEP", "step_tag_id": 12902,
+  "returned_token_ids": [648, 387]}'``): the rows are used in order.
+
+Each row holds class probabilities (vLLM applies softmax by default) or logits; with
+``activation="auto"`` a row that is not already a probability distribution is softmaxed.
+The score is ``row[positive_index]``: 1 for Qwen (P(correct)), 0 for Math-Shepherd
+(``returned_token_ids=[good, bad]``).
+
+Serving, for reference::
+
+    vllm serve Qwen/Qwen2.5-Math-PRM-7B --runner pooling --trust-remote-code
+
+``vllm`` and ``httpx`` are imported lazily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Any, Literal, TypeVar
+
+from langchain_trim.errors import PRMError, PRMScoreError
+from langchain_trim.prm.base import BaseProcessRewardModel, PRMItem, validate_scores
+from langchain_trim.prm.transformers_prm import (
+    DEFAULT_MAX_LENGTH,
+    MATH_SHEPHERD_STEP_TAG,
+    MATH_SHEPHERD_STEP_TAG_ID,
+    QWEN_STEP_TAG,
+    QWEN_STEP_TAG_ID,
+    QWEN_SYSTEM_PROMPT,
+    PreparedInput,
+    PRMStyle,
+    encode_prm_input,
+    expand_truncated_scores,
+    math_shepherd_prm_prompt,
+    prepare_prm_input,
+    qwen_prm_messages,
+    resolve_step_tag_id,
+)
+
+Activation = Literal["auto", "softmax", "none"]
+T = TypeVar("T")
+
+
+def _default_tag(style: PRMStyle) -> tuple[str, int]:
+    if style == "qwen":
+        return QWEN_STEP_TAG, QWEN_STEP_TAG_ID
+    if style == "math_shepherd":
+        return MATH_SHEPHERD_STEP_TAG, MATH_SHEPHERD_STEP_TAG_ID
+    raise ValueError(f"style must be 'qwen' or 'math_shepherd', got {style!r}")
+
+
+def _as_rows(data: Any, source: str) -> list[list[float]]:
+    """vLLM's per-input output (tensor or nested list) as a list of float rows."""
+    if hasattr(data, "tolist"):
+        data = data.tolist()
+    if not isinstance(data, list) or not all(isinstance(row, list) for row in data):
+        raise PRMScoreError(
+            f"{source}: expected a list of rows (one per token or per step), got "
+            f"{type(data).__name__}; is the model served with runner='pooling' and a "
+            "token_classify pooler?"
+        )
+    try:
+        return [[float(x) for x in row] for row in data]
+    except (TypeError, ValueError) as exc:
+        raise PRMScoreError(f"{source}: non-numeric pooling output: {exc}") from exc
+
+
+def _softmax(row: Sequence[float]) -> list[float]:
+    top = max(row)
+    exps = [math.exp(x - top) for x in row]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def _activate(row: list[float], activation: Activation) -> list[float]:
+    if activation == "none":
+        return row
+    if activation == "auto" and all(0.0 <= x <= 1.0 for x in row) and abs(sum(row) - 1) < 1e-3:
+        return row
+    if not all(math.isfinite(x) for x in row):
+        return row  # leave NaN/inf for validate_scores to report
+    return _softmax(row)
+
+
+def scores_from_rows(
+    rows: Sequence[Sequence[float]],
+    prepared: PreparedInput,
+    *,
+    positive_index: int,
+    activation: Activation = "auto",
+    source: str = "vLLM PRM",
+) -> list[float]:
+    """Turn vLLM pooling rows for one input into one validated score per step.
+
+    >>> from langchain_trim.prm.transformers_prm import prepare_prm_input
+    >>> p = prepare_prm_input([3, 7, 9, 4, 9], 9, 2, max_length=100)
+    >>> rows = [[0.5, 0.5], [0.5, 0.5], [0.2, 0.8], [0.5, 0.5], [0.9, 0.1]]
+    >>> scores_from_rows(rows, p, positive_index=1)  # one row per token
+    [0.8, 0.1]
+    >>> scores_from_rows([[0.2, 0.8], [0.9, 0.1]], p, positive_index=1)  # one per step
+    [0.8, 0.1]
+    """
+    if len(rows) == len(prepared.ids):
+        picked = [list(rows[pos]) for pos in prepared.positions]
+    elif len(rows) == len(prepared.positions):
+        picked = [list(row) for row in rows]
+    else:
+        raise PRMScoreError(
+            f"{source} returned {len(rows)} rows for an input of {len(prepared.ids)} tokens "
+            f"with {len(prepared.positions)} step tags (expected one row per token or per "
+            "step)"
+        )
+    scores = []
+    for row in picked:
+        if len(row) <= positive_index:
+            raise PRMScoreError(
+                f"{source} returned rows of width {len(row)}; positive_index={positive_index}"
+            )
+        scores.append(_activate(row, activation)[positive_index])
+    full = expand_truncated_scores(scores, prepared.n_steps)
+    return validate_scores(full, prepared.n_steps, source=source)
+
+
+class _VLLMBase(BaseProcessRewardModel):
+    """Shared settings: style, step tag, truncation and how rows become scores."""
+
+    def _setup(
+        self,
+        *,
+        style: PRMStyle,
+        tokenizer: Any,
+        step_tag: str | None,
+        step_tag_id: int | None,
+        system_prompt: str,
+        positive_index: int | None,
+        activation: Activation,
+        max_length: int,
+    ) -> None:
+        default_tag, default_id = _default_tag(style)
+        if activation not in ("auto", "softmax", "none"):
+            raise ValueError(f"activation must be 'auto', 'softmax' or 'none', got {activation!r}")
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        self.style: PRMStyle = style
+        self.tokenizer = tokenizer
+        self.step_tag = step_tag or default_tag
+        if step_tag_id is None:
+            step_tag_id = (
+                resolve_step_tag_id(tokenizer, style, self.step_tag)
+                if tokenizer is not None
+                else default_id
+            )
+        self.step_tag_id = step_tag_id
+        self.system_prompt = system_prompt
+        self.positive_index = (
+            positive_index if positive_index is not None else (1 if style == "qwen" else 0)
+        )
+        self.activation: Activation = activation
+        self.max_length = max_length
+
+    def _encode_locally(self, question: str, steps: Sequence[str]) -> list[int]:
+        return encode_prm_input(
+            self.tokenizer,
+            question,
+            steps,
+            style=self.style,
+            step_tag=self.step_tag,
+            system=self.system_prompt,
+        )
+
+    def _prepare(self, ids: Sequence[int], n_steps: int, max_length: int) -> PreparedInput:
+        return prepare_prm_input(ids, self.step_tag_id, n_steps, max_length, source=self.name)
+
+    def _scores(self, rows: Any, prepared: PreparedInput) -> list[float]:
+        return scores_from_rows(
+            _as_rows(rows, self.name),
+            prepared,
+            positive_index=self.positive_index,
+            activation=self.activation,
+            source=self.name,
+        )
+
+
+class VLLMOfflinePRM(_VLLMBase):
+    """A PRM run in this process by ``vllm.LLM(model=..., runner="pooling")``.
+
+    Args:
+        model: model name or path, loaded with ``vllm.LLM(model, runner="pooling",
+            **llm_kwargs)`` unless ``llm`` is given.
+        llm: an already built ``vllm.LLM`` (or any object with ``encode`` and
+            ``get_tokenizer``).
+        tokenizer: used to build inputs and find step tags; default ``llm.get_tokenizer()``.
+        style: ``"qwen"`` or ``"math_shepherd"``.
+        pooling_task: passed to ``LLM.encode``; ``"token_classify"`` for vLLM >= 0.11,
+            ``"encode"`` for older releases, ``None`` to not pass it.
+        positive_index: index of "correct" in each row (default 1 for qwen, 0 for
+            math_shepherd).
+        activation: ``"auto"`` softmaxes rows that are not probabilities already.
+        max_length: left-truncation length in tokens.
+
+    Calls are serialised with a lock (``vllm.LLM`` is not thread-safe); ``ascore_batch``
+    runs in a worker thread.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        llm: Any = None,
+        tokenizer: Any = None,
+        style: PRMStyle = "qwen",
+        step_tag: str | None = None,
+        step_tag_id: int | None = None,
+        system_prompt: str = QWEN_SYSTEM_PROMPT,
+        positive_index: int | None = None,
+        pooling_task: str | None = "token_classify",
+        activation: Activation = "auto",
+        max_length: int = DEFAULT_MAX_LENGTH,
+        name: str | None = None,
+        **llm_kwargs: Any,
+    ) -> None:
+        _default_tag(style)
+        if llm is None:
+            if model is None:
+                raise ValueError("VLLMOfflinePRM needs a model name/path or an llm object")
+            from vllm import LLM
+
+            llm_kwargs.setdefault("runner", "pooling")
+            llm = LLM(model=model, **llm_kwargs)
+        elif llm_kwargs:
+            raise ValueError(f"llm_kwargs {sorted(llm_kwargs)} cannot be used with llm=")
+        self.llm = llm
+        self.name = name or f"vllm:{model or type(llm).__name__}"
+        self._setup(
+            style=style,
+            tokenizer=tokenizer if tokenizer is not None else llm.get_tokenizer(),
+            step_tag=step_tag,
+            step_tag_id=step_tag_id,
+            system_prompt=system_prompt,
+            positive_index=positive_index,
+            activation=activation,
+            max_length=max_length,
+        )
+        self.pooling_task = pooling_task
+        self._lock = threading.Lock()
+
+    def score_batch(self, items: Sequence[PRMItem]) -> list[list[float]]:
+        results: list[list[float]] = [[] for _ in items]
+        prepared: dict[int, PreparedInput] = {}
+        for i, (question, steps) in enumerate(items):
+            if len(steps):
+                ids = self._encode_locally(question, steps)
+                prepared[i] = self._prepare(ids, len(steps), self.max_length)
+        if not prepared:
+            return results
+        index = list(prepared)
+        prompts = [{"prompt_token_ids": prepared[i].ids} for i in index]
+        kwargs: dict[str, Any] = {"use_tqdm": False}
+        if self.pooling_task is not None:
+            kwargs["pooling_task"] = self.pooling_task
+        with self._lock:
+            try:
+                outputs = self.llm.encode(prompts, **kwargs)
+            except Exception as exc:
+                raise PRMError(f"{self.name}: encode failed: {type(exc).__name__}: {exc}") from exc
+        if len(outputs) != len(index):
+            raise PRMScoreError(f"{self.name}: {len(outputs)} outputs for {len(index)} prompts")
+        for i, output in zip(index, outputs, strict=True):
+            results[i] = self._scores(output.outputs.data, prepared[i])
+        return results
+
+
+class _Retry(Exception):
+    """A failure worth another attempt (connection error, HTTP 5xx)."""
+
+
+class VLLMServerPRM(_VLLMBase):
+    """A PRM served by ``vllm serve <model> --runner pooling``, over HTTP.
+
+    Each trajectory is turned into token ids (with ``tokenizer`` locally, or by the
+    server's ``POST /tokenize`` when no tokenizer is given), truncated from the left to
+    ``max_length`` (and to the server's ``max_model_len`` when ``/tokenize`` reports it),
+    and scored with ``POST /pooling`` ``{"model", "input": [[ids], ...], "task"}``; the
+    per-token or per-step rows of ``{"data": [{"index", "data": rows}]}`` become scores.
+
+    Args:
+        base_url: the server root, e.g. ``http://localhost:8000`` (a trailing ``/v1`` is
+            dropped: ``/pooling`` and ``/tokenize`` live at the root).
+        model: the served model name.
+        tokenizer: a local tokenizer of the served model; saves one ``/tokenize`` request
+            per trajectory.  Without it the step-tag id defaults to Qwen's 151651 or
+            Math-Shepherd's 12902 (override with ``step_tag_id``).
+        pooling_task: the request's ``task`` (``None`` leaves it out, for old servers).
+        batch_size: trajectories per ``/pooling`` request.
+        timeout: seconds per HTTP request.
+        max_retries: extra attempts after a connection error or an HTTP 5xx, with
+            exponential backoff from ``retry_backoff`` seconds.  Read timeouts are not
+            retried.  A 4xx raises :class:`~langchain_trim.errors.PRMError` at once with the
+            server's message.
+        max_concurrency: requests in flight at once on the async path (and the size of the
+            connection pool).
+        api_key: sent as ``Authorization: Bearer <api_key>``.
+
+    The sync path uses one pooled ``httpx.Client``; the async path one ``httpx.AsyncClient``
+    per event loop.  Call :meth:`close` / :meth:`aclose` (or use ``with``) to release them.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        tokenizer: Any = None,
+        style: PRMStyle = "qwen",
+        step_tag: str | None = None,
+        step_tag_id: int | None = None,
+        system_prompt: str = QWEN_SYSTEM_PROMPT,
+        positive_index: int | None = None,
+        pooling_task: str | None = "token_classify",
+        activation: Activation = "auto",
+        max_length: int = DEFAULT_MAX_LENGTH,
+        batch_size: int = 8,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        retry_backoff: float = 0.5,
+        max_concurrency: int = 8,
+        api_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not base_url:
+            raise ValueError("base_url is empty")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        url = base_url.rstrip("/")
+        self.base_url = url.removesuffix("/v1")
+        self.model = model
+        self.name = name or f"vllm-server:{model}"
+        self._setup(
+            style=style,
+            tokenizer=tokenizer,
+            step_tag=step_tag,
+            step_tag_id=step_tag_id,
+            system_prompt=system_prompt,
+            positive_index=positive_index,
+            activation=activation,
+            max_length=max_length,
+        )
+        self.pooling_task = pooling_task
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.max_concurrency = max_concurrency
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self._client: Any = None
+        self._aclients: dict[int, tuple[Any, Any]] = {}  # id(loop) -> (loop, client)
+        self._client_lock = threading.Lock()
+
+    # -- clients -----------------------------------------------------------------------------
+    def _limits(self) -> Any:
+        import httpx
+
+        return httpx.Limits(
+            max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
+        )
+
+    def _sync_client(self) -> Any:
+        with self._client_lock:
+            if self._client is None:
+                import httpx
+
+                self._client = httpx.Client(
+                    base_url=self.base_url,
+                    timeout=self.timeout,
+                    headers=self.headers,
+                    limits=self._limits(),
+                )
+            return self._client
+
+    def _async_client(self) -> Any:
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        entry = self._aclients.get(id(loop))
+        if entry is None or entry[0] is not loop:
+            # Clients are bound to the loop that made them; drop those of closed loops.
+            self._aclients = {k: v for k, v in self._aclients.items() if not v[0].is_closed()}
+            client = httpx.AsyncClient(
+                base_url=self.base_url,
+                timeout=self.timeout,
+                headers=self.headers,
+                limits=self._limits(),
+            )
+            entry = (loop, client)
+            self._aclients[id(loop)] = entry
+        return entry[1]
+
+    def close(self) -> None:
+        """Close the sync client (async clients are closed by :meth:`aclose`)."""
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    async def aclose(self) -> None:
+        """Close the sync client and the async client of the running loop."""
+        self.close()
+        loop = asyncio.get_running_loop()
+        entry = self._aclients.pop(id(loop), None)
+        if entry is not None:
+            await entry[1].aclose()
+
+    def __enter__(self) -> VLLMServerPRM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> VLLMServerPRM:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- HTTP with retries -------------------------------------------------------------------
+    def _check(self, path: str, response: Any) -> Any:
+        """Return the JSON body, raise :class:`_Retry` (5xx) or :class:`PRMError` (4xx)."""
+        status = response.status_code
+        if status >= 500:
+            raise _Retry(f"HTTP {status} from {path}: {_error_message(response)}")
+        if status >= 400:
+            raise PRMError(
+                f"{self.name}: server rejected {path} with HTTP {status}: "
+                f"{_error_message(response)}"
+            )
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise PRMError(f"{self.name}: {path} returned invalid JSON: {exc}") from exc
+
+    def _transport_error(self, path: str, exc: Exception) -> Exception:
+        import httpx
+
+        if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
+            return PRMError(f"{self.name}: {path} timed out after {self.timeout}s")
+        return _Retry(f"{type(exc).__name__} on {path}: {exc}")
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        import httpx
+
+        client = self._sync_client()
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.retry_backoff * 2 ** (attempt - 1))
+            try:
+                try:
+                    response = client.post(path, json=body)
+                except httpx.TransportError as exc:
+                    raise self._transport_error(path, exc) from exc
+                return self._check(path, response)
+            except _Retry as exc:
+                last = str(exc)
+        raise PRMError(f"{self.name}: {path} failed after {self.max_retries + 1} attempts: {last}")
+
+    async def _apost(self, path: str, body: dict[str, Any]) -> Any:
+        import httpx
+
+        client = self._async_client()
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                await asyncio.sleep(self.retry_backoff * 2 ** (attempt - 1))
+            try:
+                try:
+                    response = await client.post(path, json=body)
+                except httpx.TransportError as exc:
+                    raise self._transport_error(path, exc) from exc
+                return self._check(path, response)
+            except _Retry as exc:
+                last = str(exc)
+        raise PRMError(f"{self.name}: {path} failed after {self.max_retries + 1} attempts: {last}")
+
+    # -- request bodies ----------------------------------------------------------------------
+    def _tokenize_body(self, question: str, steps: Sequence[str]) -> dict[str, Any]:
+        if self.style == "qwen":
+            return {
+                "model": self.model,
+                "messages": qwen_prm_messages(
+                    question, steps, system=self.system_prompt, step_tag=self.step_tag
+                ),
+                "add_generation_prompt": False,
+                "continue_final_message": False,
+                "add_special_tokens": False,
+            }
+        return {
+            "model": self.model,
+            "prompt": math_shepherd_prm_prompt(question, steps, step_tag=self.step_tag),
+            "add_special_tokens": True,
+        }
+
+    def _from_tokenize(self, answer: Any, n_steps: int) -> PreparedInput:
+        if not isinstance(answer, dict) or not isinstance(answer.get("tokens"), list):
+            raise PRMError(f"{self.name}: /tokenize answered without a 'tokens' list")
+        max_length = self.max_length
+        server_max = answer.get("max_model_len")
+        if isinstance(server_max, int) and server_max > 0:
+            max_length = min(max_length, server_max)
+        return self._prepare([int(t) for t in answer["tokens"]], n_steps, max_length)
+
+    def _pooling_body(self, batch: Sequence[PreparedInput]) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "input": [p.ids for p in batch]}
+        if self.pooling_task is not None:
+            body["task"] = self.pooling_task
+        return body
+
+    def _from_pooling(self, answer: Any, batch: Sequence[PreparedInput]) -> list[list[float]]:
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, list) or len(data) != len(batch):
+            got = len(data) if isinstance(data, list) else "no"
+            raise PRMScoreError(f"{self.name}: /pooling returned {got} results for {len(batch)}")
+        by_index = {}
+        for position, entry in enumerate(data):
+            if not isinstance(entry, dict) or "data" not in entry:
+                raise PRMScoreError(f"{self.name}: /pooling result without 'data': {entry!r:.200}")
+            by_index[int(entry.get("index", position))] = entry["data"]
+        if sorted(by_index) != list(range(len(batch))):
+            raise PRMScoreError(f"{self.name}: /pooling result indices {sorted(by_index)}")
+        return [self._scores(by_index[j], p) for j, p in enumerate(batch)]
+
+    def _chunks(self, prepared: dict[int, PreparedInput]) -> list[list[int]]:
+        index = list(prepared)
+        return [index[s : s + self.batch_size] for s in range(0, len(index), self.batch_size)]
+
+    # -- protocol ----------------------------------------------------------------------------
+    def score_batch(self, items: Sequence[PRMItem]) -> list[list[float]]:
+        results: list[list[float]] = [[] for _ in items]
+        prepared: dict[int, PreparedInput] = {}
+        for i, (question, steps) in enumerate(items):
+            if not len(steps):
+                continue
+            if self.tokenizer is not None:
+                ids = self._encode_locally(question, steps)
+                prepared[i] = self._prepare(ids, len(steps), self.max_length)
+            else:
+                answer = self._post("/tokenize", self._tokenize_body(question, steps))
+                prepared[i] = self._from_tokenize(answer, len(steps))
+        for chunk in self._chunks(prepared):
+            batch = [prepared[i] for i in chunk]
+            answer = self._post("/pooling", self._pooling_body(batch))
+            for i, scores in zip(chunk, self._from_pooling(answer, batch), strict=True):
+                results[i] = scores
+        return results
+
+    async def ascore_batch(self, items: Sequence[PRMItem]) -> list[list[float]]:
+        semaphore = asyncio.Semaphore(self.max_concurrency)
+
+        async def bounded(job: Awaitable[T]) -> T:
+            async with semaphore:
+                return await job
+
+        async def prepare(question: str, steps: Sequence[str]) -> PreparedInput:
+            if self.tokenizer is not None:
+                ids = self._encode_locally(question, steps)
+                return self._prepare(ids, len(steps), self.max_length)
+            answer = await self._apost("/tokenize", self._tokenize_body(question, steps))
+            return self._from_tokenize(answer, len(steps))
+
+        async def pool(batch: list[PreparedInput]) -> list[list[float]]:
+            answer = await self._apost("/pooling", self._pooling_body(batch))
+            return self._from_pooling(answer, batch)
+
+        results: list[list[float]] = [[] for _ in items]
+        todo = [i for i, (_, steps) in enumerate(items) if len(steps)]
+        ready = await asyncio.gather(*(bounded(prepare(*items[i])) for i in todo))
+        prepared = dict(zip(todo, ready, strict=True))
+        chunks = self._chunks(prepared)
+        scored = await asyncio.gather(
+            *(bounded(pool([prepared[i] for i in chunk])) for chunk in chunks)
+        )
+        for chunk, chunk_scores in zip(chunks, scored, strict=True):
+            for i, scores in zip(chunk, chunk_scores, strict=True):
+                results[i] = scores
+        return results
+
+
+def _error_message(response: Any) -> str:
+    """The server's error message: vLLM ``{"error": {"message"}}``, older ``{"message"}``,
+    FastAPI ``{"detail"}``, or the raw text."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        for key in ("message", "detail", "error"):
+            if body.get(key):
+                return str(body[key])
+    text = str(getattr(response, "text", "") or "").strip()
+    return text[:500] or "(empty body)"
+
+
+__all__ = ["Activation", "VLLMOfflinePRM", "VLLMServerPRM", "scores_from_rows"]
