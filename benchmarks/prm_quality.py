@@ -1,0 +1,340 @@
+"""Which step scorer separates right from wrong steps on CPU?  ProcessBench, measured.
+
+Run: ``python -m benchmarks.prm_quality`` (features are cached under ``runs/prm_features``,
+so re-runs only refit).  Writes ``benchmarks/results/prm_quality.json`` and ``.md`` and,
+with ``--save-head``, the trained probe into ``langchain_trim/data``.
+
+Data: ProcessBench from ``../shared/data/processbench`` (``TRIM_SHARED_DATA`` overrides).
+Train on math/olympiadbench/omnimath with every MATH-500 problem removed; evaluate on all
+400 GSM8K solutions and on the math-split solutions of MATH-500 problems (never trained
+on).  Thresholds for F1 are chosen on a separate split: the training domain's validation
+part ("val-threshold") and, for GSM8K, 2-fold cross-fitting on GSM8K itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from langchain_trim.prm.arithmetic import check_step
+from langchain_trim.prm.encoder import FEATURE_VERSION, SCALAR_FEATURES, LlamaStepEncoder
+from langchain_trim.prm.training import (
+    LabelledSolution,
+    best_threshold,
+    cross_fit_f1,
+    evaluate_scorer,
+    extract_features,
+    fit_logistic,
+    load_processbench,
+    split_by_problem,
+    stack_steps,
+    subsample,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("TRIM_SHARED_DATA", ROOT.parent / "shared" / "data"))
+CACHE = ROOT / "runs" / "prm_features"
+RESULTS = ROOT / "benchmarks" / "results"
+HEAD_STEM = ROOT / "langchain_trim" / "data" / "probe_qwen2.5-coder-0.5b"
+SCALAR = {name: i for i, name in enumerate(SCALAR_FEATURES)}
+
+
+def progress(label: str) -> Callable[[Sequence[Any]], Any]:
+    def wrap(items: Sequence[Any]) -> Any:
+        try:
+            from tqdm import tqdm
+
+            return tqdm(items, desc=label, mininterval=5)
+        except ImportError:  # pragma: no cover
+            return items
+
+    return wrap
+
+
+def load_data(args: argparse.Namespace) -> dict[str, list[LabelledSolution]]:
+    pb = DATA / "processbench"
+    math500 = [json.loads(line)["problem"] for line in (DATA / "math500.jsonl").open()]
+    math_all = load_processbench(pb / "math.json")
+    math_train, math_500 = split_by_problem(math_all, math500)
+    train = (
+        subsample(math_train, args.n_math, 1)
+        + subsample(load_processbench(pb / "olympiadbench.json"), args.n_olympiad, 2)
+        + subsample(load_processbench(pb / "omnimath.json"), args.n_omni, 3)
+    )
+    # validation: every 5th training problem (by position), for l2 and the threshold
+    val = [s for i, s in enumerate(train) if i % 5 == 0]
+    fit = [s for i, s in enumerate(train) if i % 5 != 0]
+    return {
+        "fit": fit,
+        "val": val,
+        "gsm8k": load_processbench(pb / "gsm8k.json"),
+        "math500": math_500,
+    }
+
+
+def column(feats: Sequence[np.ndarray], name: str) -> list[np.ndarray]:
+    j = feats[0].shape[1] - len(SCALAR) + SCALAR[name]
+    return [f[:, j] for f in feats]
+
+
+def baselines(feats: Sequence[np.ndarray]) -> dict[str, list[list[float]]]:
+    """Training-free scorers computed from the same features."""
+    conf = [np.exp(c).tolist() for c in column(feats, "logprob_mean")]
+    conf_min = [np.exp(c).tolist() for c in column(feats, "logprob_min")]
+    length = [(1.0 / (1.0 + np.expm1(c) / 100.0)).tolist() for c in column(feats, "log_tokens")]
+    arith = [np.where(c > 0, 0.1, 0.9).tolist() for c in column(feats, "arith_false")]
+    conf_arith = [
+        np.where(a > 0, 0.1 * np.exp(m), np.exp(m)).tolist()
+        for a, m in zip(column(feats, "arith_false"), column(feats, "logprob_mean"), strict=True)
+    ]
+    return {
+        "self-confidence (weak, mean token prob)": conf,
+        "self-confidence (weak, min token prob)": conf_min,
+        "step length (shorter = correct)": length,
+        "arithmetic verifier": arith,
+        "self-confidence × arithmetic": conf_arith,
+    }
+
+
+def probe_scores(head: Any, feats: Sequence[np.ndarray]) -> list[list[float]]:
+    return [head.predict(f).tolist() for f in feats]
+
+
+def select_columns(feats: Sequence[np.ndarray], which: str) -> list[np.ndarray]:
+    d = (feats[0].shape[1] - len(SCALAR)) // 2
+    if which == "scalars":
+        return [f[:, 2 * d :] for f in feats]
+    if which == "mean+scalars":
+        return [np.concatenate([f[:, :d], f[:, 2 * d :]], axis=1) for f in feats]
+    return list(feats)
+
+
+def train_probe(
+    feats: dict[str, list[np.ndarray]], data: dict[str, list[LabelledSolution]]
+) -> tuple[Any, dict[str, Any]]:
+    """Pick feature set and l2 on validation AUROC; threshold on validation F1."""
+    trials = []
+    best: tuple[float, Any, str, float] | None = None
+    for which in ("scalars", "mean+scalars", "all"):
+        x_fit, y_fit = stack_steps(select_columns(feats["fit"], which), data["fit"])
+        for l2 in (1.0, 10.0, 100.0, 1000.0):
+            head = fit_logistic(x_fit, y_fit, l2=l2)
+            val_scores = probe_scores(head, select_columns(feats["val"], which))
+            metric = evaluate_scorer(val_scores, data["val"], 0.5)["auroc"]
+            trials.append({"features": which, "l2": l2, "val_auroc": round(metric, 4)})
+            if best is None or metric > best[0]:
+                best = (metric, head, which, l2)
+    assert best is not None
+    _, head, which, l2 = best
+    val_scores = probe_scores(head, select_columns(feats["val"], which))
+    threshold = best_threshold(val_scores, [s.label for s in data["val"]])
+    return head, {"features": which, "l2": l2, "threshold": threshold, "trials": trials}
+
+
+def judge_scores(
+    model: str, solutions: Sequence[LabelledSolution]
+) -> tuple[list[list[float]], float]:
+    from langchain_trim.local import LlamaCppChatModel
+    from langchain_trim.prm import ChatJudgePRM
+
+    prm = ChatJudgePRM(LlamaCppChatModel(model=model))
+    out = []
+    start = time.perf_counter()
+    steps = 0
+    for sol in progress(f"judge:{model}")(solutions):
+        out.append(prm.score(sol.question, sol.scored_steps))
+        steps += len(sol.scored_steps)
+    return out, (time.perf_counter() - start) / max(steps, 1)
+
+
+def probe_latency(
+    encoder: LlamaStepEncoder, head: Any, which: str, solutions: Sequence[LabelledSolution]
+) -> float:
+    """Seconds per newly scored step when a trajectory grows one step at a time."""
+    fresh = LlamaStepEncoder(encoder.model, max_tokens=encoder.max_tokens)
+    fresh.load()
+    start = time.perf_counter()
+    n = 0
+    for sol in solutions:
+        for i in range(1, len(sol.scored_steps) + 1):
+            f = fresh.encode(sol.question, sol.scored_steps[:i])
+            head.predict(select_columns([f], which)[0])
+            n += 1
+    return (time.perf_counter() - start) / max(n, 1)
+
+
+def fmt(row: dict[str, Any]) -> str:
+    def num(v: Any, scale: float = 1.0) -> str:
+        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * scale:.3f}"
+
+    return (
+        f"| {row['scorer']} | {num(row.get('gsm8k_auroc'))} | {num(row.get('gsm8k_f1_val'), 1)}"
+        f" | {num(row.get('gsm8k_f1_crossfit'), 1)} | {num(row.get('math500_auroc'))}"
+        f" | {num(row.get('math500_f1_val'), 1)} | {row.get('s_per_step', '—')}"
+        f" | {row.get('n', '')} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n-math", type=int, default=320)
+    parser.add_argument("--n-olympiad", type=int, default=120)
+    parser.add_argument("--n-omni", type=int, default=120)
+    parser.add_argument("--max-tokens", type=int, default=768)
+    parser.add_argument("--judge-n", type=int, default=40, help="GSM8K solutions for the judges")
+    parser.add_argument("--strong-n", type=int, default=120, help="GSM8K solutions for strong TF")
+    parser.add_argument("--features-only", action="store_true")
+    parser.add_argument("--skip-slow", action="store_true", help="no judge / strong runs")
+    parser.add_argument("--save-head", action="store_true")
+    args = parser.parse_args()
+
+    data = load_data(args)
+    encoder = LlamaStepEncoder("weak", max_tokens=args.max_tokens)
+    feats: dict[str, list[np.ndarray]] = {}
+    t_feat = time.perf_counter()
+    for split in ("gsm8k", "math500", "val", "fit"):
+        cache = CACHE / f"weak_v{FEATURE_VERSION}_{args.max_tokens}_{split}_{len(data[split])}.npz"
+        feats[split] = extract_features(encoder.encode, data[split], cache, progress(split))
+    feature_seconds = time.perf_counter() - t_feat
+    if args.features_only:
+        return
+
+    t_train = time.perf_counter()
+    head, chosen = train_probe(feats, data)
+    train_seconds = time.perf_counter() - t_train
+    which = chosen["features"]
+
+    rows: list[dict[str, Any]] = []
+
+    def add(
+        name: str,
+        gsm: list[list[float]],
+        m500: list[list[float]] | None,
+        val: list[list[float]] | None,
+        s_per_step: Any,
+        n: int | None = None,
+    ) -> None:
+        gsm_sols = data["gsm8k"][: len(gsm)]
+        thr = best_threshold(val, [s.label for s in data["val"]]) if val is not None else 0.5
+        g = evaluate_scorer(gsm, gsm_sols, thr)
+        cf = cross_fit_f1(gsm, [s.label for s in gsm_sols])
+        row = {
+            "scorer": name,
+            "n": n or len(gsm),
+            "gsm8k_auroc": g["auroc"],
+            "gsm8k_f1_val": g["f1"] if val is not None else None,
+            "gsm8k_f1_crossfit": cf["f1"],
+            "gsm8k_acc_erroneous_crossfit": cf["acc_erroneous"],
+            "gsm8k_acc_correct_crossfit": cf["acc_correct"],
+            "val_threshold": thr if val is not None else None,
+            "s_per_step": s_per_step,
+        }
+        if m500 is not None:
+            m = evaluate_scorer(m500, data["math500"], thr)
+            row["math500_auroc"] = m["auroc"]
+            row["math500_f1_val"] = m["f1"] if val is not None else None
+        rows.append(row)
+        print(fmt(row), flush=True)
+
+    probe_latency_s = probe_latency(encoder, head, which, data["gsm8k"][:10])
+    add(
+        f"probe PRM (weak 0.5B features: {which}, logistic)",
+        probe_scores(head, select_columns(feats["gsm8k"], which)),
+        probe_scores(head, select_columns(feats["math500"], which)),
+        probe_scores(head, select_columns(feats["val"], which)),
+        round(probe_latency_s, 3),
+    )
+    base = {k: baselines(feats[k]) for k in ("gsm8k", "math500", "val")}
+    for name in base["gsm8k"]:
+        add(name, base["gsm8k"][name], base["math500"][name], base["val"][name], 0.0)
+
+    if not args.skip_slow:
+        strong = LlamaStepEncoder("strong", max_tokens=args.max_tokens)
+        sub = data["gsm8k"][: args.strong_n]
+        t = time.perf_counter()
+        strong_feats = [
+            strong.encode(s.question, s.scored_steps) for s in progress("strong TF")(sub)
+        ]
+        per_step = (time.perf_counter() - t) / sum(len(s.scored_steps) for s in sub)
+        add(
+            "strong 1.5B teacher-forced likelihood (mean token prob)",
+            [np.exp(c).tolist() for c in column(strong_feats, "logprob_mean")],
+            None,
+            None,
+            round(per_step, 3),
+        )
+        for model in ("weak", "strong"):
+            scores, per_step = judge_scores(model, data["gsm8k"][: args.judge_n])
+            add(f"LLM judge ({model})", scores, None, None, round(per_step, 3))
+
+    result = {
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "data": {
+            "train": {
+                "fit_solutions": len(data["fit"]),
+                "val_solutions": len(data["val"]),
+                "splits": "ProcessBench math (MATH-500 problems removed), olympiadbench, omnimath",
+                "n_math": args.n_math,
+                "n_olympiad": args.n_olympiad,
+                "n_omni": args.n_omni,
+            },
+            "test": {"gsm8k": len(data["gsm8k"]), "math500_overlap": len(data["math500"])},
+            "max_tokens": args.max_tokens,
+        },
+        "probe": {**chosen, "train_seconds": round(train_seconds, 1)},
+        "feature_seconds": round(feature_seconds, 1),
+        "scorers": rows,
+        "notes": (
+            "AUROC: first-error step vs earlier steps. F1 (ProcessBench): harmonic mean of "
+            "accuracy on erroneous and on correct solutions; f1_val uses the threshold that "
+            "maximises F1 on the training domain's validation split, f1_crossfit chooses it "
+            "on the other half of GSM8K (2-fold). Judges and strong TF run on the first N "
+            "GSM8K solutions only (see n). s_per_step: seconds per newly scored step."
+        ),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "prm_quality.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    table = [
+        "| scorer | GSM8K AUROC | GSM8K F1 (val thr) | GSM8K F1 (cross-fit) | MATH-500 AUROC"
+        " | MATH-500 F1 | s/step | n |",
+        "|---|---|---|---|---|---|---|---|",
+        *[fmt(r) for r in rows],
+    ]
+    (RESULTS / "prm_quality.md").write_text("\n".join(table) + "\n")
+    print("\n".join(table))
+    if args.save_head:
+        d = (feats["fit"][0].shape[1] - len(SCALAR)) // 2
+        mask = {
+            "scalars": np.r_[2 * d : 2 * d + len(SCALAR)],
+            "mean+scalars": np.r_[0:d, 2 * d : 2 * d + len(SCALAR)],
+            "all": np.r_[0 : 2 * d + len(SCALAR)],
+        }[which]
+        best = next(r for r in rows if r["scorer"].startswith("probe"))
+        head.columns = mask
+        head.card = {
+            "name": "qwen2.5-coder-0.5b",
+            "encoder": "weak",
+            "feature_version": FEATURE_VERSION,
+            "features": which,
+            "max_tokens": args.max_tokens,
+            "l2": chosen["l2"],
+            "threshold": chosen["threshold"],
+            "trained_on": result["data"],
+            "quality": {k: best[k] for k in best if k != "scorer"},
+        }
+        head.save(HEAD_STEM)
+        print(f"saved {HEAD_STEM}.safetensors")
+    _ = check_step  # the verifier is part of the features
+
+
+if __name__ == "__main__":
+    main()

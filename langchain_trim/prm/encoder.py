@@ -1,0 +1,205 @@
+"""Per-step features from one llama.cpp forward pass over a whole solution.
+
+The cheap CPU cousin of how Qwen2.5-Math-PRM reads a head at step separators: the
+solution is laid out as ``Question: ...\\n\\nSolution: step\\n\\nstep\\n\\n...`` (every
+step ends with the delimiter, so no step looks different from the others), evaluated
+once, and each step is summarised by
+
+* the mean and the last-token final-layer hidden state over its tokens,
+* its tokens' teacher-forced log-probabilities (mean, min, std, share below 10%),
+* its position and length, and what the exact arithmetic verifier finds in it.
+
+The model is causal, so a step's features depend only on the text up to its end: they
+are cached by prefix, and llama.cpp's KV cache is reused between calls, so scoring a
+growing trajectory only evaluates the new step.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from langchain_trim.prm.arithmetic import check_step
+
+FEATURE_VERSION = 1
+SCALAR_FEATURES = (
+    "logprob_mean",
+    "logprob_min",
+    "logprob_std",
+    "low_prob_share",
+    "position",
+    "log_tokens",
+    "arith_checked",
+    "arith_false",
+)
+
+
+class LlamaStepEncoder:
+    """Turns ``(question, steps)`` into one feature row per step.
+
+    Args:
+        model: embedded model name or GGUF path (the probe shipped with the package was
+            trained on ``weak``, Qwen2.5-Coder-0.5B-Instruct).
+        max_tokens: longer inputs are truncated from the left (the newest steps are kept);
+            a step cut off entirely gets the features of the earliest surviving step.
+        n_threads: llama.cpp threads (``None``: its default).
+    """
+
+    def __init__(
+        self,
+        model: str = "weak",
+        *,
+        max_tokens: int = 1024,
+        n_threads: int | None = None,
+        cache_size: int = 4096,
+    ) -> None:
+        self.model = model
+        self.max_tokens = max_tokens
+        self.n_threads = n_threads
+        self._llm: Any = None
+        self._lock = threading.Lock()
+        self._tokens: list[int] = []
+        self._emb = np.zeros((0, 0), dtype=np.float32)
+        self._logprob = np.zeros(0, dtype=np.float32)
+        self._cache: OrderedDict[tuple[str, tuple[str, ...]], np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+
+    # -- model ---------------------------------------------------------------------
+    def load(self) -> Any:
+        if self._llm is None:
+            import llama_cpp
+
+            from langchain_trim.local.registry import resolve_model_path
+
+            path = resolve_model_path(self.model)
+            self._llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=self.max_tokens + 8,
+                n_batch=512,
+                n_ubatch=512,
+                embedding=True,
+                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE,
+                logits_all=True,
+                n_threads=self.n_threads,
+                verbose=False,
+            )
+            self._emb = np.zeros((0, self._llm.n_embd()), dtype=np.float32)
+        return self._llm
+
+    @property
+    def dim(self) -> int:
+        return 2 * int(self.load().n_embd()) + len(SCALAR_FEATURES)
+
+    # -- layout --------------------------------------------------------------------
+    def layout(
+        self, question: str, steps: Sequence[str]
+    ) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids of the whole text and the ``[start, end)`` span of each step."""
+        llm = self.load()
+        tokens = list(
+            llm.tokenize(f"Question: {question.strip()}\n\nSolution: ".encode(), add_bos=True)
+        )
+        spans = []
+        for step in steps:
+            piece = llm.tokenize((step.strip() + "\n\n").encode(), add_bos=False)
+            spans.append((len(tokens), len(tokens) + len(piece)))
+            tokens.extend(piece)
+        return tokens, spans
+
+    # -- evaluation ------------------------------------------------------------------
+    def _evaluate(self, tokens: list[int]) -> None:
+        """Make ``self._emb``/``self._logprob`` cover ``tokens``, reusing the KV cache."""
+        import llama_cpp
+
+        llm = self.load()
+        lcp = 0
+        for a, b in zip(self._tokens, tokens, strict=False):
+            if a != b:
+                break
+            lcp += 1
+        if lcp == len(tokens) and lcp == len(self._tokens):
+            return
+        lcp = min(lcp, len(tokens) - 1)
+        if lcp == 0 or not llm._ctx.kv_cache_seq_rm(-1, lcp, -1):
+            llm.reset()
+            lcp = 0
+        else:
+            llm.n_tokens = lcp
+        emb_rows = [self._emb[:lcp]]
+        logprobs = list(self._logprob[:lcp])
+        n_embd = llm.n_embd()
+        pos = lcp
+        while pos < len(tokens):
+            chunk = tokens[pos : pos + 512]
+            llm.eval(chunk)
+            ptr = llama_cpp.llama_get_embeddings(llm._ctx.ctx)
+            emb_rows.append(np.ctypeslib.as_array(ptr, shape=(len(chunk), n_embd)).copy())
+            scores = llm.scores
+            for i, tok in enumerate(chunk):
+                p = pos + i
+                if p == 0:
+                    logprobs.append(0.0)
+                    continue
+                row = scores[p - 1]
+                peak = float(row.max())
+                lse = peak + math.log(float(np.exp(row - peak).sum()))
+                logprobs.append(float(row[tok]) - lse)
+            pos += len(chunk)
+        self._tokens = list(tokens)
+        self._emb = np.concatenate(emb_rows, axis=0)
+        self._logprob = np.asarray(logprobs, dtype=np.float32)
+
+    def _features(self, span: tuple[int, int], index: int, text: str) -> np.ndarray:
+        start, end = span
+        emb = self._emb[start:end]
+        lp = self._logprob[start:end]
+        arith = check_step(text)
+        scalars = np.array(
+            [
+                float(lp.mean()),
+                float(lp.min()),
+                float(lp.std()),
+                float((lp < math.log(0.1)).mean()),
+                float(index),
+                math.log1p(end - start),
+                float(arith.checked),
+                float(arith.false > 0),
+            ],
+            dtype=np.float32,
+        )
+        return np.concatenate([emb.mean(axis=0), emb[-1], scalars]).astype(np.float32)
+
+    def encode(self, question: str, steps: Sequence[str]) -> np.ndarray:
+        """Feature rows ``[len(steps), dim]`` (one forward pass, cached by prefix)."""
+        if not steps:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        keys = [(question, tuple(steps[: i + 1])) for i in range(len(steps))]
+        if all(k in self._cache for k in keys):
+            return np.stack([self._cache[k] for k in keys])
+        with self._lock:
+            tokens, spans = self.layout(question, steps)
+            offset = max(0, len(tokens) - self.max_tokens)
+            if offset:
+                tokens = tokens[:1] + tokens[offset + 1 :]  # keep BOS, cut from the left
+                spans = [(max(s - offset, 1), e - offset) for s, e in spans]
+            self._evaluate(tokens)
+            rows: list[np.ndarray | None] = []
+            for i, (span, step) in enumerate(zip(spans, steps, strict=True)):
+                rows.append(self._features(span, i, step) if span[1] > span[0] else None)
+        first = next(r for r in rows if r is not None)
+        out = np.stack([first if r is None else r for r in rows])
+        for key, row, raw in zip(keys, out, rows, strict=True):
+            if raw is not None:
+                self._cache[key] = row
+                self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return out
+
+
+__all__ = ["FEATURE_VERSION", "SCALAR_FEATURES", "LlamaStepEncoder"]
