@@ -1,0 +1,391 @@
+"""The simulator: one TRIM episode per question, routed by any :class:`RoutingPolicy`.
+
+Per step (TRIM-POMDP, ``PAPER.md``): the weak model drafts from the accepted prefix;
+from an on-track prefix the draft is right with probability ``p_weak`` (state S0) or
+wrong (S2), from a derailed prefix the state is S1.  The PRM score of the draft is drawn
+from the state's observation table conditioned on the current min previous score.  The
+policy sees a :class:`RouteObservation` built exactly as the graph builds it (accepted
+steps' scores, ``None`` for steps no PRM call has scored yet; ``needs_score`` asked
+first; the PRM call reveals every earlier score), and the graph's budget rule applies:
+an escalation goes through only while ``budget_left >= step_max_tokens``.  A strong
+rewrite from an on-track prefix is right with probability ``p_strong``.  After each
+accepted step the solution ends with the length hazard of that step's author (or always
+the weak model's, ``termination="weak"``, as the release does).  The answer is correct
+iff no accepted step was wrong.  Step lengths are lognormal per model; the calibration's
+corrections act here too: ``score_power`` changes what the PRM reports (the tables are
+still indexed by the raw score), ``length_score_corr`` lengthens low-scored steps and
+their strong rewrites.
+
+Every episode ``i`` draws a fixed block of uniforms from ``seed`` and ``i``, so runs with
+the same seed share their randomness (common random numbers): differences between
+policies are not sampling noise, and results are reproducible.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any, Literal
+
+from langchain_trim.policies.base import RouteDecision, RouteObservation, RoutingPolicy
+from langchain_trim.sim.calibration import STATES, Calibration, TokenModel
+
+_SLOTS = 9
+"""Uniforms per step: weak right/score bin/score jitter/tokens, strong the same, end."""
+_STD_NORMAL = NormalDist()
+
+
+def _normal(u: float) -> float:
+    return _STD_NORMAL.inv_cdf(min(max(u, 1e-12), 1 - 1e-12))
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """Outcome of one simulated question."""
+
+    index: int
+    correct: bool
+    strong_tokens: int
+    weak_tokens: int
+    """Weak tokens decoded, discarded drafts included."""
+    discarded_draft_tokens: int
+    steps: int
+    escalations: int
+    budget_blocked: int
+    prm_calls: int
+    trace: dict[str, Any] | None = None
+    """``{"steps": [...], "correct": ..., "policy": ...}`` when ``record_steps``."""
+
+
+@dataclass(frozen=True)
+class SimSummary:
+    """All episodes of one policy and their aggregates."""
+
+    policy: str
+    episodes: tuple[EpisodeResult, ...] = field(repr=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.episodes)
+
+    def _mean(self, attr: str) -> float:
+        if not self.episodes:
+            return 0.0
+        return math.fsum(float(getattr(e, attr)) for e in self.episodes) / len(self.episodes)
+
+    @property
+    def accuracy(self) -> float:
+        return self._mean("correct")
+
+    @property
+    def mean_strong_tokens(self) -> float:
+        return self._mean("strong_tokens")
+
+    @property
+    def mean_weak_tokens(self) -> float:
+        return self._mean("weak_tokens")
+
+    @property
+    def mean_discarded_draft_tokens(self) -> float:
+        return self._mean("discarded_draft_tokens")
+
+    @property
+    def mean_escalations(self) -> float:
+        return self._mean("escalations")
+
+    @property
+    def mean_steps(self) -> float:
+        return self._mean("steps")
+
+    @property
+    def mean_prm_calls(self) -> float:
+        return self._mean("prm_calls")
+
+    def traces(self) -> list[dict[str, Any]]:
+        """Recorded traces (run with ``record_steps=True``), the input of ``fit_calibration``."""
+        return [e.trace for e in self.episodes if e.trace is not None]
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        """Aggregates only, JSON-ready."""
+        return {
+            "policy": self.policy,
+            "n": self.n,
+            "accuracy": self.accuracy,
+            "mean_strong_tokens": self.mean_strong_tokens,
+            "mean_weak_tokens": self.mean_weak_tokens,
+            "mean_discarded_draft_tokens": self.mean_discarded_draft_tokens,
+            "mean_escalations": self.mean_escalations,
+            "mean_steps": self.mean_steps,
+            "mean_prm_calls": self.mean_prm_calls,
+        }
+
+
+def _hazard(pmf: Sequence[float]) -> list[float]:
+    """``h[L]`` = P(solution ends after step L | it reached L); index 0 unused."""
+    out = [0.0]
+    survive = 1.0
+    for p in pmf:
+        out.append(1.0 if survive <= 1e-12 else min(1.0, p / survive))
+        survive -= p
+    out[-1] = 1.0
+    return out
+
+
+class SimEnv:
+    """A calibrated TRIM environment.
+
+    >>> from langchain_trim.policies import ThresholdPolicy
+    >>> from langchain_trim.sim.calibration import synthetic_calibration
+    >>> env = SimEnv(synthetic_calibration())
+    >>> weak, strong = env.run(ThresholdPolicy(0), 200), env.run(ThresholdPolicy(1), 200)
+    >>> weak.mean_strong_tokens, weak.accuracy < strong.accuracy
+    (0.0, True)
+    """
+
+    def __init__(
+        self,
+        calibration: Calibration,
+        *,
+        step_max_tokens: int = 512,
+        termination: Literal["author", "weak"] = "author",
+        score_model: Literal["conditional", "marginal"] = "conditional",
+    ) -> None:
+        if step_max_tokens < 1:
+            raise ValueError(f"step_max_tokens must be >= 1, got {step_max_tokens}")
+        if termination not in ("author", "weak"):
+            raise ValueError(f"termination must be 'author' or 'weak', got {termination!r}")
+        if score_model not in ("conditional", "marginal"):
+            raise ValueError(
+                f"score_model must be 'conditional' or 'marginal', got {score_model!r}"
+            )
+        self.calibration = calibration
+        self.step_max_tokens = step_max_tokens
+        self.termination = termination
+        self.score_model = score_model
+        self.max_steps = calibration.max_steps
+        self._bin = calibration.bin_size
+        self._n = calibration.n_bins
+        self._cdf = self._score_cdfs(calibration, score_model)
+        self._power = calibration.score_power
+        self._rho = calibration.length_score_corr
+        self._hazard_weak = _hazard(calibration.termination_weak)
+        strong_pmf = calibration.termination_strong or calibration.termination_weak
+        self._hazard_strong = _hazard(strong_pmf) if termination == "author" else self._hazard_weak
+
+    # -- precomputation ----------------------------------------------------------------------
+    @staticmethod
+    def _score_cdfs(cal: Calibration, score_model: str) -> list[list[list[float]]]:
+        """``cdf[state][m_bin]``: cumulative P(current bin | min-previous bin, state)."""
+        out = []
+        for table in cal.effective_observation():
+            n = len(table)
+            marginal = [math.fsum(table[i][j] for i in range(n)) for j in range(n)]
+            rows = []
+            for i in range(n):
+                row = table[i] if score_model == "conditional" else marginal
+                total = math.fsum(row)
+                if total < 1e-9:  # a min-previous bin this state never shows: use the marginal
+                    row, total = marginal, math.fsum(marginal)
+                acc, cdf = 0.0, []
+                for v in row:
+                    acc += v / total
+                    cdf.append(acc)
+                cdf[-1] = 1.0
+                rows.append(cdf)
+            out.append(rows)
+        return out
+
+    def _score(self, state: int, min_prev: float, u_bin: float, u_jitter: float) -> float:
+        m_bin = min(int(min_prev / self._bin), self._n - 1)
+        j = min(bisect.bisect_right(self._cdf[state][m_bin], u_bin), self._n - 1)
+        return min(1.0, max(0.0, (j + u_jitter) * self._bin))
+
+    def _reported(self, raw: float) -> float:
+        return raw if self._power == 1.0 else raw**self._power
+
+    def _tokens(self, model: TokenModel, u: float, doubt: float) -> int:
+        """Lognormal length; ``doubt`` (standard normal, high = low score) shifts it."""
+        mu, sigma = model.log_params
+        z = _normal(u)
+        if self._rho:
+            z = self._rho * doubt + math.sqrt(1 - self._rho**2) * z
+        return max(1, min(self.step_max_tokens, round(math.exp(mu + sigma * z))))
+
+    # -- episodes ----------------------------------------------------------------------------
+    def episode(
+        self,
+        policy: RoutingPolicy,
+        index: int = 0,
+        *,
+        seed: int = 0,
+        budget: int | None = None,
+        record_steps: bool = False,
+        score_all: bool = False,
+    ) -> EpisodeResult:
+        """Simulate question ``index``.
+
+        ``score_all`` records every step's PRM score in the trace as if the trajectory
+        were scored offline afterwards; the policy still sees only what it asked for.
+        """
+        cal = self.calibration
+        rng = random.Random(seed * 1_000_003 + index)
+        u = [rng.random() for _ in range(_SLOTS * self.max_steps)]
+        prefix_ok = True
+        hidden: list[float] = []  # PRM scores of accepted steps on the tables' scale
+        reported: list[float] = []  # the same as the PRM reports them (score_power)
+        shown: list[float | None] = []  # what the graph's trim_steps would hold
+        step_tokens: list[int] = []
+        spent = weak_tokens = discarded = escalations = blocked = prm_calls = 0
+        records: list[dict[str, Any]] = []
+        for t in range(self.max_steps):
+            b = t * _SLOTS
+            if prefix_ok:
+                draft_ok = u[b] < cal.p_weak
+                state = 0 if draft_ok else 2
+            else:
+                draft_ok, state = False, 1
+            min_prev = min(hidden) if hidden else 1.0
+            draft_raw = self._score(state, min_prev, u[b + 1], u[b + 2])
+            draft_score = self._reported(draft_raw)
+            doubt = -_normal(u[b + 1]) if self._rho else 0.0
+            draft_tokens = self._tokens(cal.weak_tokens, u[b + 3], doubt)
+            weak_tokens += draft_tokens
+            obs = RouteObservation(
+                step_index=t,
+                score=None,
+                previous_scores=tuple(shown),
+                step_tokens=draft_tokens,
+                previous_step_tokens=tuple(step_tokens),
+                strong_tokens_spent=spent,
+                budget=budget,
+                max_steps=self.max_steps,
+            )
+            scored = policy.needs_score(obs)
+            if scored:
+                prm_calls += 1
+                shown = list(reported)  # one PRM call scores the whole prefix
+                obs = RouteObservation(
+                    step_index=t,
+                    score=draft_score,
+                    previous_scores=tuple(shown),
+                    step_tokens=draft_tokens,
+                    previous_step_tokens=tuple(step_tokens),
+                    strong_tokens_spent=spent,
+                    budget=budget,
+                    max_steps=self.max_steps,
+                )
+            decision = policy.decide(obs)
+            if not isinstance(decision, RouteDecision) or decision.action not in (
+                "continue",
+                "escalate",
+            ):
+                raise TypeError(f"policy {policy.name} returned {decision!r}, not a RouteDecision")
+            action = decision.action
+            left = obs.budget_left
+            was_blocked = action == "escalate" and left is not None and left < self.step_max_tokens
+            if was_blocked:
+                action = "continue"
+                blocked += 1
+            if action == "escalate":
+                escalations += 1
+                discarded += draft_tokens
+                if prefix_ok:
+                    prefix_ok = u[b + 4] < cal.p_strong
+                    after = 0 if prefix_ok else 2
+                else:
+                    after = 1
+                tokens = self._tokens(cal.strong_tokens, u[b + 7], doubt)
+                spent += tokens
+                hidden.append(self._score(after, min_prev, u[b + 5], u[b + 6]))
+                reported.append(self._reported(hidden[-1]))
+                shown.append(None)
+                author = "strong"
+            else:
+                prefix_ok = prefix_ok and draft_ok
+                tokens = draft_tokens
+                hidden.append(draft_raw)
+                reported.append(draft_score)
+                shown.append(draft_score if scored else None)
+                author = "weak"
+            step_tokens.append(tokens)
+            if record_steps:
+                records.append(
+                    {
+                        "index": t,
+                        "author": author,
+                        "model": f"sim-{author}",
+                        "tokens": tokens,
+                        "draft_score": draft_score if (scored or score_all) else None,
+                        "decision": action,
+                        "reason": decision.reason,
+                        "draft_tokens": draft_tokens,
+                        "budget_blocked": was_blocked,
+                        "sim_state": STATES[state],
+                    }
+                )
+            hazard = self._hazard_strong if author == "strong" else self._hazard_weak
+            if t + 1 >= self.max_steps or u[b + 8] < hazard[t + 1]:
+                break
+        trace = None
+        if record_steps:
+            final = reported if score_all else shown
+            for rec, score in zip(records, final, strict=True):
+                rec["score"] = score
+            trace = {"steps": records, "correct": prefix_ok, "policy": policy.name}
+        return EpisodeResult(
+            index=index,
+            correct=prefix_ok,
+            strong_tokens=spent,
+            weak_tokens=weak_tokens,
+            discarded_draft_tokens=discarded,
+            steps=len(step_tokens),
+            escalations=escalations,
+            budget_blocked=blocked,
+            prm_calls=prm_calls,
+            trace=trace,
+        )
+
+    def run(
+        self,
+        policy: RoutingPolicy,
+        n_episodes: int = 500,
+        *,
+        seed: int = 0,
+        budget: int | Sequence[int | None] | None = None,
+        record_steps: bool = False,
+        score_all: bool = False,
+    ) -> SimSummary:
+        """Simulate ``n_episodes`` questions; ``budget`` is one cap or one per question."""
+        if n_episodes < 0:
+            raise ValueError(f"n_episodes must be >= 0, got {n_episodes}")
+        if budget is None or isinstance(budget, int):
+            budgets: Sequence[int | None] = [budget] * n_episodes
+        else:
+            budgets = list(budget)
+            if len(budgets) != n_episodes:
+                raise ValueError(f"{len(budgets)} budgets for {n_episodes} episodes")
+        episodes = tuple(
+            self.episode(
+                policy,
+                i,
+                seed=seed,
+                budget=budgets[i],
+                record_steps=record_steps,
+                score_all=score_all,
+            )
+            for i in range(n_episodes)
+        )
+        return SimSummary(policy=policy.name, episodes=episodes)
+
+    def sweep(
+        self, policies: Iterable[RoutingPolicy], n_episodes: int = 500, **kwargs: Any
+    ) -> list[SimSummary]:
+        """:meth:`run` for each policy with the same seed (common random numbers)."""
+        return [self.run(p, n_episodes, **kwargs) for p in policies]
+
+
+__all__ = ["EpisodeResult", "SimEnv", "SimSummary"]

@@ -1,0 +1,263 @@
+"""Fit a :class:`Calibration` from recorded TRIM traces of one model pair.
+
+The official tables were fit on ProcessBench and another model's solutions, and they
+make the simulator too optimistic for Qwen2.5-1.5B → 7B (see the data README).  A
+faithful simulator is fit to the pair's own trajectories.  A *trace* is one question::
+
+    {"steps": [StepRecord-like dicts], "correct": bool, "policy": str}
+
+of which each step needs ``author``, ``tokens``, ``score``, ``draft_score``,
+``draft_tokens`` and ``decision`` (the graph's ``trim_steps`` have them all).
+
+* Traces are grouped by ``policy``; a group in which every step of every trace is weak
+  (strong) is an always-weak (always-strong) run.  Grouping matters: a threshold run's
+  traces that happen to have no escalation are a biased (easier) sample.
+* ``p_weak`` / ``p_strong`` solve ``mean(p ** L_i) = accuracy`` over the always-weak /
+  always-strong traces (``L_i`` their step counts): the step accuracy that, with
+  independent steps, reproduces the final accuracy.
+* Length pmfs are the step-count histograms of those same traces; step lengths are
+  lognormal with the mean and coefficient of variation of all weak drafts (escalated
+  ones included) and of all strong steps.
+* Observations: a trace with a correct answer is on track throughout; in a wrong one the
+  first error is the first accepted step scoring below ``first_error_threshold`` (0.35,
+  as the release does), else its lowest-scoring step.  A scored weak draft before the
+  first error that was kept is an S0 observation, the kept draft at the first error an
+  S2 one, every draft after it S1.  Escalated drafts before the first error are skipped:
+  whether they were right is unknown.  The observation is (min of the known scores of
+  the earlier accepted steps, 1.0 if none; the draft's score).  Histograms are smoothed
+  with a Gaussian kernel (``smoothing_bins`` wide, mirrored at the edges, like the
+  release's reflected KDE) plus ``pseudo_count`` per cell; a state with no observation
+  borrows the pooled histogram (noted in ``notes``).
+
+Traces from a policy that escalates low scores keep fewer low-scoring drafts, which
+biases S0/S2 towards high scores; offline-scored always-weak traces avoid that.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from langchain_trim.sim.calibration import Calibration, TokenModel
+
+
+def solve_step_accuracy(
+    lengths: Sequence[int], accuracy: float, weights: Sequence[float] | None = None
+) -> float:
+    """The ``p`` with ``mean(p ** L) == accuracy`` (bisection; the left side rises with p).
+
+    ``weights`` turns the mean into a weighted one (e.g. a length pmf over ``lengths``).
+
+    >>> round(solve_step_accuracy([2, 2], 0.81), 6)
+    0.9
+    >>> round(solve_step_accuracy([1, 2], 0.5, weights=[0.0, 1.0]), 4)
+    0.7071
+    """
+    if not lengths:
+        raise ValueError("no trajectories to estimate a step accuracy from")
+    w = [1.0] * len(lengths) if weights is None else [float(x) for x in weights]
+    if len(w) != len(lengths) or any(x < 0 for x in w) or math.fsum(w) <= 0:
+        raise ValueError("weights must be non-negative, not all zero, one per length")
+    total = math.fsum(w)
+    if not 0.0 <= accuracy <= 1.0:
+        raise ValueError(f"accuracy must be in [0, 1], got {accuracy}")
+    if accuracy >= 1.0:
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if math.fsum(x * mid**n for x, n in zip(w, lengths, strict=True)) / total < accuracy:
+            lo = mid
+        else:
+            hi = mid
+    return max((lo + hi) / 2, 1e-3)
+
+
+def _token_model(values: Sequence[int], what: str) -> TokenModel:
+    if not values:
+        raise ValueError(f"no {what} steps to fit a length from")
+    mean = math.fsum(values) / len(values)
+    var = math.fsum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
+    return TokenModel(mean=max(mean, 1.0), cv=math.sqrt(var) / max(mean, 1.0))
+
+
+def _length_pmf(lengths: Sequence[int], max_steps: int) -> list[float]:
+    counts = [0.0] * max_steps
+    for n in lengths:
+        counts[min(max(n, 1), max_steps) - 1] += 1
+    return counts
+
+
+def _gauss_kernel(width: float) -> list[float]:
+    if width <= 0:
+        return [1.0]
+    half = max(1, math.ceil(3 * width))
+    k = [math.exp(-0.5 * (d / width) ** 2) for d in range(-half, half + 1)]
+    total = math.fsum(k)
+    return [v / total for v in k]
+
+
+def _blur_1d(values: Sequence[float], kernel: Sequence[float]) -> list[float]:
+    n, half = len(values), len(kernel) // 2
+    out = []
+    for i in range(n):
+        acc = 0.0
+        for d, w in enumerate(kernel):
+            j = i + d - half
+            while j < 0 or j >= n:  # mirror at the edges
+                j = -j - 1 if j < 0 else 2 * n - j - 1
+            acc += w * values[j]
+        out.append(acc)
+    return out
+
+
+def smooth_table(
+    table: Sequence[Sequence[float]], width: float, pseudo: float
+) -> list[list[float]]:
+    """Gaussian-blur a square count table along both axes, add ``pseudo`` per cell.
+
+    >>> t = smooth_table([[0, 0], [0, 4]], 0.0, 1.0)
+    >>> t
+    [[1.0, 1.0], [1.0, 5.0]]
+    """
+    kernel = _gauss_kernel(width)
+    rows = [_blur_1d(row, kernel) for row in table]
+    cols = [_blur_1d(col, kernel) for col in zip(*rows, strict=True)]
+    return [[cols[j][i] + pseudo for j in range(len(cols))] for i in range(len(rows))]
+
+
+def _author_set(steps: Sequence[Mapping[str, Any]]) -> set[str]:
+    return {str(s.get("author")) for s in steps}
+
+
+def _first_error(steps: Sequence[Mapping[str, Any]], threshold: float) -> int | None:
+    known = [(i, s.get("score")) for i, s in enumerate(steps) if s.get("score") is not None]
+    if not known:
+        return None
+    for i, score in known:
+        if float(score) < threshold:  # type: ignore[arg-type]
+            return i
+    return min(known, key=lambda p: float(p[1]))[0]  # type: ignore[arg-type]
+
+
+def observation_counts(
+    traces: Iterable[Mapping[str, Any]], *, bin_size: float = 0.05, threshold: float = 0.35
+) -> list[list[list[float]]]:
+    """Raw ``counts[state][m_bin][c_bin]`` from traces (labelling in the module docstring)."""
+    n = round(1.0 / bin_size)
+    counts = [[[0.0] * n for _ in range(n)] for _ in range(3)]
+
+    def cell(x: float) -> int:
+        return min(max(int(x / bin_size), 0), n - 1)
+
+    for trace in traces:
+        steps = trace.get("steps") or []
+        error = None if trace.get("correct") else _first_error(steps, threshold)
+        if not trace.get("correct") and error is None:
+            continue  # wrong answer but nothing scored: cannot place the error
+        for i, step in enumerate(steps):
+            draft = step.get("draft_score")
+            if draft is None and step.get("author") == "weak":
+                draft = step.get("score")
+            if draft is None:
+                continue
+            kept = step.get("author") == "weak"
+            if error is None or i < error:
+                if not kept:
+                    continue
+                state = 0
+            elif i == error:
+                if not kept:
+                    continue
+                state = 2
+            else:
+                state = 1
+            prev = [float(s["score"]) for s in steps[:i] if s.get("score") is not None]
+            counts[state][cell(min(prev) if prev else 1.0)][cell(float(draft))] += 1
+    return counts
+
+
+def fit_calibration(
+    traces: Sequence[Mapping[str, Any]],
+    *,
+    bin_size: float = 0.05,
+    max_steps: int = 30,
+    first_error_threshold: float = 0.35,
+    smoothing_bins: float = 1.0,
+    pseudo_count: float = 0.01,
+    source: str = "",
+) -> Calibration:
+    """Fit every simulator parameter from traces (see the module docstring).
+
+    Needs an always-weak and an always-strong run (policy groups whose traces are all
+    weak / all strong steps); threshold or other mixed runs add observations and step
+    lengths.
+    """
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for t in traces:
+        if t.get("steps"):
+            groups.setdefault(str(t.get("policy", "")), []).append(t)
+    weak_only: list[Mapping[str, Any]] = []
+    strong_only: list[Mapping[str, Any]] = []
+    for group in groups.values():
+        authors = set().union(*(_author_set(t["steps"]) for t in group))
+        if authors == {"weak"}:
+            weak_only += group
+        elif authors == {"strong"}:
+            strong_only += group
+    if not weak_only or not strong_only:
+        raise ValueError(
+            "fit_calibration needs always-weak and always-strong traces "
+            f"(got {len(weak_only)} weak-only, {len(strong_only)} strong-only)"
+        )
+    notes: list[str] = []
+
+    def accuracy(ts: Sequence[Mapping[str, Any]]) -> float:
+        return sum(bool(t.get("correct")) for t in ts) / len(ts)
+
+    weak_lengths = [len(t["steps"]) for t in weak_only]
+    strong_lengths = [len(t["steps"]) for t in strong_only]
+    p_weak = solve_step_accuracy(weak_lengths, accuracy(weak_only))
+    p_strong = solve_step_accuracy(strong_lengths, accuracy(strong_only))
+
+    weak_tok: list[int] = []
+    strong_tok: list[int] = []
+    for t in traces:
+        for s in t.get("steps") or []:
+            if s.get("author") == "strong":
+                strong_tok.append(int(s["tokens"]))
+                if s.get("draft_tokens"):
+                    weak_tok.append(int(s["draft_tokens"]))
+            else:
+                weak_tok.append(int(s["tokens"]))
+
+    counts = observation_counts(traces, bin_size=bin_size, threshold=first_error_threshold)
+    n = len(counts[0])
+    pooled = [[sum(counts[s][i][j] for s in range(3)) for j in range(n)] for i in range(n)]
+    if not any(v for row in pooled for v in row):
+        raise ValueError("no scored steps in the traces: cannot fit the observation model")
+    tables = []
+    for s, name in enumerate(("S0", "S1", "S2")):
+        total = sum(v for row in counts[s] for v in row)
+        notes.append(f"{name}: {total:g} observations")
+        base = counts[s]
+        if total == 0:
+            notes.append(f"{name} had no observations: using the pooled histogram")
+            base = pooled
+        tables.append(smooth_table(base, smoothing_bins, pseudo_count))
+    return Calibration(
+        p_weak=p_weak,
+        p_strong=p_strong,
+        bin_size=bin_size,
+        observation=tables,
+        termination_weak=_length_pmf(weak_lengths, max_steps),
+        termination_strong=_length_pmf(strong_lengths, max_steps),
+        weak_tokens=_token_model(weak_tok, "weak"),
+        strong_tokens=_token_model(strong_tok, "strong"),
+        source=source or f"fit_calibration on {len(traces)} traces",
+        notes=notes,
+    )
+
+
+__all__ = ["fit_calibration", "observation_counts", "smooth_table", "solve_step_accuracy"]

@@ -1,0 +1,275 @@
+"""The simulator: calibration I/O, graph-equivalent observations, budget rule, fitting."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from langchain_trim.policies import RouteDecision, RouteObservation, ThresholdPolicy
+from langchain_trim.sim import Calibration, SimEnv, TokenModel, fit_calibration
+from langchain_trim.sim.calibration import synthetic_calibration
+from langchain_trim.sim.fit import smooth_table, solve_step_accuracy
+from langchain_trim.state import StepRecord
+
+OFFICIAL = Path("/work/shared/data/trim_reference/pomdp_calibration.json")
+needs_official = pytest.mark.skipif(not OFFICIAL.exists(), reason="official tables not present")
+
+
+class Recorder:
+    """Escalates every ``every``-th step, asks for scores, and keeps what it saw."""
+
+    def __init__(self, every: int = 2, needs: bool = True) -> None:
+        self.every, self.needs = every, needs
+        self.asked: list[RouteObservation] = []
+        self.seen: list[RouteObservation] = []
+
+    @property
+    def name(self) -> str:
+        return f"recorder:{self.every}"
+
+    def needs_score(self, observation: RouteObservation) -> bool:
+        self.asked.append(observation)
+        return self.needs
+
+    def decide(self, observation: RouteObservation) -> RouteDecision:
+        self.seen.append(observation)
+        escalate = observation.step_index % self.every == 0
+        return RouteDecision("escalate" if escalate else "continue", "test")
+
+
+@pytest.fixture(scope="module")
+def cal() -> Calibration:
+    return synthetic_calibration()
+
+
+def test_calibration_json_round_trip(cal: Calibration, tmp_path: Path) -> None:
+    tuned = cal.model_copy(update={"observation_mix": 0.3, "score_power": 1.5})
+    path = tmp_path / "cal.json"
+    tuned.save(path)
+    assert json.loads(path.read_text())["observation_mix"] == 0.3
+    assert Calibration.load(path) == tuned
+
+
+def test_calibration_validation(cal: Calibration) -> None:
+    data = cal.model_dump()
+    with pytest.raises(ValueError):
+        Calibration(**{**data, "observation": data["observation"][:2]})
+    with pytest.raises(ValueError):
+        Calibration(**{**data, "bin_size": 0.1})  # 20x20 tables need 0.05 bins
+    with pytest.raises(ValueError):
+        Calibration(**{**data, "termination_weak": [0.0, -1.0]})
+    with pytest.raises(ValueError):
+        Calibration(**{**data, "p_weak": 1.5})
+    with pytest.raises(ValueError):
+        Calibration(**{**data, "unknown": 1})
+    scaled = Calibration(
+        **{**data, "observation": [[[2 * v for v in r] for r in t] for t in data["observation"]]}
+    )
+    assert math.isclose(sum(map(sum, scaled.observation[0])), 1.0)
+    mixed = cal.model_copy(update={"observation_mix": 1.0}).effective_observation()
+    assert mixed[0] == mixed[1] == mixed[2]
+
+
+@needs_official
+def test_from_official() -> None:
+    cal = Calibration.from_official(OFFICIAL)
+    raw = json.loads(OFFICIAL.read_text())
+    assert cal.p_weak == pytest.approx(0.866, abs=1e-3)
+    assert cal.p_strong == pytest.approx(0.970, abs=1e-3)
+    assert cal.max_steps == 30 and cal.termination_weak[0] == 0.0
+    assert cal.termination_weak[1] == pytest.approx(
+        raw["termination_pmf"]["weak_qwen2.5-1.5b"]["pmf_by_step"][0]
+    )
+    assert cal.mean_steps("weak") == pytest.approx(7.84, abs=0.01)
+    assert cal.expected_accuracy("weak") == pytest.approx(0.367, abs=0.002)
+    # always-strong tokens per question are reproduced by construction
+    assert cal.strong_tokens.mean * cal.mean_steps("strong") == pytest.approx(494.84)
+    assert all(math.isclose(sum(map(sum, t)), 1.0) for t in cal.observation)
+
+
+def test_reproducible_and_seeded(cal: Calibration) -> None:
+    env = SimEnv(cal)
+    a = env.run(ThresholdPolicy(0.5), 200, seed=3)
+    b = env.run(ThresholdPolicy(0.5), 200, seed=3)
+    c = env.run(ThresholdPolicy(0.5), 200, seed=4)
+    assert a.episodes == b.episodes
+    assert a.episodes != c.episodes
+
+
+def test_endpoints_match_the_calibration(cal: Calibration) -> None:
+    env = SimEnv(cal)
+    n = 4000
+    weak, strong = env.run(ThresholdPolicy(0), n), env.run(ThresholdPolicy(1), n)
+    assert weak.mean_strong_tokens == 0 and weak.mean_prm_calls == 0 and strong.mean_prm_calls == 0
+    assert all(e.escalations == e.steps for e in strong.episodes)
+    for run, model in ((weak, "weak"), (strong, "strong")):
+        p = cal.expected_accuracy(model)
+        assert abs(run.accuracy - p) < 3.5 * math.sqrt(p * (1 - p) / n)
+        assert run.mean_steps == pytest.approx(cal.mean_steps(model), abs=0.15)
+    assert strong.mean_strong_tokens == pytest.approx(
+        cal.strong_tokens.mean * cal.mean_steps("strong"), rel=0.05
+    )
+
+
+def test_observations_are_built_like_the_graph(cal: Calibration) -> None:
+    policy = Recorder(every=2)
+    env = SimEnv(cal, step_max_tokens=300)
+    result = env.episode(policy, 0, seed=11, budget=10_000, record_steps=True)
+    assert result.steps >= 2
+    asked, seen = policy.asked, policy.seen
+    assert [o.step_index for o in seen] == list(range(result.steps))
+    for before, after in zip(asked, seen, strict=True):
+        assert before.score is None and after.score is not None
+        assert len(after.previous_scores) == len(after.previous_step_tokens) == after.step_index
+        assert after.budget == 10_000 and after.max_steps == cal.max_steps
+        assert 1 <= after.step_tokens <= 300
+    # step 0 is escalated: its strong score is unknown until the step-1 PRM call
+    assert asked[1].previous_scores == (None,)
+    assert seen[1].previous_scores[0] is not None
+    spent = 0
+    assert result.trace is not None
+    for obs, step in zip(seen, result.trace["steps"], strict=True):
+        assert obs.strong_tokens_spent == spent
+        spent += step["tokens"] if step["author"] == "strong" else 0
+        assert set(StepRecord.__annotations__) >= set(step) - {"sim_state"}
+    assert spent == result.strong_tokens
+    last = result.trace["steps"][-1]
+    if last["author"] == "strong":
+        assert last["score"] is None  # never re-scored, as in the graph
+
+
+def test_needs_score_is_honoured(cal: Calibration) -> None:
+    policy = Recorder(every=3, needs=False)
+    result = SimEnv(cal).episode(policy, 1, seed=2)
+    assert result.prm_calls == 0
+    assert all(o.score is None for o in policy.seen)
+    assert all(s is None for o in policy.seen for s in o.previous_scores)
+
+
+def test_budget_rule(cal: Calibration) -> None:
+    env = SimEnv(cal, step_max_tokens=100)
+    capped = env.run(ThresholdPolicy(1), 300, budget=250, record_steps=True)
+    assert all(e.strong_tokens <= 250 for e in capped.episodes)
+    for trace in capped.traces():  # escalate only while budget_left >= step_max_tokens
+        spent = 0
+        for step in trace["steps"]:
+            assert (step["author"] == "strong") == (250 - spent >= 100)
+            assert step["budget_blocked"] == (step["author"] == "weak")
+            spent += step["tokens"] if step["author"] == "strong" else 0
+    assert sum(e.budget_blocked for e in capped.episodes) > 0
+    none = env.run(ThresholdPolicy(1), 50, budget=99)
+    assert none.mean_strong_tokens == 0 and none.mean_escalations == 0
+    per_question = env.run(ThresholdPolicy(1), 3, budget=[0, None, 100])
+    assert per_question.episodes[0].strong_tokens == 0
+    assert per_question.episodes[1].budget_blocked == 0
+    with pytest.raises(ValueError):
+        env.run(ThresholdPolicy(1), 3, budget=[1, 2])
+
+
+def test_bad_policy_answer_raises(cal: Calibration) -> None:
+    class Bad:
+        name = "bad"
+
+        def needs_score(self, observation: RouteObservation) -> bool:
+            return False
+
+        def decide(self, observation: RouteObservation) -> str:
+            return "escalate"
+
+    with pytest.raises(TypeError, match="not a RouteDecision"):
+        SimEnv(cal).episode(Bad(), 0)  # type: ignore[arg-type]
+
+
+def test_threshold_sweep_is_fast_and_monotone(cal: Calibration) -> None:
+    env = SimEnv(cal)
+    start = time.perf_counter()
+    runs = env.sweep([ThresholdPolicy(k / 10) for k in range(11)], 500, seed=0)
+    assert time.perf_counter() - start < 10  # well under a second on a laptop
+    tokens = [r.mean_strong_tokens for r in runs]
+    assert tokens[0] == 0 and tokens == sorted(tokens)
+    assert runs[5].accuracy > runs[0].accuracy
+    assert runs[3].to_dict()["policy"] == "thr:0.3"
+
+
+def test_corrections_change_what_they_should(cal: Calibration) -> None:
+    base = SimEnv(cal).episode(Recorder(every=1), 0, seed=5, record_steps=True, score_all=True)
+    squared = SimEnv(cal.model_copy(update={"score_power": 2.0})).episode(
+        Recorder(every=1), 0, seed=5, record_steps=True, score_all=True
+    )
+    assert base.trace is not None and squared.trace is not None
+    for a, b in zip(base.trace["steps"], squared.trace["steps"], strict=True):
+        assert b["draft_score"] == pytest.approx(a["draft_score"] ** 2)
+    thr = ThresholdPolicy(0.5)
+    plain = SimEnv(cal).run(thr, 1000, seed=1)
+    coupled = SimEnv(cal.model_copy(update={"length_score_corr": 0.7})).run(thr, 1000, seed=1)
+    assert coupled.accuracy == plain.accuracy  # decisions do not depend on lengths
+    per_escalation = coupled.mean_strong_tokens / coupled.mean_escalations
+    assert per_escalation > 1.2 * plain.mean_strong_tokens / plain.mean_escalations
+    blurred = SimEnv(cal.model_copy(update={"observation_mix": 0.8})).run(thr, 1000, seed=1)
+    assert blurred.accuracy < plain.accuracy  # a less discriminative PRM helps less
+
+
+def test_solve_step_accuracy_and_smoothing() -> None:
+    assert solve_step_accuracy([3, 3, 3], 0.125) == pytest.approx(0.5)
+    assert solve_step_accuracy([5], 1.0) == 1.0
+    with pytest.raises(ValueError):
+        solve_step_accuracy([], 0.5)
+    table = smooth_table([[0, 0, 0], [0, 9, 0], [0, 0, 0]], 1.0, 0.0)
+    assert sum(map(sum, table)) == pytest.approx(9.0)  # mirrored edges keep the mass
+    assert table[1][1] == max(max(r) for r in table)
+
+
+def test_fit_recovers_the_parameters(cal: Calibration) -> None:
+    env = SimEnv(cal)
+    traces = []
+    for i, (k, score_all) in enumerate(((0.0, True), (1.0, False), (0.5, False))):
+        run = env.run(
+            ThresholdPolicy(k), 1200, seed=100 + i, record_steps=True, score_all=score_all
+        )
+        traces += run.traces()
+    fit = fit_calibration(traces)
+    assert fit.p_weak == pytest.approx(cal.p_weak, abs=0.015)
+    assert fit.p_strong == pytest.approx(cal.p_strong, abs=0.01)
+    assert fit.mean_steps("weak") == pytest.approx(cal.mean_steps("weak"), abs=0.3)
+    assert fit.mean_steps("strong") == pytest.approx(cal.mean_steps("strong"), abs=0.3)
+    assert fit.weak_tokens.mean == pytest.approx(cal.weak_tokens.mean, rel=0.05)
+    assert fit.strong_tokens.mean == pytest.approx(cal.strong_tokens.mean, rel=0.05)
+    assert fit.weak_tokens.cv == pytest.approx(cal.weak_tokens.cv, abs=0.1)
+
+    def mean_score(c: Calibration, state: int) -> float:
+        t = c.observation[state]
+        n = len(t)
+        return sum(t[i][j] * (j + 0.5) / n for i in range(n) for j in range(n))
+
+    assert mean_score(fit, 0) == pytest.approx(mean_score(cal, 0), abs=0.05)
+    assert mean_score(fit, 1) == pytest.approx(mean_score(cal, 1), abs=0.08)
+    assert mean_score(fit, 0) > mean_score(fit, 1) and mean_score(fit, 0) > mean_score(fit, 2)
+    # the refit simulator reproduces the endpoints
+    refit = SimEnv(fit)
+    for k in (0.0, 1.0):
+        a = env.run(ThresholdPolicy(k), 3000, seed=9).accuracy
+        b = refit.run(ThresholdPolicy(k), 3000, seed=9).accuracy
+        assert b == pytest.approx(a, abs=0.04)
+    # mid-curve: the PRM-located first error biases S2 low (documented), so only loosely
+    a = env.run(ThresholdPolicy(0.5), 3000, seed=9).accuracy
+    assert refit.run(ThresholdPolicy(0.5), 3000, seed=9).accuracy == pytest.approx(a, abs=0.1)
+
+
+def test_fit_needs_both_endpoint_runs(cal: Calibration) -> None:
+    traces = SimEnv(cal).run(ThresholdPolicy(0), 20, record_steps=True, score_all=True).traces()
+    with pytest.raises(ValueError, match="always-weak and always-strong"):
+        fit_calibration(traces)
+    # an always-weak-looking trace from a threshold run is not an always-weak run
+    mixed = SimEnv(cal).run(ThresholdPolicy(0.5), 50, record_steps=True).traces()
+    strong = SimEnv(cal).run(ThresholdPolicy(1), 20, record_steps=True).traces()
+    with pytest.raises(ValueError, match="0 weak-only"):
+        fit_calibration(mixed + strong)
+
+
+def test_token_model() -> None:
+    mu, sigma = TokenModel(mean=50.0, cv=0.5).log_params
+    assert math.exp(mu + sigma**2 / 2) == pytest.approx(50.0)
