@@ -20,6 +20,8 @@ guarded by a lock (llama.cpp is not thread-safe); async calls run in a worker th
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,16 @@ class _Loaded:
 
 _CACHE: dict[tuple[str, int, int | None], _Loaded] = {}
 _CACHE_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free llama.cpp models before interpreter teardown (avoids noisy ``__del__`` errors)."""
+    with _CACHE_LOCK:
+        for loaded in _CACHE.values():
+            with contextlib.suppress(Exception):
+                loaded.llm.close()
+        _CACHE.clear()
 
 
 def load_llama(path: str | Path, *, n_ctx: int = 4096, n_threads: int | None = None) -> _Loaded:

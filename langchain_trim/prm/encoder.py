@@ -16,6 +16,8 @@ growing trajectory only evaluates the new step.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import math
 import threading
 from collections import OrderedDict
@@ -89,7 +91,15 @@ class LlamaStepEncoder:
                 verbose=False,
             )
             self._emb = np.zeros((0, self._llm.n_embd()), dtype=np.float32)
+            atexit.register(self.close)
         return self._llm
+
+    def close(self) -> None:
+        """Free the llama.cpp model (also done at interpreter exit)."""
+        if self._llm is not None:
+            with contextlib.suppress(Exception):
+                self._llm.close()
+            self._llm = None
 
     @property
     def dim(self) -> int:
