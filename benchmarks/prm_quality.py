@@ -195,6 +195,12 @@ def main() -> None:
     parser.add_argument("--features-only", action="store_true")
     parser.add_argument("--skip-slow", action="store_true", help="no judge / strong runs")
     parser.add_argument("--save-head", action="store_true")
+    parser.add_argument(
+        "--observation-n",
+        type=int,
+        default=100,
+        help="erroneous training solutions encoded in full, for the S1 observation table",
+    )
     args = parser.parse_args()
 
     data = load_data(args)
@@ -333,7 +339,51 @@ def main() -> None:
         }
         head.save(HEAD_STEM)
         print(f"saved {HEAD_STEM}.safetensors")
+    if args.observation_n:
+        fit_observation(encoder, head, which, data, feats, args)
     _ = check_step  # the verifier is part of the features
+
+
+def fit_observation(
+    encoder: LlamaStepEncoder,
+    head: Any,
+    which: str,
+    data: dict[str, list[LabelledSolution]],
+    feats: dict[str, list[np.ndarray]],
+    args: argparse.Namespace,
+) -> None:
+    """The probe's POMDP observation tables, fit on training-domain labels (no MATH-500).
+
+    S0/S2 come from every training solution (scored up to its first error); S1 needs the
+    steps after the first error, so a subset of erroneous solutions is encoded in full.
+    """
+    from langchain_trim.sim.labelled import observation_tables_from_labels
+
+    sols = data["fit"] + data["val"]
+    scores = probe_scores(head, select_columns(feats["fit"] + feats["val"], which))
+    labels = [s.label for s in sols]
+    erroneous = [s for s in sols if s.label >= 0 and s.label < len(s.steps) - 1]
+    full = subsample(erroneous, args.observation_n, 7)
+    cache = CACHE / f"weak_v{FEATURE_VERSION}_{args.max_tokens}_full_{len(full)}.npz"
+    whole = [
+        LabelledSolution(s.id, s.question, s.steps, -1, s.final_answer_correct) for s in full
+    ]  # label -1 so that every step is encoded
+    full_feats = extract_features(encoder.encode, whole, cache, progress("full"))
+    full_scores = probe_scores(head, select_columns(full_feats, which))
+    by_id = {s.id: i for i, s in enumerate(sols)}
+    for sol, sc in zip(full, full_scores, strict=True):
+        scores[by_id[sol.id]] = sc  # replace the truncated row by the full one
+    tables, counts = observation_tables_from_labels(scores, labels)
+    out = {
+        "scorer": "probe PRM (weak 0.5B features)",
+        "bin_size": 0.05,
+        "states": ["S0 on track", "S1 derailed earlier", "S2 only the latest step wrong"],
+        "counts": counts,
+        "observation": tables,
+        "data": "ProcessBench math (no MATH-500) / olympiadbench / omnimath training solutions",
+    }
+    (RESULTS / "probe_observation.json").write_text(json.dumps(out) + "\n")
+    print(f"observation tables: counts per state {counts}")
 
 
 if __name__ == "__main__":
