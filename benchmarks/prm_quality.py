@@ -26,7 +26,14 @@ from typing import Any
 import numpy as np
 
 from langchain_trim.prm.arithmetic import check_step
-from langchain_trim.prm.encoder import FEATURE_VERSION, SCALAR_FEATURES, LlamaStepEncoder
+from langchain_trim.prm.encoder import (
+    FEATURE_VERSION,
+    MODEL_FEATURE_VERSION,
+    SCALAR_FEATURES,
+    TEXT_FEATURES,
+    LlamaStepEncoder,
+    text_features,
+)
 from langchain_trim.prm.training import (
     LabelledSolution,
     best_threshold,
@@ -81,9 +88,22 @@ def load_data(args: argparse.Namespace) -> dict[str, list[LabelledSolution]]:
     }
 
 
+def _dim(feats: Sequence[np.ndarray]) -> int:
+    """Hidden size d of the layout [mean (d), last (d), scalars, text]."""
+    return (feats[0].shape[1] - len(SCALAR) - len(TEXT_FEATURES)) // 2
+
+
 def column(feats: Sequence[np.ndarray], name: str) -> list[np.ndarray]:
-    j = feats[0].shape[1] - len(SCALAR) + SCALAR[name]
+    j = 2 * _dim(feats) + SCALAR[name]
     return [f[:, j] for f in feats]
+
+
+def with_text(model_feats: list[np.ndarray], sols: Sequence[LabelledSolution]) -> list[np.ndarray]:
+    """Append the text features to cached model features (same layout as encode())."""
+    return [
+        np.concatenate([f, text_features(s.question, s.scored_steps)], axis=1)
+        for f, s in zip(model_feats, sols, strict=True)
+    ]
 
 
 def baselines(feats: Sequence[np.ndarray]) -> dict[str, list[list[float]]]:
@@ -109,13 +129,21 @@ def probe_scores(head: Any, feats: Sequence[np.ndarray]) -> list[list[float]]:
     return [head.predict(f).tolist() for f in feats]
 
 
+FEATURE_SETS = ("scalars+text", "mean+scalars+text", "all")
+
+
+def feature_mask(d: int, which: str) -> np.ndarray:
+    tail = np.r_[2 * d : 2 * d + len(SCALAR) + len(TEXT_FEATURES)]
+    if which == "scalars+text":
+        return tail
+    if which == "mean+scalars+text":
+        return np.r_[0:d, tail]
+    return np.r_[0 : 2 * d, tail]
+
+
 def select_columns(feats: Sequence[np.ndarray], which: str) -> list[np.ndarray]:
-    d = (feats[0].shape[1] - len(SCALAR)) // 2
-    if which == "scalars":
-        return [f[:, 2 * d :] for f in feats]
-    if which == "mean+scalars":
-        return [np.concatenate([f[:, :d], f[:, 2 * d :]], axis=1) for f in feats]
-    return list(feats)
+    mask = feature_mask(_dim(feats), which)
+    return [f[:, mask] for f in feats]
 
 
 def train_probe(
@@ -124,7 +152,7 @@ def train_probe(
     """Pick feature set and l2 on validation AUROC; threshold on validation F1."""
     trials = []
     best: tuple[float, Any, str, float] | None = None
-    for which in ("scalars", "mean+scalars", "all"):
+    for which in FEATURE_SETS:
         x_fit, y_fit = stack_steps(select_columns(feats["fit"], which), data["fit"])
         for l2 in (1.0, 10.0, 100.0, 1000.0):
             head = fit_logistic(x_fit, y_fit, l2=l2)
@@ -208,8 +236,11 @@ def main() -> None:
     feats: dict[str, list[np.ndarray]] = {}
     t_feat = time.perf_counter()
     for split in ("gsm8k", "math500", "val", "fit"):
-        cache = CACHE / f"weak_v{FEATURE_VERSION}_{args.max_tokens}_{split}_{len(data[split])}.npz"
-        feats[split] = extract_features(encoder.encode, data[split], cache, progress(split))
+        name = f"weak_v{MODEL_FEATURE_VERSION}_{args.max_tokens}_{split}_{len(data[split])}.npz"
+        model_feats = extract_features(
+            encoder.encode_model, data[split], CACHE / name, progress(split)
+        )
+        feats[split] = with_text(model_feats, data[split])
     feature_seconds = time.perf_counter() - t_feat
     if args.features_only:
         return
@@ -318,12 +349,7 @@ def main() -> None:
     (RESULTS / "prm_quality.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
     if args.save_head:
-        d = (feats["fit"][0].shape[1] - len(SCALAR)) // 2
-        mask = {
-            "scalars": np.r_[2 * d : 2 * d + len(SCALAR)],
-            "mean+scalars": np.r_[0:d, 2 * d : 2 * d + len(SCALAR)],
-            "all": np.r_[0 : 2 * d + len(SCALAR)],
-        }[which]
+        mask = feature_mask(_dim(feats["fit"]), which)
         best = next(r for r in rows if r["scorer"].startswith("probe"))
         head.columns = mask
         head.card = {
@@ -364,11 +390,13 @@ def fit_observation(
     labels = [s.label for s in sols]
     erroneous = [s for s in sols if s.label >= 0 and s.label < len(s.steps) - 1]
     full = subsample(erroneous, args.observation_n, 7)
-    cache = CACHE / f"weak_v{FEATURE_VERSION}_{args.max_tokens}_full_{len(full)}.npz"
+    cache = CACHE / f"weak_v{MODEL_FEATURE_VERSION}_{args.max_tokens}_full_{len(full)}.npz"
     whole = [
         LabelledSolution(s.id, s.question, s.steps, -1, s.final_answer_correct) for s in full
     ]  # label -1 so that every step is encoded
-    full_feats = extract_features(encoder.encode, whole, cache, progress("full"))
+    full_feats = with_text(
+        extract_features(encoder.encode_model, whole, cache, progress("full")), whole
+    )
     full_scores = probe_scores(head, select_columns(full_feats, which))
     by_id = {s.id: i for i, s in enumerate(sols)}
     for sol, sc in zip(full, full_scores, strict=True):

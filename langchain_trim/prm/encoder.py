@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import math
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -28,7 +29,19 @@ import numpy as np
 
 from langchain_trim.prm.arithmetic import check_step
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
+MODEL_FEATURE_VERSION = 1
+"""Version of the llama.cpp part alone (feature caches of the benchmark key on it)."""
+TEXT_FEATURES = (
+    "n_numbers",
+    "n_new_numbers",
+    "new_number_share",
+    "has_boxed",
+    "is_first",
+    "log_len_vs_previous",
+    "has_equation",
+    "n_equations",
+)
 SCALAR_FEATURES = (
     "logprob_mean",
     "logprob_min",
@@ -39,6 +52,41 @@ SCALAR_FEATURES = (
     "arith_checked",
     "arith_false",
 )
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def text_features(question: str, steps: Sequence[str]) -> np.ndarray:
+    """Cheap surface features per step: numbers it introduces, length vs earlier steps, ...
+
+    >>> f = text_features("Ann has 3 apples.", ["3 + 4 = 7", r"So \\boxed{7}"])
+    >>> [[round(float(v), 2) for v in row] for row in f[:, :4]]
+    [[3.0, 2.0, 0.67, 0.0], [1.0, 0.0, 0.0, 1.0]]
+    """
+    seen = set(_NUMBER.findall(question))
+    lengths: list[int] = []
+    rows = []
+    for t, step in enumerate(steps):
+        numbers = _NUMBER.findall(step)
+        new = [n for n in numbers if n not in seen]
+        words = len(step.split())
+        mean_prev = float(np.mean(lengths)) if lengths else float(words)
+        rows.append(
+            [
+                len(numbers),
+                len(new),
+                len(new) / max(len(numbers), 1),
+                float("boxed" in step),
+                float(t == 0),
+                math.log1p(words) - math.log1p(mean_prev),
+                float("=" in step),
+                step.count("="),
+            ]
+        )
+        seen.update(numbers)
+        lengths.append(words)
+    return np.asarray(rows, dtype=np.float32).reshape(len(steps), len(TEXT_FEATURES))
 
 
 class LlamaStepEncoder:
@@ -103,7 +151,7 @@ class LlamaStepEncoder:
 
     @property
     def dim(self) -> int:
-        return 2 * int(self.load().n_embd()) + len(SCALAR_FEATURES)
+        return 2 * int(self.load().n_embd()) + len(SCALAR_FEATURES) + len(TEXT_FEATURES)
 
     # -- layout --------------------------------------------------------------------
     def layout(
@@ -185,9 +233,15 @@ class LlamaStepEncoder:
         return np.concatenate([emb.mean(axis=0), emb[-1], scalars]).astype(np.float32)
 
     def encode(self, question: str, steps: Sequence[str]) -> np.ndarray:
-        """Feature rows ``[len(steps), dim]`` (one forward pass, cached by prefix)."""
+        """Feature rows ``[len(steps), dim]``: model features, then :func:`text_features`."""
         if not steps:
             return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate(
+            [self.encode_model(question, steps), text_features(question, steps)], axis=1
+        )
+
+    def encode_model(self, question: str, steps: Sequence[str]) -> np.ndarray:
+        """The llama.cpp part of the features (one forward pass, cached by prefix)."""
         keys = [(question, tuple(steps[: i + 1])) for i in range(len(steps))]
         if all(k in self._cache for k in keys):
             return np.stack([self._cache[k] for k in keys])
@@ -212,4 +266,11 @@ class LlamaStepEncoder:
         return out
 
 
-__all__ = ["FEATURE_VERSION", "SCALAR_FEATURES", "LlamaStepEncoder"]
+__all__ = [
+    "FEATURE_VERSION",
+    "MODEL_FEATURE_VERSION",
+    "SCALAR_FEATURES",
+    "TEXT_FEATURES",
+    "LlamaStepEncoder",
+    "text_features",
+]
