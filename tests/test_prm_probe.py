@@ -11,6 +11,7 @@ import pytest
 
 from langchain_trim.errors import ModelNotFoundError
 from langchain_trim.prm.arithmetic import ArithmeticPRM, check_step, evaluate
+from langchain_trim.prm.encoder import FEATURE_VERSION
 from langchain_trim.prm.probe import ProbeHead, ProbePRM
 from langchain_trim.prm.training import (
     LabelledSolution,
@@ -90,7 +91,8 @@ def test_logistic_head_learns_and_round_trips(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(400, 5)).astype(np.float32)
     y = (x[:, 0] - 0.5 * x[:, 3] > 0).astype(int)
-    head = fit_logistic(x, y, l2=1.0, card={"feature_version": 1, "encoder": "weak"})
+    card = {"feature_version": FEATURE_VERSION, "encoder": "weak"}
+    head = fit_logistic(x, y, l2=1.0, card=card)
     assert auroc(head.predict(x).tolist(), y.tolist()) > 0.95
     head.columns = np.arange(5)
     head.save(tmp_path / "h")
