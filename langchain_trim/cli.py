@@ -290,6 +290,190 @@ def models() -> None:
         console.print(f"    {where}")
 
 
+# -- evaluation --------------------------------------------------------------------------------
+def _eval_problems(
+    dataset: str, data: Path | None, split: str | None, limit: int | None, seed: int | None
+) -> tuple[list[Any], str]:
+    from langchain_trim.eval.datasets import DATASETS, DatasetLoadError, load_problems
+    from langchain_trim.eval.runner import default_data_path
+
+    if dataset not in DATASETS:
+        raise InvalidInputError(
+            f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}"
+        )
+    if limit is not None and limit < 1:
+        raise InvalidInputError(f"--limit must be >= 1, got {limit}")
+    source: Path | str | None = data if data is not None else default_data_path(dataset)
+    try:
+        problems = load_problems(dataset, source, split=split, limit=limit, seed=seed)
+    except (DatasetLoadError, ValueError) as exc:
+        raise InvalidInputError(str(exc)) from exc
+    if not problems:
+        raise InvalidInputError(f"dataset {dataset} ({source}) holds no problems")
+    return problems, str(source if source is not None else DATASETS[dataset].hf_path)
+
+
+def _preload(setting: Any) -> None:
+    """Load every model now, so a missing file fails the command, not each problem."""
+    for model in (setting.weak, setting.strong):
+        if hasattr(model, "load"):
+            model.load()
+    encoder = getattr(setting.prm, "encoder", None)
+    if encoder is not None and hasattr(encoder, "load"):
+        encoder.load()
+
+
+@app.command("eval")
+def eval_command(
+    dataset: str = typer.Option(
+        "gsm8k", help="gsm8k, math500, aime24, aime, olympiadbench or minerva."
+    ),
+    data: Path = typer.Option(
+        None, "--data", help="Local .jsonl/.json (default: ../shared/data copy, else the Hub)."
+    ),
+    split: str = typer.Option(None, help="Dataset split (aime: the official train/test)."),
+    limit: int = typer.Option(None, "--limit", "-n", help="Evaluate at most N problems."),
+    seed: int = typer.Option(None, help="Draw a seeded subset of --limit problems (else first N)."),
+    policies: str = typer.Option(
+        "thr:0.1,0.3,0.5 weak strong weakscored",
+        "--policies",
+        "-p",
+        help="Policy specs; 'thr:0.1,0.3' expands to thr:0.1 thr:0.3. Also random:p.",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (re-running resumes it)."),
+    weak: str = typer.Option("weak", help="Weak model: embedded name or .gguf path."),
+    strong: str = typer.Option("strong", help="Strong model: embedded name or .gguf path."),
+    prm: str = typer.Option(
+        "probe", help="PRM: probe, judge, confidence, arithmetic or none; with --prm-url served."
+    ),
+    weak_url: str = typer.Option(None, help="OpenAI-compatible URL serving --weak (vLLM)."),
+    strong_url: str = typer.Option(None, help="OpenAI-compatible URL serving --strong (vLLM)."),
+    prm_url: str = typer.Option(None, help="vLLM server URL whose /pooling serves --prm."),
+    concurrency: int = typer.Option(1, help="Problems in flight at once."),
+    budget: int = typer.Option(None, help="Max strong-model output tokens per question."),
+    max_steps: int = typer.Option(30, help="Step limit."),
+    step_max_tokens: int = typer.Option(256, help="Token cap per step."),
+    temperature: float = typer.Option(0.7, help="Sampling temperature of both models."),
+    cache: bool = typer.Option(
+        True, "--cache/--no-cache", help="Re-use identical model calls (OUT/cache.sqlite)."
+    ),
+    fake: bool = typer.Option(False, "--fake", help="Scripted fake models (seconds, no weights)."),
+    retry_errors: bool = typer.Option(False, help="Re-run problems that failed before."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Run policies over a benchmark; one resumable JSONL trace per problem per policy."""
+    try:
+        from langchain_trim.eval.runner import load_traces, run_eval
+        from langchain_trim.policies import baselines as _baselines  # noqa: F401
+        from langchain_trim.policies.registry import expand_specs, make_policy
+
+        specs = expand_specs(policies)
+        if not specs:
+            raise InvalidInputError("--policies is empty")
+        for spec in specs:
+            make_policy(spec)
+        if concurrency < 1:
+            raise InvalidInputError(f"--concurrency must be >= 1, got {concurrency}")
+        if budget is not None and budget < 1:
+            raise InvalidInputError(f"--budget must be positive, got {budget}")
+        problems, source = _eval_problems(dataset, data, split, limit, seed)
+        if fake:
+            from langchain_trim.eval.fake import fake_setting
+
+            setting: Any = fake_setting({p.question: p.answer for p in problems})
+        else:
+            setting = _setting((weak, weak_url), (strong, strong_url), (prm, prm_url), temperature)
+            _preload(setting)
+        config = {
+            "dataset": {
+                "name": dataset,
+                "source": source,
+                "split": split,
+                "limit": limit,
+                "seed": seed,
+                "n_problems": len(problems),
+            },
+            "temperature": None if fake else temperature,
+            "fake": fake,
+        }
+        if not quiet:
+            err.print(f"[dim]{len(problems)} {dataset} problems × {len(specs)} policies → {out}[/]")
+        summary = run_eval(
+            problems,
+            specs,
+            out_dir=out,
+            setting=setting,
+            concurrency=concurrency,
+            budget=budget,
+            max_steps=max_steps,
+            step_max_tokens=step_max_tokens,
+            cache=out / "cache.sqlite" if cache else None,
+            retry_errors=retry_errors,
+            progress=not quiet,
+            config=config,
+        )
+    except InvalidInputError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+    except ModelNotFoundError as exc:
+        err.print(f"[red]missing model:[/] {exc}")
+        raise typer.Exit(EXIT_NO_MODEL) from exc
+    except (TrimError, ValueError) as exc:
+        err.print(f"[red]failed:[/] {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_FAILED) from exc
+    hits = ""
+    if summary.cache is not None:
+        hits = f" · cache {summary.cache.hits} hits / {summary.cache.misses} misses"
+    console.print(
+        f"ran {summary.ran}, skipped {summary.skipped} (done before), errors {summary.errors}"
+        f" · {summary.seconds:.1f}s{hits}"
+    )
+    for spec, traces in load_traces(out, policies=specs).items():
+        n = len(traces)
+        acc = sum(t["correct"] for t in traces) / n
+        tokens = sum(t["spend"].get("strong_tokens", 0) for t in traces) / n
+        console.print(f"  {spec:<14} n={n:<4} accuracy {acc:6.1%}  strong tokens/q {tokens:8.1f}")
+    console.print(f"[dim]next: trim report {out}[/]")
+    if summary.errors:
+        err.print(f"[red]{summary.errors} problems failed[/] (see 'error' in their traces)")
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="Run folder written by trim eval."),
+    problem: str = typer.Option(None, help="Problem id for the step timeline figure."),
+    policy: str = typer.Option(None, help="Policy spec for the timeline (default: middle thr)."),
+    baselines: bool = typer.Option(
+        True, "--baselines/--no-baselines", help="Post-hoc query-level routers."
+    ),
+) -> None:
+    """Metrics (CPT, ΔIBC, APGR, PGR), report.md and curves/timeline figures of a run."""
+    from langchain_trim.eval.report import write_report
+
+    try:
+        if not run.is_dir():
+            raise InvalidInputError(f"{run} is not a folder")
+        files = write_report(run, problem=problem, policy=policy, baselines=baselines)
+    except (InvalidInputError, FileNotFoundError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+    except (TrimError, ValueError) as exc:
+        err.print(f"[red]failed:[/] {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_FAILED) from exc
+    metrics = json.loads(files.metrics.read_text())
+    for name, fam in metrics["families"].items():
+        cpt = fam["cpt"].get("95")
+        best = fam["delta_ibc_best"]
+        console.print(
+            f"  {name:<28} CPT(95%) {'—' if cpt is None else f'{cpt:.1%}':>7}  "
+            f"ΔIBC best {'—' if best is None else f'{best:.2f}':>6}"
+        )
+    for note in metrics["notes"]:
+        console.print(f"[dim]note: {note}[/]")
+    console.print(f"wrote {files.markdown}, {files.metrics}, {len(files.figures)} figures")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -67,6 +67,11 @@ class FakeStepModel(BaseChatModel):
         return "fake-step-model"
 
     @property
+    def _identifying_params(self) -> dict[str, Any]:
+        # distinct models must not share LangChain cache entries
+        return {"model_name": self.model_name, "steps": repr(self.steps)}
+
+    @property
     def calls(self) -> list[int]:
         """Step index of every call made so far, in order."""
         return self._calls

@@ -26,6 +26,11 @@ DEFAULT_HEAD = "probe_qwen2.5-coder-0.5b"
 """Name of the head shipped in ``langchain_trim/data`` (``<name>.safetensors`` + ``.json``)."""
 
 
+def _with(stem: Path, suffix: str) -> Path:
+    """``stem`` + ``suffix`` (``Path.with_suffix`` would eat the ".5b" of a model name)."""
+    return stem.parent / (stem.name + suffix)
+
+
 @dataclass
 class ProbeHead:
     """Standardise, then logistic regression: ``sigmoid(((x - mean) / std) @ w + b)``."""
@@ -59,20 +64,20 @@ class ProbeHead:
             tensors["columns"] = np.asarray(self.columns, dtype=np.int64)
         save_file(
             tensors,
-            str(stem.with_suffix(".safetensors")),
+            str(_with(stem, ".safetensors")),
         )
-        stem.with_suffix(".json").write_text(json.dumps(self.card, indent=2) + "\n")
+        _with(stem, ".json").write_text(json.dumps(self.card, indent=2) + "\n")
 
     @classmethod
     def load(cls, path_stem: str | Path) -> ProbeHead:
         from safetensors.numpy import load_file
 
         stem = Path(path_stem)
-        weights = stem.with_suffix(".safetensors")
+        weights = _with(stem, ".safetensors")
         if not weights.is_file():
             raise ModelNotFoundError(f"probe head {weights} does not exist")
         tensors = load_file(str(weights))
-        card = json.loads(stem.with_suffix(".json").read_text())
+        card = json.loads(_with(stem, ".json").read_text())
         if card.get("feature_version") != FEATURE_VERSION:
             raise ModelNotFoundError(
                 f"probe head {stem} was trained on feature version {card.get('feature_version')}"
