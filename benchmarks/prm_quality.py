@@ -214,9 +214,9 @@ def fmt(row: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n-math", type=int, default=320)
-    parser.add_argument("--n-olympiad", type=int, default=120)
-    parser.add_argument("--n-omni", type=int, default=120)
+    parser.add_argument("--n-math", type=int, default=200)
+    parser.add_argument("--n-olympiad", type=int, default=60)
+    parser.add_argument("--n-omni", type=int, default=60)
     parser.add_argument("--max-tokens", type=int, default=768)
     parser.add_argument("--judge-n", type=int, default=40, help="GSM8K solutions for the judges")
     parser.add_argument("--strong-n", type=int, default=120, help="GSM8K solutions for strong TF")

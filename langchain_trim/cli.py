@@ -59,16 +59,17 @@ def _grade(prediction: str | None, gold: str) -> bool:
     return bool(is_equivalent(prediction, gold))
 
 
-def _policy(name: str, threshold: float) -> Any:
+def _policy(name: str, threshold: float | None, prm: Any) -> Any:
+    """``thr`` takes ``--threshold`` (default: the probe's trained threshold, else 0.5);
+    any other registered spec (``weak``, ``strong``, ``agg``, ``pomdp:8e-4``, ...) as is."""
     from langchain_trim.policies import ThresholdPolicy
+    from langchain_trim.policies.registry import make_policy
 
     if name in ("thr", "threshold"):
+        if threshold is None:
+            threshold = getattr(prm, "threshold", None) or 0.5
         return ThresholdPolicy(threshold)
-    if name == "weak":
-        return ThresholdPolicy(0.0)
-    if name == "strong":
-        return ThresholdPolicy(1.0)
-    raise InvalidInputError(f"unknown policy {name!r}; choose thr, weak or strong")
+    return make_policy(name)
 
 
 def _setting(
@@ -132,9 +133,12 @@ def solve(
         None, "--file", "-f", help="JSONL with 'question'/'problem' per line."
     ),
     policy: str = typer.Option(
-        "thr", help="thr (TRIM-Thr), weak (always weak), strong (always strong)."
+        "thr",
+        help="thr (TRIM-Thr), weak, strong, agg, seq, pomdp[:lambda], random:p, weakscored.",
     ),
-    threshold: float = typer.Option(0.5, "--threshold", "-k", help="TRIM-Thr threshold in [0, 1]."),
+    threshold: float = typer.Option(
+        None, "--threshold", "-k", help="TRIM-Thr threshold in [0, 1] (default: the PRM's)."
+    ),
     budget: int = typer.Option(None, help="Max strong-model output tokens per question."),
     weak: str = typer.Option("weak", help="Weak model: embedded name or .gguf path."),
     strong: str = typer.Option("strong", help="Strong model: embedded name or .gguf path."),
@@ -184,7 +188,7 @@ def solve(
 def _run(
     problems: list[dict[str, Any]],
     policy: str,
-    threshold: float,
+    threshold: float | None,
     budget: int | None,
     weak: tuple[str, str | None],
     strong: tuple[str, str | None],
@@ -199,11 +203,13 @@ def _run(
     from langchain_trim.models import model_display_name
     from langchain_trim.runnables import TrimResult
 
-    try:
-        chosen = _policy(policy, threshold)
+    try:  # validate before any model is built
+        chosen = _policy(policy, 0.5 if threshold is None else threshold, None)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(str(exc)) from exc
     setting = _setting(weak, strong, prm, temperature)
+    if threshold is None and policy in ("thr", "threshold"):
+        chosen = _policy(policy, None, setting.prm)
     t0 = time.perf_counter()
     for model in (setting.weak, setting.strong):
         if hasattr(model, "load"):
@@ -472,6 +478,11 @@ def report(
     for note in metrics["notes"]:
         console.print(f"[dim]note: {note}[/]")
     console.print(f"wrote {files.markdown}, {files.metrics}, {len(files.figures)} figures")
+
+
+from langchain_trim.policies.train_cli import train as _train  # noqa: E402
+
+app.command("train")(_train)
 
 
 def main() -> None:

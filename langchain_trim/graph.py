@@ -111,6 +111,7 @@ class _TrimNodes:
             strong_tokens_spent=self.spend(state)["strong_tokens"],
             budget=state.get("trim_budget"),
             max_steps=settings.max_steps,
+            previous_authors=tuple(s["author"] for s in steps),
         )
 
     def _prm_call(self, inputs: dict[str, Any]) -> list[float]:

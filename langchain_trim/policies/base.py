@@ -38,6 +38,8 @@ class RouteObservation:
     """Per-question cap on strong tokens (``None``: unlimited)."""
     max_steps: int
     """Step limit of the trajectory."""
+    previous_authors: tuple[str, ...] = ()
+    """``"weak"``/``"strong"`` for each accepted step (empty when unknown)."""
 
     @property
     def budget_left(self) -> int | None:

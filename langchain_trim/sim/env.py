@@ -238,6 +238,7 @@ class SimEnv:
         hidden: list[float] = []  # PRM scores of accepted steps on the tables' scale
         reported: list[float] = []  # the same as the PRM reports them (score_power)
         shown: list[float | None] = []  # what the graph's trim_steps would hold
+        authors: list[str] = []
         step_tokens: list[int] = []
         spent = weak_tokens = discarded = escalations = blocked = prm_calls = 0
         records: list[dict[str, Any]] = []
@@ -260,6 +261,7 @@ class SimEnv:
                 previous_scores=tuple(shown),
                 step_tokens=draft_tokens,
                 previous_step_tokens=tuple(step_tokens),
+                previous_authors=tuple(authors),
                 strong_tokens_spent=spent,
                 budget=budget,
                 max_steps=self.max_steps,
@@ -274,6 +276,7 @@ class SimEnv:
                     previous_scores=tuple(shown),
                     step_tokens=draft_tokens,
                     previous_step_tokens=tuple(step_tokens),
+                    previous_authors=tuple(authors),
                     strong_tokens_spent=spent,
                     budget=budget,
                     max_steps=self.max_steps,
@@ -312,6 +315,7 @@ class SimEnv:
                 shown.append(draft_score if scored else None)
                 author = "weak"
             step_tokens.append(tokens)
+            authors.append(author)
             if record_steps:
                 records.append(
                     {

@@ -1,0 +1,74 @@
+"""TRIM-Agg: an actor-critic MLP over aggregate features of the trajectory so far.
+
+The inputs are the release's five aggregates (min and product of the previous scores,
+the current score, step tokens / 300, step index / 30) plus the strong tokens left, so
+that a per-question budget can change the decision (see
+:mod:`langchain_trim.policies.features`).  The network is the release's: two
+Linear(·→64)+LayerNorm+Tanh layers with actor and critic heads.  It is trained with PPO
+(:mod:`langchain_trim.policies.ppo`) for one cost per token λ; greedy at evaluation.
+
+>>> policy = AggPolicy.default()
+>>> obs = RouteObservation(step_index=1, score=0.02, previous_scores=(0.95,),
+...     step_tokens=80, previous_step_tokens=(50,), strong_tokens_spent=0,
+...     budget=None, max_steps=30)
+>>> policy.decide(obs).action
+'escalate'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from langchain_trim.policies.base import RouteObservation
+from langchain_trim.policies.features import AGG_FEATURES, BUDGET_SCALE, agg_features
+from langchain_trim.policies.learned import LearnedPolicy, mlp_heads
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+DEFAULT_WEIGHTS = DATA / "agg_official.safetensors"
+"""Trained by ``trim train agg`` on ``sim:official`` with λ = 8e-4 (see the ``.json``)."""
+
+
+class AggPolicy(LearnedPolicy):
+    """TRIM-Agg with numpy inference; build with :meth:`init`, :meth:`load` or :meth:`default`."""
+
+    kind = "agg"
+
+    @property
+    def input_size(self) -> int:
+        return len(AGG_FEATURES)
+
+    def encode(self, observation: RouteObservation) -> np.ndarray:
+        return agg_features(observation, float(self.config.get("budget_scale", BUDGET_SCALE)))
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return mlp_heads(self.params, x)
+
+    def torch_module(self) -> Any:
+        """A trainable torch twin holding these weights (imports torch)."""
+        from langchain_trim.policies.nets import AggNet, load_numpy
+
+        net = AggNet(self.input_size, int(self.config.get("hidden", 64)))
+        load_numpy(net, self.params)
+        return net
+
+    @classmethod
+    def init(cls, seed: int = 0, *, hidden: int = 64, **config: Any) -> AggPolicy:
+        """Freshly initialised (PyTorch default init, seeded; near-uniform actor)."""
+        import torch
+
+        from langchain_trim.policies.nets import AggNet, to_numpy
+
+        torch.manual_seed(seed)
+        net = AggNet(len(AGG_FEATURES), hidden)
+        return cls(to_numpy(net), {"hidden": hidden, "budget_scale": BUDGET_SCALE, **config})
+
+    @classmethod
+    def default(cls) -> AggPolicy:
+        """The shipped weights for the official setting (λ = 8e-4)."""
+        return cls.load(DEFAULT_WEIGHTS)
+
+
+__all__ = ["DEFAULT_WEIGHTS", "AggPolicy"]
