@@ -143,7 +143,7 @@ def solve(
     weak: str = typer.Option("weak", help="Weak model: embedded name or .gguf path."),
     strong: str = typer.Option("strong", help="Strong model: embedded name or .gguf path."),
     prm: str = typer.Option(
-        "judge",
+        "probe",
         help="PRM: probe, judge, confidence, arithmetic or none; with --prm-url the served model.",
     ),
     weak_url: str = typer.Option(None, help="OpenAI-compatible URL serving --weak (vLLM)."),
