@@ -224,6 +224,11 @@ def main() -> None:
     parser.add_argument("--skip-slow", action="store_true", help="no judge / strong runs")
     parser.add_argument("--save-head", action="store_true")
     parser.add_argument(
+        "--observation-only",
+        action="store_true",
+        help="only fit the POMDP observation tables of the saved head",
+    )
+    parser.add_argument(
         "--observation-n",
         type=int,
         default=100,
@@ -243,6 +248,12 @@ def main() -> None:
         feats[split] = with_text(model_feats, data[split])
     feature_seconds = time.perf_counter() - t_feat
     if args.features_only:
+        return
+    if args.observation_only:
+        from langchain_trim.prm.probe import ProbeHead
+
+        saved = ProbeHead.load(HEAD_STEM)
+        fit_observation(encoder, saved, str(saved.card["features"]), data, feats, args)
         return
 
     # The shipped probe reads the low-capacity features (scalars + text): hidden-state

@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-gsm8k", type=int, default=30, help="GSM8K-test problems")
     parser.add_argument("--n-math500", type=int, default=15, help="MATH-500 problems")
     parser.add_argument("--seed", type=int, default=0, help="seed of the problem subsets")
-    parser.add_argument("--thresholds", default="0.2,0.4,0.6,0.8", help="TRIM-Thr sweep")
+    parser.add_argument("--thresholds", default="0.7,0.8,0.9,0.95", help="TRIM-Thr sweep")
     parser.add_argument("--random", default="", help="random step routing, e.g. 0.2,0.5")
     parser.add_argument("--prm", default="probe", help="probe, judge, confidence, arithmetic")
     parser.add_argument("--weak", default="weak", help="embedded model name or .gguf path")

@@ -269,6 +269,22 @@ def _step_line(
     return row
 
 
+def graded_answer(final_answer: str | None, solution: str) -> tuple[str | None, str]:
+    """The answer that is graded: the last ``\\boxed{}``, else the solution's last number.
+
+    Small models often stop after a correct computation without boxing it; GSM8K-style
+    grading takes the last number then (``answer_source`` records which rule applied).
+
+    >>> graded_answer(None, "So she sold 48 + 24 = 72 clips")
+    ('72', 'last_number')
+    """
+    if final_answer is not None:
+        return final_answer, "boxed"
+    from langchain_trim.eval.grading import extract_answer
+
+    return extract_answer(solution), "last_number"
+
+
 def _grade(answer: str | None, gold: str) -> bool:
     from langchain_trim.eval.grading import is_equivalent
 
@@ -296,6 +312,7 @@ async def solve_problem(
             final = chunk
     seconds = time.perf_counter() - t0
     result = TrimResult.from_state(final)
+    graded, source = graded_answer(result.final_answer, result.solution)
     lines: list[dict[str, Any]] = []
     prev = 0.0
     for step in result.steps:
@@ -311,7 +328,9 @@ async def solve_problem(
             "question": problem.question,
             "gold": problem.answer,
             "final_answer": result.final_answer,
-            "correct": _grade(result.final_answer, problem.answer),
+            "graded_answer": graded,
+            "answer_source": source,
+            "correct": _grade(graded, problem.answer),
             "termination": result.termination,
             "n_steps": len(result.steps),
             "escalated_steps": result.escalated_steps,
@@ -500,7 +519,8 @@ async def arun_eval(
                 summary.errors += 1
                 if bar is not None:
                     bar.write(f"error: {spec} {problem.id}: {type(exc).__name__}: {exc}")
-            write_atomic(path, "".join(_dumps(line) + "\n" for line in lines))
+            # fsync takes milliseconds: off the event loop, so other problems keep going
+            await asyncio.to_thread(write_atomic, path, "".join(_dumps(r) + "\n" for r in lines))
             summary.ran += 1
             summary.results.setdefault(spec, []).append(lines[-1])
             if bar is not None:
