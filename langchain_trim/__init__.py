@@ -15,7 +15,7 @@ from langchain_trim.errors import (
     TrimError,
 )
 from langchain_trim.generation import ChatStepGenerator, StepGenerator, StepOutput
-from langchain_trim.graph import create_trim_graph
+from langchain_trim.graph import create_trim_graph, recursion_limit
 from langchain_trim.models import vllm_prefill
 from langchain_trim.policies import RouteDecision, RouteObservation, RoutingPolicy, ThresholdPolicy
 from langchain_trim.prm import ProcessRewardModel
@@ -47,6 +47,7 @@ __all__ = [
     "__version__",
     "asolve",
     "create_trim_graph",
+    "recursion_limit",
     "solve",
     "trim_answer",
     "trim_input",

@@ -12,6 +12,7 @@ from langchain_trim.prm.base import (
     StepObserver,
     validate_scores,
 )
+from langchain_trim.prm.batching import MicroBatchingPRM
 from langchain_trim.prm.confidence import SelfConfidencePRM
 from langchain_trim.prm.judge import ChatJudgePRM
 
@@ -38,6 +39,7 @@ __all__ = [
     "BaseProcessRewardModel",
     "ChatJudgePRM",
     "FunctionPRM",
+    "MicroBatchingPRM",
     "PRMItem",
     "ProbePRM",
     "ProcessRewardModel",
