@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 MODELS_STAMP := $(VENV)/.models-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
-QUESTION ?= Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?
+QUESTION ?= Violetta wants to buy new crayons. She needs them in 5 different colors and prepared $$20 for this purchase. One crayon costs $$2. How much change will she get?
 
 .PHONY: install models demo test lint typecheck unit slow format clean
 
@@ -32,7 +32,7 @@ install: $(STAMP)
 models: $(MODELS_STAMP)
 
 demo: models
-	$(VENV)/bin/trim solve "$(QUESTION)"
+	$(VENV)/bin/trim solve '$(QUESTION)'
 
 lint: install
 	$(VENV)/bin/ruff check langchain_trim tests benchmarks

@@ -125,8 +125,9 @@ class ProbePRM(BaseProcessRewardModel):
 
     @property
     def threshold(self) -> float | None:
-        """The F1-optimal threshold found at training time (a sensible TRIM-Thr start)."""
-        value = self.head.card.get("threshold")
+        """Default TRIM-Thr threshold: the card's ``routing_threshold`` (tuned for routing
+        the embedded models) or else its ProcessBench-F1 ``threshold``."""
+        value = self.head.card.get("routing_threshold", self.head.card.get("threshold"))
         return float(value) if value is not None else None
 
     def score_batch(self, items: Sequence[PRMItem]) -> list[list[float]]:
