@@ -29,6 +29,10 @@ import numpy as np
 
 from langchain_trim.prm.arithmetic import check_step
 
+_CHUNK = 128
+"""Tokens evaluated per llama.cpp batch: every position needs its logits, and llama.cpp
+keeps a (batch × vocabulary) logits buffer, so small batches keep memory down."""
+
 FEATURE_VERSION = 2
 MODEL_FEATURE_VERSION = 1
 """Version of the llama.cpp part alone (feature caches of the benchmark key on it)."""
@@ -130,8 +134,8 @@ class LlamaStepEncoder:
             self._llm = llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=self.max_tokens + 8,
-                n_batch=512,
-                n_ubatch=512,
+                n_batch=_CHUNK,
+                n_ubatch=_CHUNK,
                 embedding=True,
                 pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE,
                 logits_all=True,
@@ -193,7 +197,7 @@ class LlamaStepEncoder:
         n_embd = llm.n_embd()
         pos = lcp
         while pos < len(tokens):
-            chunk = tokens[pos : pos + 512]
+            chunk = tokens[pos : pos + _CHUNK]
             llm.eval(chunk)
             ptr = llama_cpp.llama_get_embeddings(llm._ctx.ctx)
             emb_rows.append(np.ctypeslib.as_array(ptr, shape=(len(chunk), n_embd)).copy())
