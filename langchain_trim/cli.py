@@ -5,9 +5,11 @@ Exit codes: 0 success, 1 a model or PRM failed, 2 bad input, 3 missing model fil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,22 @@ console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NO_MODEL = 1, 2, 3
+
+
+@contextlib.contextmanager
+def _exit_codes() -> Iterator[None]:
+    """Turn typed errors into the documented exit codes with a one-line message."""
+    try:
+        yield
+    except InvalidInputError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+    except ModelNotFoundError as exc:
+        err.print(f"[red]missing model:[/] {exc}")
+        raise typer.Exit(EXIT_NO_MODEL) from exc
+    except (TrimError, ValueError) as exc:
+        err.print(f"[red]failed:[/] {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_FAILED) from exc
 
 
 def _read_problems(path: Path) -> list[dict[str, Any]]:
@@ -156,7 +174,7 @@ def solve(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final lines."),
 ) -> None:
     """Solve with TRIM and show each step, who wrote it, its score, and the spend."""
-    try:
+    with _exit_codes():
         if (question is None) == (file is None):
             raise InvalidInputError("give a question or --file, not both")
         problems = _read_problems(file) if file is not None else [{"id": 1, "question": question}]
@@ -174,15 +192,6 @@ def solve(
             as_json,
             quiet,
         )
-    except InvalidInputError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_BAD_INPUT) from exc
-    except ModelNotFoundError as exc:
-        err.print(f"[red]missing model:[/] {exc}")
-        raise typer.Exit(EXIT_NO_MODEL) from exc
-    except (TrimError, ValueError) as exc:
-        err.print(f"[red]failed:[/] {type(exc).__name__}: {exc}")
-        raise typer.Exit(EXIT_FAILED) from exc
 
 
 def _run(
@@ -368,7 +377,7 @@ def eval_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Run policies over a benchmark; one resumable JSONL trace per problem per policy."""
-    try:
+    with _exit_codes():
         from langchain_trim.eval.runner import load_traces, run_eval
         from langchain_trim.policies import baselines as _baselines  # noqa: F401
         from langchain_trim.policies.registry import expand_specs, make_policy
@@ -418,15 +427,6 @@ def eval_command(
             progress=not quiet,
             config=config,
         )
-    except InvalidInputError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_BAD_INPUT) from exc
-    except ModelNotFoundError as exc:
-        err.print(f"[red]missing model:[/] {exc}")
-        raise typer.Exit(EXIT_NO_MODEL) from exc
-    except (TrimError, ValueError) as exc:
-        err.print(f"[red]failed:[/] {type(exc).__name__}: {exc}")
-        raise typer.Exit(EXIT_FAILED) from exc
     hits = ""
     if summary.cache is not None:
         hits = f" · cache {summary.cache.hits} hits / {summary.cache.misses} misses"
