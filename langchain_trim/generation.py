@@ -248,15 +248,6 @@ class ChatStepGenerator:
             return int(self.token_counter(text)), True
         return approx_token_count(text), True
 
-    def _text(self, message: BaseMessage) -> str:
-        content = message.content
-        if isinstance(content, list):  # content blocks
-            content = "".join(
-                block.get("text", "") if isinstance(block, dict) else str(block)
-                for block in content
-            )
-        return str(content)
-
     def _accumulate(self, message: Any, prefix_text: str, acc: dict[str, Any]) -> tuple[bool, str]:
         """Fold one model answer into ``acc``; return (done, new prefix_text)."""
         if not isinstance(message, BaseMessage):
@@ -265,7 +256,7 @@ class ChatStepGenerator:
                 role=self.role,
                 step_index=acc["index"],
             )
-        text = self._text(message)
+        text = str(message.text)
         stop = _stop_reason(message)
         if self.delimiter in text:  # the backend ignored the stop sequence
             text = text.split(self.delimiter, 1)[0]

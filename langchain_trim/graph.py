@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from langchain_core.callbacks import BaseCallbackManager
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph._internal._runnable import RunnableCallable
 from langgraph.graph import END, START, StateGraph
@@ -50,15 +50,6 @@ from langchain_trim.state import (
 from langchain_trim.steps import DEFAULT_DELIMITER, extract_boxed, has_final_answer
 
 PRMErrorMode = Literal["keep_draft", "raise"]
-
-
-def _message_text(message: BaseMessage) -> str:
-    content = message.content
-    if isinstance(content, str):
-        return content
-    return "".join(
-        part.get("text", "") if isinstance(part, dict) else str(part) for part in content
-    )
 
 
 class _TrimNodes:
@@ -145,7 +136,7 @@ class _TrimNodes:
         question = state.get("question")
         messages = state.get("messages") or []
         if messages and isinstance(messages[-1], HumanMessage):
-            question = _message_text(messages[-1])
+            question = str(messages[-1].text)
         if question is None:
             raise InvalidInputError(
                 "no question: pass {'question': ...} or messages ending in a HumanMessage"

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableLambda
 
@@ -113,12 +113,4 @@ async def asolve(question: str, *, budget: int | None = None, **graph_kwargs: An
     return TrimResult.from_state(state)
 
 
-def question_of(messages: Sequence[BaseMessage]) -> str | None:
-    """The text of the last human message, as the graph reads it."""
-    for message in reversed(messages):
-        if isinstance(message, HumanMessage):
-            return message.text if hasattr(message, "text") else str(message.content)
-    return None
-
-
-__all__ = ["TrimResult", "asolve", "question_of", "solve", "trim_answer", "trim_input"]
+__all__ = ["TrimResult", "asolve", "solve", "trim_answer", "trim_input"]

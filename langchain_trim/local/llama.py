@@ -103,13 +103,6 @@ def _role(message: BaseMessage) -> str:
     return str(getattr(message, "role", "user"))
 
 
-def _text(message: BaseMessage) -> str:
-    content = message.content
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-
-
 class LlamaCppChatModel(BaseChatModel):
     """A local GGUF chat model (llama.cpp) with prefill, stop reasons, usage and logprobs.
 
@@ -187,8 +180,8 @@ class LlamaCppChatModel(BaseChatModel):
         template = self.chat_template or loaded.template
         prefill = None
         if messages and isinstance(messages[-1], AIMessage):
-            prefill, messages = _text(messages[-1]), messages[:-1]
-        chat: list[Any] = [{"role": _role(m), "content": _text(m)} for m in messages]
+            prefill, messages = str(messages[-1].text), messages[:-1]
+        chat: list[Any] = [{"role": _role(m), "content": str(m.text)} for m in messages]
         if template:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
