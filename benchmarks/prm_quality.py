@@ -72,16 +72,25 @@ def load_data(args: argparse.Namespace) -> dict[str, list[LabelledSolution]]:
     math500 = [json.loads(line)["problem"] for line in (DATA / "math500.jsonl").open()]
     math_all = load_processbench(pb / "math.json")
     math_train, math_500 = split_by_problem(math_all, math500)
-    train = (
-        subsample(math_train, args.n_math, 1)
-        + subsample(load_processbench(pb / "olympiadbench.json"), args.n_olympiad, 2)
-        + subsample(load_processbench(pb / "omnimath.json"), args.n_omni, 3)
-    )
-    # validation: every 5th training problem (by position), for l2 and the threshold
+    pools = [
+        (math_train, args.n_math, args.extra_math, 1),
+        (load_processbench(pb / "olympiadbench.json"), args.n_olympiad, args.extra_olympiad, 2),
+        (load_processbench(pb / "omnimath.json"), args.n_omni, args.extra_omni, 3),
+    ]
+    train: list[LabelledSolution] = []
+    extra: list[LabelledSolution] = []
+    for pool, n, n_extra, seed in pools:
+        chosen = subsample(pool, n, seed)
+        train += chosen
+        taken = {s.id for s in chosen}
+        extra += subsample([s for s in pool if s.id not in taken], n_extra, seed + 10)
+    # validation: every 5th training problem (by position), for l2 and the threshold;
+    # the extra solutions (cached separately) only ever join the fit part
     val = [s for i, s in enumerate(train) if i % 5 == 0]
     fit = [s for i, s in enumerate(train) if i % 5 != 0]
     return {
         "fit": fit,
+        "extra": extra,
         "val": val,
         "gsm8k": load_processbench(pb / "gsm8k.json"),
         "math500": math_500,
@@ -217,6 +226,9 @@ def main() -> None:
     parser.add_argument("--n-math", type=int, default=200)
     parser.add_argument("--n-olympiad", type=int, default=60)
     parser.add_argument("--n-omni", type=int, default=60)
+    parser.add_argument("--extra-math", type=int, default=0, help="more fit-only solutions")
+    parser.add_argument("--extra-olympiad", type=int, default=0)
+    parser.add_argument("--extra-omni", type=int, default=0)
     parser.add_argument("--max-tokens", type=int, default=768)
     parser.add_argument("--judge-n", type=int, default=40, help="GSM8K solutions for the judges")
     parser.add_argument("--strong-n", type=int, default=120, help="GSM8K solutions for strong TF")
@@ -240,13 +252,18 @@ def main() -> None:
     encoder = LlamaStepEncoder("weak", max_tokens=args.max_tokens)
     feats: dict[str, list[np.ndarray]] = {}
     t_feat = time.perf_counter()
-    for split in ("gsm8k", "math500", "val", "fit"):
+    for split in ("gsm8k", "math500", "val", "fit", "extra"):
+        if not data[split]:
+            feats[split] = []
+            continue
         name = f"weak_v{MODEL_FEATURE_VERSION}_{args.max_tokens}_{split}_{len(data[split])}.npz"
         model_feats = extract_features(
             encoder.encode_model, data[split], CACHE / name, progress(split)
         )
         feats[split] = with_text(model_feats, data[split])
     feature_seconds = time.perf_counter() - t_feat
+    feats["fit"] = feats["fit"] + feats.pop("extra")
+    data["fit"] = data["fit"] + data.pop("extra")
     if args.features_only:
         return
     if args.observation_only:

@@ -18,9 +18,9 @@ c. **PRM micro-batching**: N = 32 runs in flight, a "GPU-like" PRM (one call at 
 d. **LLM cache**: a 5-threshold sweep on the same problems with the SQLite cache
    against 5 independent runs without it: model calls and output tokens generated.
    Fake scripted models (deterministic, like seeded local models).
-e. ``--real``: :func:`real_models` on the embedded llama.cpp models (tokens/s during an
-   eval vs raw decoding, peak RSS of ``trim solve``, time to first step); not run by
-   default, and its numbers go to ``speed_real.json``.
+e. ``--real``: :func:`real_models` on the embedded llama.cpp models (each model's decode
+   speed during an eval vs alone, where the eval's time goes, peak RSS of ``trim solve``,
+   time to first step); not run by default, and its numbers go to ``speed_real.json``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 from pydantic import PrivateAttr
@@ -570,17 +570,74 @@ def _cli_time_to_first_step(cmd: list[str]) -> float | None:
     return first
 
 
+class _CallTimer(BaseCallbackHandler):
+    """Wall time of every model call (by run name) and of every PRM call, from callbacks.
+
+    Model calls also report llama.cpp's own split (``response_metadata["timings"]``):
+    prompt evaluation vs decoding.
+    """
+
+    run_inline = True
+
+    def __init__(self) -> None:
+        self.open: dict[Any, tuple[str, float]] = {}
+        self.totals: dict[str, dict[str, float]] = {}
+
+    def _total(self, name: str) -> dict[str, float]:
+        return self.totals.setdefault(
+            name,
+            {"calls": 0, "wall_s": 0.0, "prompt_s": 0.0, "decode_s": 0.0, "decode_tokens": 0},
+        )
+
+    def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, run_id: Any, **kw: Any
+    ) -> None:
+        self.open[run_id] = (str(kw.get("name") or "model"), time.perf_counter())
+
+    def on_llm_end(self, response: Any, *, run_id: Any, **kw: Any) -> None:
+        name, t0 = self.open.pop(run_id, ("model", time.perf_counter()))
+        total = self._total(name)
+        total["calls"] += 1
+        total["wall_s"] += time.perf_counter() - t0
+        for gens in response.generations:
+            for gen in gens:
+                timings = gen.message.response_metadata.get("timings") or {}
+                for key in ("prompt_s", "decode_s", "decode_tokens"):
+                    total[key] += timings.get(key, 0)
+
+    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: Any, **kw: Any) -> None:
+        if kw.get("name") == "trim.prm":
+            self.open[run_id] = ("trim.prm", time.perf_counter())
+
+    def on_chain_end(self, outputs: Any, *, run_id: Any, **kw: Any) -> None:
+        if run_id in self.open:
+            name, t0 = self.open.pop(run_id)
+            total = self._total(name)
+            total["calls"] += 1
+            total["wall_s"] += time.perf_counter() - t0
+
+
+def _raw_decode(model: Any, msgs: list[BaseMessage], n_tokens: int) -> float:
+    """Decode tokens/s of ``model`` alone (prompt cached, llama.cpp's own split)."""
+    model.invoke(msgs, max_tokens=n_tokens)
+    speeds = []
+    for _ in range(3):
+        t = model.invoke(msgs, max_tokens=n_tokens).response_metadata["timings"]
+        speeds.append(t["decode_tokens"] / max(t["decode_s"], 1e-9))
+    return _median(speeds)
+
+
 def real_models(
     *,
     weak: str = "weak",
     strong: str = "strong",
-    prm: str = "judge",
+    prm: str = "probe",
     n_problems: int = 3,
     max_steps: int = 8,
     step_max_tokens: int = 96,
     n_tokens: int = 64,
 ) -> dict[str, Any]:
-    """Embedded llama.cpp models: eval tokens/s vs raw decoding, RSS, time to first step.
+    """Embedded llama.cpp models: decode speed during an eval vs alone, RSS, first step.
 
     Needs the embedded models (``make models``) and a quiet CPU.  Smoke-test it with
     ``--real --weak tiny --strong tiny --prm confidence``.
@@ -597,14 +654,14 @@ def real_models(
         model.load()
     load_s = time.perf_counter() - t
 
-    # raw decoding: the weak model alone, same prompt as a first step, prefix cached
+    # raw decoding: each model alone, same prompt as a first step, prefix cached
     msgs = build_messages(REAL_QUESTION, "", 0, mode="prefill")
-    setting.weak.invoke(msgs, max_tokens=n_tokens)
-    raw = []
-    for _ in range(2):
-        t = time.perf_counter()
-        out = setting.weak.invoke(msgs, max_tokens=n_tokens)
-        raw.append(out.usage_metadata["output_tokens"] / (time.perf_counter() - t))
+    raw = {"trim.draft": _raw_decode(setting.weak, msgs, n_tokens)}
+    raw["trim.strong"] = (
+        raw["trim.draft"]
+        if setting.strong is setting.weak
+        else _raw_decode(setting.strong, msgs, n_tokens)
+    )
 
     # time to first step, models loaded
     graph = create_trim_graph(
@@ -625,7 +682,8 @@ def real_models(
 
     ttfs_warm = asyncio.run(first_step())
 
-    # tokens/s during an eval (no cache: every token is decoded)
+    # an eval (no cache: every token is decoded), every call timed
+    timer = _CallTimer()
     problems = [Problem(f"r{i}", f"{REAL_QUESTION} (variant {i})", "72") for i in range(n_problems)]
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
@@ -638,11 +696,27 @@ def real_models(
                 max_steps=max_steps,
                 step_max_tokens=step_max_tokens,
                 progress=False,
+                callbacks=[timer],
             )
         )
         eval_s = time.perf_counter() - t
     rows = summary.results.get("thr:0.5", [])
     tokens = sum(r["spend"]["weak_tokens"] + r["spend"]["strong_tokens"] for r in rows)
+    per_model = {}
+    for name, label in (("trim.draft", "weak"), ("trim.strong", "strong")):
+        tot = timer.totals.get(name)
+        if not tot or not tot["decode_s"]:
+            continue
+        achieved = tot["decode_tokens"] / tot["decode_s"]
+        per_model[label] = {
+            "calls": int(tot["calls"]),
+            "decode_tokens": int(tot["decode_tokens"]),
+            "raw_decode_tokens_per_s": round(raw[name], 1),
+            "eval_decode_tokens_per_s": round(achieved, 1),
+            "eval_vs_raw": round(achieved / raw[name], 3),
+        }
+    busy = {name: round(tot["wall_s"] / eval_s, 3) for name, tot in sorted(timer.totals.items())}
+    busy["other (router, eval runner, traces)"] = round(1.0 - sum(busy.values()), 3)
 
     # the CLI: peak RSS and time to first step from a cold process
     trim = str(Path(sys.executable).with_name("trim"))
@@ -663,17 +737,16 @@ def real_models(
     ]
     rss_gb, solve_s, rc = _peak_rss_of(cmd)
     ttfs_cold = _cli_time_to_first_step(cmd)
-    eval_tps = tokens / eval_s if eval_s else 0.0
     return {
         "models": {"weak": weak, "strong": strong, "prm": prm},
         "load_s": round(load_s, 2),
-        "raw_decode_tokens_per_s": round(_median(raw), 1),
-        "eval_tokens_per_s": round(eval_tps, 1),
-        "eval_vs_raw": round(eval_tps / _median(raw), 3) if raw else None,
+        "decode_speed": per_model,
+        "share_of_eval_wall_time": busy,
         "eval": {
             "problems": n_problems,
             "tokens": tokens,
             "seconds": round(eval_s, 2),
+            "end_to_end_tokens_per_s": round(tokens / eval_s, 1) if eval_s else None,
             "errors": summary.errors,
         },
         "time_to_first_step_s": {
@@ -686,9 +759,12 @@ def real_models(
             "exit_code": rc,
         },
         "notes": (
-            "eval tokens/s = (weak + strong output tokens) / wall time of a TRIM-Thr eval; "
-            "it includes prompt processing, PRM calls and step overheads, which raw decoding "
-            "(one cached prompt, one call) does not."
+            "decode_speed: per model, decoded tokens / decoding seconds (llama.cpp's own "
+            "split, first token excluded) during a TRIM-Thr eval vs the same model alone on "
+            "a cached prompt; goal eval_vs_raw >= 0.9. share_of_eval_wall_time: where the "
+            "eval's wall time went (model calls incl. prompt evaluation, PRM calls, and the "
+            "rest). end_to_end_tokens_per_s counts weak + strong output tokens over the whole "
+            "wall time, PRM and prompts included."
         ),
     }
 
@@ -761,7 +837,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--real", action="store_true", help="only the real-model measurements")
     parser.add_argument("--weak", default="weak", help="--real: weak embedded model")
     parser.add_argument("--strong", default="strong", help="--real: strong embedded model")
-    parser.add_argument("--prm", default="judge", help="--real: PRM of the local setting")
+    parser.add_argument("--prm", default="probe", help="--real: PRM of the local setting")
     parser.add_argument("--problems", type=int, default=3, help="--real: eval problems")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -431,3 +431,28 @@ def test_real_model_benchmark_plan() -> None:
     plan = main(["--dry-run", "--thresholds", "0.3,0.5", "--random", "0.2", "--n-math500", "4"])
     assert plan["policies"] == ["weakscored", "weak", "strong", "thr:0.3", "thr:0.5", "random:0.2"]
     assert plan["sizes"] == {"gsm8k": 30, "math500": 4} and plan["estimate_seconds"] > 0
+
+
+def test_callbacks_see_every_graph_run_with_problem_metadata(tmp_path: Path) -> None:
+    """A tracer passed to the runner records each problem's graph run and model calls."""
+    from langchain_core.tracers.base import BaseTracer
+    from langchain_core.tracers.schemas import Run
+
+    class Recorder(BaseTracer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.roots: list[Run] = []
+
+        def _persist_run(self, run: Run) -> None:
+            self.roots.append(run)
+
+    recorder = Recorder()
+    run(tmp_path, ["thr:0.5"], callbacks=[recorder])
+    seen = sorted(r.metadata["problem_id"] for r in recorder.roots)
+    assert seen == sorted(p.id for p in PROBLEMS)
+    assert {r.metadata["policy"] for r in recorder.roots} == {"thr:0.5"}
+
+    def names(r: Run) -> set[str]:
+        return {r.name}.union(*(names(c) for c in r.child_runs))
+
+    assert "trim.draft" in set().union(*(names(r) for r in recorder.roots))

@@ -61,6 +61,9 @@ def test_prefill_stop_reasons_usage_and_logprobs(tiny: LlamaCppChatModel) -> Non
         best = tok["top_logprobs"][0]
         assert tok["logprob"] == pytest.approx(best["logprob"], abs=1e-4)
         assert tok["logprob"] <= 0.0
+    timings = meta["timings"]
+    assert timings["decode_tokens"] == max(n_out - 1, 0)
+    assert timings["prompt_s"] > 0 and timings["decode_s"] >= 0
     capped = tiny.invoke(msgs, max_tokens=3)
     assert capped.response_metadata["finish_reason"] == "length"
     assert capped.usage_metadata["output_tokens"] == 3
@@ -167,3 +170,42 @@ def test_main_job_on_embedded_default() -> None:
     assert result.exit_code == 0, result.output
     record = json.loads(result.output.strip().splitlines()[-1])
     assert record["steps"] >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.ci_slow
+@needs_tiny
+def test_step_encoder_shares_weights_and_reuses_its_cache(tiny: LlamaCppChatModel) -> None:
+    """The probe's encoder: same weights as the chat model, prefix reuse changes nothing."""
+    import numpy as np
+
+    from langchain_trim.prm.encoder import SCALAR_FEATURES, LlamaStepEncoder
+
+    question = "Tom has 3 apples and buys 4 more. How many apples does he have?"
+    steps = ["Tom starts with 3 apples.", "He buys 4 more, so 3 + 4 = 7.", "The answer is 7."]
+    enc = LlamaStepEncoder("tiny", max_tokens=256)
+    llm = enc.load()
+    assert llm is tiny.load().llm  # no second copy of the weights
+    full = enc.encode_model(question, steps)
+    enc._cache.clear()
+    grown = np.stack([enc.encode_model(question, steps[: i + 1])[-1] for i in range(len(steps))])
+    tail = slice(full.shape[1] - len(SCALAR_FEATURES), None)
+    np.testing.assert_allclose(grown[:, tail], full[:, tail], rtol=1e-3, atol=1e-3)
+
+    # the log-probabilities are those of a plain llama.cpp pass with every logit kept
+    tokens, spans = enc.layout(question, steps)
+    ref = llama_cpp.Llama(
+        model_path=llm.model_path, n_ctx=512, logits_all=True, verbose=False, n_batch=512
+    )
+    try:
+        ref.eval(tokens)
+        logits = np.asarray(ref.scores[: len(tokens)], dtype=np.float64)
+    finally:
+        ref.close()
+    peak = logits.max(axis=1, keepdims=True)
+    logsm = logits - peak - np.log(np.exp(logits - peak).sum(axis=1, keepdims=True))
+    expected = [0.0] + [logsm[p - 1, tokens[p]] for p in range(1, len(tokens))]
+    start, end = spans[1]
+    step_lp = np.asarray(expected[start:end])
+    mean_col = full.shape[1] - len(SCALAR_FEATURES) + SCALAR_FEATURES.index("logprob_mean")
+    assert full[1, mean_col] == pytest.approx(step_lp.mean(), abs=2e-2)

@@ -292,17 +292,31 @@ def _grade(answer: str | None, gold: str) -> bool:
 
 
 async def solve_problem(
-    graph: Any, problem: Problem, spec: str, *, budget: int | None = None
+    graph: Any,
+    problem: Problem,
+    spec: str,
+    *,
+    budget: int | None = None,
+    callbacks: Sequence[Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Solve one problem with a compiled TRIM graph; return its trace lines."""
+    """Solve one problem with a compiled TRIM graph; return its trace lines.
+
+    ``callbacks`` (LangChain handlers) see every run of the graph; the runs carry the
+    problem id and the policy as metadata (LangSmith can filter on them).
+    """
     from langchain_trim.runnables import TrimResult
 
     started = _now()
     t0 = time.perf_counter()
     commits: dict[int, float] = {}
     final: dict[str, Any] = {}
+    run_config: dict[str, Any] = {"metadata": {"problem_id": problem.id, "policy": spec}}
+    if callbacks:
+        run_config["callbacks"] = list(callbacks)
     stream = graph.astream(
-        {"question": problem.question, "trim_budget": budget}, stream_mode=["custom", "values"]
+        {"question": problem.question, "trim_budget": budget},
+        config=run_config,
+        stream_mode=["custom", "values"],
     )
     async for mode, chunk in stream:
         if mode == "custom":
@@ -442,6 +456,7 @@ async def arun_eval(
     progress: bool = True,
     config: Mapping[str, Any] | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    callbacks: Sequence[Any] | None = None,
 ) -> EvalSummary:
     """Async :func:`run_eval` (use it where an event loop already runs, e.g. notebooks)."""
     from langchain_trim.policies import baselines as _baselines  # noqa: F401  (registers names)
@@ -511,7 +526,9 @@ async def arun_eval(
                 graph = factory(bind(problem.id))
             t0 = time.perf_counter()
             try:
-                lines = await solve_problem(graph, problem, spec, budget=budget)
+                lines = await solve_problem(
+                    graph, problem, spec, budget=budget, callbacks=callbacks
+                )
             except Exception as exc:
                 if on_error == "raise":
                     raise
@@ -587,6 +604,7 @@ def run_eval(
     progress: bool = True,
     config: Mapping[str, Any] | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    callbacks: Sequence[Any] | None = None,
 ) -> EvalSummary:
     """Solve every problem with every policy; write one trace file per pair (resumable).
 
@@ -613,6 +631,8 @@ def run_eval(
         progress: show a tqdm bar on stderr.
         config: extra ``config.json`` entries (dataset name, source, subset seed, ...).
         on_result: called with each result line after its file is written.
+        callbacks: LangChain callback handlers attached to every graph run (a tracer, a
+            timer); runs carry ``problem_id`` and ``policy`` metadata.
 
     >>> import tempfile
     >>> from langchain_trim.eval.fake import fake_setting
@@ -641,6 +661,7 @@ def run_eval(
         progress=progress,
         config=config,
         on_result=on_result,
+        callbacks=callbacks,
     )
     try:
         asyncio.get_running_loop()

@@ -12,10 +12,13 @@ and reports neither ``usage_metadata`` nor token log-probabilities.  This wrappe
 * ``usage_metadata`` with real token counts, and ``response_metadata["model_name"]``;
 * OpenAI-style ``response_metadata["logprobs"]["content"]`` (token log-probabilities,
   plus ``top_logprobs`` when asked), read from the logits row of each sampled token at
-  no extra cost.
+  no extra cost;
+* ``response_metadata["timings"]``: ``prompt_s`` (prompt evaluation and the first
+  token), ``decode_s`` and ``decode_tokens`` (the rest), so traces show where time goes.
 
 One loaded ``Llama`` is shared by every chat model on the same file in the process and
 guarded by a lock (llama.cpp is not thread-safe); async calls run in a worker thread.
+The probe PRM's encoder reuses the same weights with a context of its own.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +95,19 @@ def load_llama(path: str | Path, *, n_ctx: int = 4096, n_threads: int | None = N
         loaded = _Loaded(llm, template)
         _CACHE[key] = loaded
         return loaded
+
+
+def shared_llama(path: str | Path, *, n_threads: int | None = None) -> Any:
+    """A loaded ``Llama`` of this file whatever its context size, else load one.
+
+    For readers that bring their own llama.cpp context (the probe PRM's encoder): the
+    weights are then mapped once per process, not once per user.
+    """
+    with _CACHE_LOCK:
+        for (p, _, threads), loaded in _CACHE.items():
+            if p == str(path) and threads == n_threads:
+                return loaded.llm
+    return load_llama(path, n_threads=n_threads).llm
 
 
 def _role(message: BaseMessage) -> str:
@@ -238,6 +255,8 @@ class LlamaCppChatModel(BaseChatModel):
                     f"prompt has {len(tokens)} tokens, more than the context of {self.n_ctx}"
                 )
             budget = min(max_tokens, self.n_ctx - len(tokens) - 1)
+            started = time.perf_counter()
+            first_token_at = None
             generator = llm.generate(
                 tokens,
                 top_k=self.top_k,
@@ -248,6 +267,8 @@ class LlamaCppChatModel(BaseChatModel):
                 logits_processor=LogitsProcessorList([capture]),
             )
             for token in generator:
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
                 out_tokens.append(token)
                 row, lse = rows[-1] if rows else (None, 0.0)
                 if token in loaded.eog:
@@ -281,6 +302,13 @@ class LlamaCppChatModel(BaseChatModel):
                     finish = "length"
                     break
             generator.close()
+            ended = time.perf_counter()
+        first_token_at = first_token_at or ended
+        timings = {  # prompt_s includes sampling the first token
+            "prompt_s": round(first_token_at - started, 6),
+            "decode_s": round(ended - first_token_at, 6),
+            "decode_tokens": max(len(out_tokens) - 1, 0),
+        }
         usage = {
             "input_tokens": len(tokens),
             "output_tokens": len(out_tokens),
@@ -293,9 +321,10 @@ class LlamaCppChatModel(BaseChatModel):
                 "model_name": self.model_name or self.path.stem,
                 "finish_reason": finish,
                 "logprobs": {"content": content},
+                "timings": timings,
             },
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
 
-__all__ = ["LlamaCppChatModel", "load_llama"]
+__all__ = ["LlamaCppChatModel", "load_llama", "shared_llama"]

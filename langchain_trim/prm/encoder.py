@@ -31,7 +31,8 @@ from langchain_trim.prm.arithmetic import check_step
 
 _CHUNK = 128
 """Tokens evaluated per llama.cpp batch: every position needs its logits, and llama.cpp
-keeps a (batch × vocabulary) logits buffer, so small batches keep memory down."""
+keeps a (batch × vocabulary) logits buffer, so small batches keep memory down.  Only the
+log-probability of the token that follows is kept, never a (context × vocabulary) array."""
 
 FEATURE_VERSION = 2
 MODEL_FEATURE_VERSION = 1
@@ -116,6 +117,8 @@ class LlamaStepEncoder:
         self.max_tokens = max_tokens
         self.n_threads = n_threads
         self._llm: Any = None
+        self._ctx: Any = None
+        self._batch: Any = None
         self._lock = threading.Lock()
         self._tokens: list[int] = []
         self._emb = np.zeros((0, 0), dtype=np.float32)
@@ -125,33 +128,46 @@ class LlamaStepEncoder:
 
     # -- model ---------------------------------------------------------------------
     def load(self) -> Any:
+        """The llama.cpp model, shared with any chat model of the same file.
+
+        The weights come from :func:`~langchain_trim.local.llama.shared_llama` (one copy per
+        process, so the probe PRM and the weak drafter do not map the same GGUF twice);
+        the encoder only adds its own small context that outputs embeddings and logits
+        for every token.
+        """
         if self._llm is None:
             import llama_cpp
+            from llama_cpp import _internals
+            from llama_cpp._utils import suppress_stdout_stderr
 
+            from langchain_trim.local.llama import shared_llama
             from langchain_trim.local.registry import resolve_model_path
 
-            path = resolve_model_path(self.model)
-            self._llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=self.max_tokens + 8,
-                n_batch=_CHUNK,
-                n_ubatch=_CHUNK,
-                embedding=True,
-                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE,
-                logits_all=True,
-                n_threads=self.n_threads,
-                verbose=False,
-            )
-            self._emb = np.zeros((0, self._llm.n_embd()), dtype=np.float32)
+            llm = shared_llama(resolve_model_path(self.model), n_threads=self.n_threads)
+            params = type(llm.context_params).from_buffer_copy(llm.context_params)
+            params.n_ctx = self.max_tokens + 8
+            params.n_batch = _CHUNK
+            params.n_ubatch = _CHUNK
+            params.n_seq_max = 1
+            params.embeddings = True
+            params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_NONE
+            with suppress_stdout_stderr(disable=False):  # llama.cpp's pooling notice
+                self._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+            self._batch = _internals.LlamaBatch(n_tokens=_CHUNK, embd=0, n_seq_max=1)
+            self._emb = np.zeros((0, llm.n_embd()), dtype=np.float32)
+            self._tokens = []
+            self._llm = llm
             atexit.register(self.close)
         return self._llm
 
     def close(self) -> None:
-        """Free the llama.cpp model (also done at interpreter exit)."""
+        """Free the encoder's context (the shared weights stay with their cache)."""
         if self._llm is not None:
             with contextlib.suppress(Exception):
-                self._llm.close()
+                self._batch.close()
+                self._ctx.close()
             self._llm = None
+            self._tokens = []
 
     @property
     def dim(self) -> int:
@@ -184,37 +200,34 @@ class LlamaStepEncoder:
             if a != b:
                 break
             lcp += 1
-        if lcp == len(tokens) and lcp == len(self._tokens):
+        if lcp == len(tokens) == len(self._tokens):
             return
-        lcp = min(lcp, len(tokens) - 1)
-        if lcp == 0 or not llm._ctx.kv_cache_seq_rm(-1, lcp, -1):
-            llm.reset()
-            lcp = 0
-        else:
-            llm.n_tokens = lcp
-        emb_rows = [self._emb[:lcp]]
-        logprobs = list(self._logprob[:lcp])
-        n_embd = llm.n_embd()
-        pos = lcp
-        while pos < len(tokens):
+        # Re-decode the last shared token: its logits score the first new one.
+        start = max(lcp - 1, 0)
+        if start == 0 or not self._ctx.kv_cache_seq_rm(-1, start, -1):
+            self._ctx.kv_cache_clear()
+            start = 0
+        emb_rows = [self._emb[:start]]
+        logprobs = [self._logprob[: start + 1] if start else np.zeros(1, np.float32)]
+        n_embd, n_vocab = llm.n_embd(), llm.n_vocab()
+        for pos in range(start, len(tokens), _CHUNK):
             chunk = tokens[pos : pos + _CHUNK]
-            llm.eval(chunk)
-            ptr = llama_cpp.llama_get_embeddings(llm._ctx.ctx)
-            emb_rows.append(np.ctypeslib.as_array(ptr, shape=(len(chunk), n_embd)).copy())
-            scores = llm.scores
-            for i, tok in enumerate(chunk):
-                p = pos + i
-                if p == 0:
-                    logprobs.append(0.0)
-                    continue
-                row = scores[p - 1]
-                peak = float(row.max())
-                lse = peak + math.log(float(np.exp(row - peak).sum()))
-                logprobs.append(float(row[tok]) - lse)
-            pos += len(chunk)
+            self._batch.set_batch(chunk, n_past=pos, logits_all=True)
+            self._ctx.decode(self._batch)
+            n = len(chunk)
+            emb = llama_cpp.llama_get_embeddings(self._ctx.ctx)
+            emb_rows.append(np.ctypeslib.as_array(emb, shape=(n, n_embd)).copy())
+            ptr = llama_cpp.llama_get_logits(self._ctx.ctx)
+            logits = np.ctypeslib.as_array(ptr, shape=(n, n_vocab))
+            following = np.asarray(tokens[pos + 1 : pos + n + 1], dtype=np.int64)
+            rows = logits[: len(following)]
+            peak = rows.max(axis=1)
+            lse = peak + np.log(np.exp(rows - peak[:, None]).sum(axis=1))
+            logprobs.append((rows[np.arange(len(following)), following] - lse).astype(np.float32))
         self._tokens = list(tokens)
         self._emb = np.concatenate(emb_rows, axis=0)
-        self._logprob = np.asarray(logprobs, dtype=np.float32)
+        self._logprob = np.concatenate(logprobs)
+        assert len(self._emb) == len(self._logprob) == len(tokens)
 
     def _features(self, span: tuple[int, int], index: int, text: str) -> np.ndarray:
         start, end = span
