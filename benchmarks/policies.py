@@ -61,8 +61,11 @@ ENV = "sim:official"
 EVAL_SEED = 7
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 RANDOM_PROBS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.7)
-LEARNED_LAMBDAS = (2e-4, 5e-4, 8e-4, 1.5e-3, 3e-3)
-POMDP_LAMBDAS = (1e-4, 2e-4, 4e-4, 8e-4, 1.2e-3, 1.6e-3, 2e-3, 2.5e-3, 3e-3, 3.5e-3, 4e-3)
+LEARNED_LAMBDAS = (2e-4, 5e-4, 6e-4, 7e-4, 8e-4, 1e-3, 1.5e-3, 3e-3)
+POMDP_LAMBDAS = (
+    1e-4, 2e-4, 4e-4, 8e-4, 9e-4, 1e-3, 1.1e-3, 1.2e-3, 1.6e-3, 2e-3, 2.5e-3, 3e-3, 3.5e-3, 4e-3,
+)  # fmt: skip
+"""Denser around λ ≈ 1e-3, where the frontiers cross 95% of the gap."""
 RESET_LAMBDAS = (8e-4, 2e-3, 3e-3, 4e-3, 5e-3, 7e-3, 1e-2)
 SWEEP_TRAINING = {"epochs": 5, "patience": 8}
 """Training of the λ ≠ 8e-4 policies (the shipped λ = 8e-4 ones ran 10 epochs)."""
