@@ -18,6 +18,7 @@ import json
 import math
 import os
 import platform
+import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from langchain_trim.prm.encoder import (
     LlamaStepEncoder,
     text_features,
 )
+from langchain_trim.prm.probe import with_context
 from langchain_trim.prm.training import (
     LabelledSolution,
     best_threshold,
@@ -125,7 +127,14 @@ def baselines(feats: Sequence[np.ndarray]) -> dict[str, list[list[float]]]:
         np.where(a > 0, 0.1 * np.exp(m), np.exp(m)).tolist()
         for a, m in zip(column(feats, "arith_false"), column(feats, "logprob_mean"), strict=True)
     ]
+    digits = [
+        np.where(h > 0, np.exp(m), 1.0).tolist()
+        for h, m in zip(
+            column(feats, "has_digits"), column(feats, "digit_logprob_min"), strict=True
+        )
+    ]
     return {
+        "number confidence (weak, min digit-token prob)": digits,
         "self-confidence (weak, mean token prob)": conf,
         "self-confidence (weak, min token prob)": conf_min,
         "step length (shorter = correct)": length,
@@ -138,11 +147,15 @@ def probe_scores(head: Any, feats: Sequence[np.ndarray]) -> list[list[float]]:
     return [head.predict(f).tolist() for f in feats]
 
 
-FEATURE_SETS = ("scalars+text", "mean+scalars+text", "all")
-SHIPPED_FEATURES = "scalars+text"
+FEATURE_SETS = ("scalars+text", "scalars+text+context", "mean+scalars+text", "all")
+COMPACT_SETS = ("scalars+text", "scalars+text+context")
+"""Candidates for the shipped head, which is the one with the best cross-validated AUROC:
+hidden-state features win in the training domain but transfer worse to other datasets
+(both are measured and reported)."""
 
 
 def feature_mask(d: int, which: str) -> np.ndarray:
+    which = which.removesuffix("+context")
     tail = np.r_[2 * d : 2 * d + len(SCALAR) + len(TEXT_FEATURES)]
     if which == "scalars+text":
         return tail
@@ -152,29 +165,64 @@ def feature_mask(d: int, which: str) -> np.ndarray:
 
 
 def select_columns(feats: Sequence[np.ndarray], which: str) -> list[np.ndarray]:
+    """The head's inputs: the set's columns, plus :func:`with_context` for ``+context``."""
     mask = feature_mask(_dim(feats), which)
+    if which.endswith("+context"):
+        return [with_context(f[:, mask]) for f in feats]
     return [f[:, mask] for f in feats]
+
+
+L2_GRID = (1.0, 10.0, 100.0, 1000.0)
+CV_FOLDS = 5
+
+
+def cross_validate(
+    feats: Sequence[np.ndarray], sols: Sequence[LabelledSolution], l2: float
+) -> tuple[float, float]:
+    """Step AUROC of a head with this ``l2``: mean and standard error over problem folds."""
+    problems = sorted({s.question for s in sols})
+    random.Random(0).shuffle(problems)
+    fold = {p: i % CV_FOLDS for i, p in enumerate(problems)}
+    aucs = []
+    for k in range(CV_FOLDS):
+        train = [i for i, s in enumerate(sols) if fold[s.question] != k]
+        test = [i for i, s in enumerate(sols) if fold[s.question] == k]
+        x, y = stack_steps([feats[i] for i in train], [sols[i] for i in train])
+        head = fit_logistic(x, y, l2=l2)
+        scores = probe_scores(head, [feats[i] for i in test])
+        aucs.append(evaluate_scorer(scores, [sols[i] for i in test], 0.5)["auroc"])
+    return float(np.mean(aucs)), float(np.std(aucs, ddof=1) / math.sqrt(CV_FOLDS))
 
 
 def train_probe(
     feats: dict[str, list[np.ndarray]], data: dict[str, list[LabelledSolution]], which: str
 ) -> tuple[Any, dict[str, Any]]:
-    """Pick l2 on validation AUROC; the threshold on validation F1."""
+    """Pick l2 by 5-fold cross-validated AUROC on the training domain (folds by problem,
+    fit + validation solutions), with the one-standard-error rule (the strongest
+    regularisation within one SE of the best, as glmnet's ``lambda.1se``); fit on the fit
+    part; choose the F1 threshold on the validation part."""
+    sols = data["fit"] + data["val"]
+    cols = select_columns(feats["fit"] + feats["val"], which)
     trials = []
-    best: tuple[float, Any, float] | None = None
+    for l2 in L2_GRID:
+        mean, se = cross_validate(cols, sols, l2)
+        trials.append(
+            {"features": which, "l2": l2, "cv_auroc": round(mean, 4), "cv_se": round(se, 4)}
+        )
+    best = max(trials, key=lambda t: t["cv_auroc"])
+    l2 = max(t["l2"] for t in trials if t["cv_auroc"] >= best["cv_auroc"] - best["cv_se"])
     x_fit, y_fit = stack_steps(select_columns(feats["fit"], which), data["fit"])
-    for l2 in (1.0, 10.0, 100.0, 1000.0):
-        head = fit_logistic(x_fit, y_fit, l2=l2)
-        val_scores = probe_scores(head, select_columns(feats["val"], which))
-        metric = evaluate_scorer(val_scores, data["val"], 0.5)["auroc"]
-        trials.append({"features": which, "l2": l2, "val_auroc": round(metric, 4)})
-        if best is None or metric > best[0]:
-            best = (metric, head, l2)
-    assert best is not None
-    _, head, l2 = best
+    head = fit_logistic(x_fit, y_fit, l2=l2)
     val_scores = probe_scores(head, select_columns(feats["val"], which))
     threshold = best_threshold(val_scores, [s.label for s in data["val"]])
-    return head, {"features": which, "l2": l2, "threshold": threshold, "trials": trials}
+    return head, {
+        "features": which,
+        "l2": l2,
+        "l2_rule": "5-fold CV AUROC on the training domain, one-standard-error rule",
+        "cv_auroc_best": best["cv_auroc"],
+        "threshold": threshold,
+        "trials": trials,
+    }
 
 
 def judge_scores(
@@ -234,6 +282,12 @@ def main() -> None:
     parser.add_argument("--strong-n", type=int, default=120, help="GSM8K solutions for strong TF")
     parser.add_argument("--features-only", action="store_true")
     parser.add_argument("--skip-slow", action="store_true", help="no judge / strong runs")
+    parser.add_argument(
+        "--reuse-slow",
+        action="store_true",
+        help="carry the judge / strong rows over from the previous prm_quality.json (they "
+        "do not depend on the probe) instead of re-running them",
+    )
     parser.add_argument("--save-head", action="store_true")
     parser.add_argument(
         "--observation-only",
@@ -279,7 +333,8 @@ def main() -> None:
     t_train = time.perf_counter()
     heads = {which: train_probe(feats, data, which) for which in FEATURE_SETS}
     train_seconds = time.perf_counter() - t_train
-    which = SHIPPED_FEATURES
+
+    which = max(COMPACT_SETS, key=lambda name: heads[name][1]["cv_auroc_best"])
     head, chosen = heads[which]
 
     rows: list[dict[str, Any]] = []
@@ -329,7 +384,13 @@ def main() -> None:
     for name in base["gsm8k"]:
         add(name, base["gsm8k"][name], base["math500"][name], base["val"][name], 0.0)
 
-    if not args.skip_slow:
+    previous = RESULTS / "prm_quality.json"
+    if args.reuse_slow and previous.is_file():
+        for row in json.loads(previous.read_text())["scorers"]:
+            if row["scorer"].startswith(("LLM judge", "strong 1.5B")):
+                rows.append({**row, "carried_over": True})
+                print(fmt(rows[-1]), flush=True)
+    elif not args.skip_slow:
         strong = LlamaStepEncoder("strong", max_tokens=args.max_tokens)
         sub = data["gsm8k"][: args.strong_n]
         t = time.perf_counter()
@@ -374,7 +435,9 @@ def main() -> None:
             "accuracy on erroneous and on correct solutions; f1_val uses the threshold that "
             "maximises F1 on the training domain's validation split, f1_crossfit chooses it "
             "on the other half of GSM8K (2-fold). Judges and strong TF run on the first N "
-            "GSM8K solutions only (see n). s_per_step: seconds per newly scored step."
+            "GSM8K solutions only (see n). s_per_step: seconds per newly scored step. "
+            "carried_over: measured by an earlier run of this script on the same "
+            "solutions (--reuse-slow; those scorers do not depend on the probe)."
         ),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -396,6 +459,7 @@ def main() -> None:
             "encoder": "weak",
             "feature_version": FEATURE_VERSION,
             "features": which,
+            "context": which.endswith("+context"),
             "max_tokens": args.max_tokens,
             "l2": chosen["l2"],
             "threshold": chosen["threshold"],

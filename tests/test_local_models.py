@@ -209,3 +209,19 @@ def test_step_encoder_shares_weights_and_reuses_its_cache(tiny: LlamaCppChatMode
     step_lp = np.asarray(expected[start:end])
     mean_col = full.shape[1] - len(SCALAR_FEATURES) + SCALAR_FEATURES.index("logprob_mean")
     assert full[1, mean_col] == pytest.approx(step_lp.mean(), abs=2e-2)
+
+    # the number features read the digit tokens only ("3 + 4 = 7": 7 is a result)
+    def col(name: str) -> int:
+        return full.shape[1] - len(SCALAR_FEATURES) + SCALAR_FEATURES.index(name)
+
+    digit_lps = [
+        expected[p]
+        for p in range(start, end)
+        if any(c.isdigit() for c in llm.detokenize([tokens[p]]).decode())
+    ]
+    assert full[1, col("has_digits")] == 1.0
+    assert full[1, col("digit_logprob_min")] == pytest.approx(min(digit_lps), abs=2e-2)
+    assert full[1, col("digit_logprob_mean")] == pytest.approx(np.mean(digit_lps), abs=2e-2)
+    assert full[1, col("result_logprob_min")] >= full[1, col("digit_logprob_min")]
+    assert full[1, col("new_number_logprob_min")] != 0.0  # 7 is new; 3 and 4 are not
+    assert full[2, col("new_number_logprob_min")] == 0.0  # "7" was seen in step 2

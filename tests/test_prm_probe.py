@@ -127,6 +127,25 @@ def test_probe_prm_protocol_with_a_fake_encoder() -> None:
     assert prm.threshold == 0.4
 
 
+def test_context_head_reads_each_step_against_the_earlier_ones(tmp_path: Path) -> None:
+    """A ``context`` head sees x and x - min(earlier rows): a step far below the others."""
+    head = ProbeHead(
+        mean=np.zeros(2, np.float32),
+        std=np.ones(2, np.float32),
+        weight=np.array([0.0, 3.0], np.float32),  # only the difference to earlier steps
+        bias=0.0,
+        card={"context": True, "feature_version": FEATURE_VERSION},
+        columns=np.array([1]),
+    )
+    rows = np.array([[9.0, -1.0], [9.0, -1.0], [9.0, -3.0], [9.0, -2.0]], np.float32)
+    scores = head.predict(rows)
+    assert scores[0] == pytest.approx(0.5) and scores[1] == pytest.approx(0.5)
+    assert scores[2] < 0.01  # 2 below every earlier step
+    assert scores[3] > 0.9  # above the running minimum (-3)
+    head.save(tmp_path / "c")
+    assert np.allclose(ProbeHead.load(tmp_path / "c").predict(rows), scores)
+
+
 @pytest.mark.skipif(not (SHARED / "processbench").is_dir(), reason="shared data not present")
 def test_processbench_loader_and_math500_exclusion() -> None:
     sols = load_processbench(SHARED / "processbench" / "math.json")

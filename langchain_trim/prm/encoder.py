@@ -6,7 +6,9 @@ step ends with the delimiter, so no step looks different from the others), evalu
 once, and each step is summarised by
 
 * the mean and the last-token final-layer hidden state over its tokens,
-* its tokens' teacher-forced log-probabilities (mean, min, std, share below 10%),
+* its tokens' teacher-forced log-probabilities (mean, min, std, share below 10%), and
+  those of the digits of its numbers alone (all numbers, each number's first digit,
+  results after ``=``, numbers that are new to the solution),
 * its position and length, and what the exact arithmetic verifier finds in it.
 
 The model is causal, so a step's features depend only on the text up to its end: they
@@ -34,8 +36,8 @@ _CHUNK = 128
 keeps a (batch × vocabulary) logits buffer, so small batches keep memory down.  Only the
 log-probability of the token that follows is kept, never a (context × vocabulary) array."""
 
-FEATURE_VERSION = 2
-MODEL_FEATURE_VERSION = 1
+FEATURE_VERSION = 3
+MODEL_FEATURE_VERSION = 2
 """Version of the llama.cpp part alone (feature caches of the benchmark key on it)."""
 TEXT_FEATURES = (
     "n_numbers",
@@ -56,7 +58,21 @@ SCALAR_FEATURES = (
     "log_tokens",
     "arith_checked",
     "arith_false",
+    "has_digits",
+    "digit_logprob_min",
+    "digit_logprob_mean",
+    "number_first_logprob_min",
+    "result_logprob_min",
+    "new_number_logprob_min",
 )
+"""Per-step scalars read from the model.  The ``*digit*``/``*number*`` ones look only at
+the tokens of numbers in the step (``0`` when there are none): a wrong step is usually a
+wrong number, and how surprised the model is by the digits it separates right from wrong
+steps far better than its surprise over all tokens, which wording dominates.  ``result``:
+numbers right after ``=``; ``new_number``: numbers not in the question or earlier steps."""
+
+_NUMBER_BYTES = re.compile(rb"\d+(?:\.\d+)?")
+_AFTER_EQUALS = re.compile(rb"=\s*(?:\\?\$|\\boxed\{)?\s*$")
 
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -119,6 +135,7 @@ class LlamaStepEncoder:
         self._llm: Any = None
         self._ctx: Any = None
         self._batch: Any = None
+        self._pieces: dict[int, bytes] = {}
         self._lock = threading.Lock()
         self._tokens: list[int] = []
         self._emb = np.zeros((0, 0), dtype=np.float32)
@@ -229,10 +246,56 @@ class LlamaStepEncoder:
         self._logprob = np.concatenate(logprobs)
         assert len(self._emb) == len(self._logprob) == len(tokens)
 
-    def _features(self, span: tuple[int, int], index: int, text: str) -> np.ndarray:
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = bytes(self.load().detokenize([token]))
+        return piece
+
+    def _number_logprobs(
+        self, tokens: Sequence[int], lp: np.ndarray, seen: set[str]
+    ) -> list[float]:
+        """``has_digits`` and the digit log-probability aggregates of one step's tokens."""
+        pieces = [self._piece(t) for t in tokens]
+        text = b"".join(pieces)
+        ends = np.cumsum([len(p) for p in pieces])
+        starts = ends - np.asarray([len(p) for p in pieces])
+        digit_tok = np.asarray([any(48 <= c <= 57 for c in p) for p in pieces], dtype=bool)
+        digits: list[float] = []
+        firsts: list[float] = []
+        results: list[float] = []
+        new: list[float] = []
+        for match in _NUMBER_BYTES.finditer(text):
+            inside = np.flatnonzero(
+                digit_tok & (starts < match.end()) & (ends > match.start())
+            ).tolist()
+            if not inside:
+                continue
+            values = [float(lp[i]) for i in inside]
+            digits += values
+            firsts.append(values[0])
+            if _AFTER_EQUALS.search(text[: match.start()]):
+                results += values
+            if match.group().decode() not in seen:
+                new += values
+
+        def low(xs: list[float]) -> float:
+            return min(xs) if xs else 0.0
+
+        return [
+            float(bool(digits)),
+            low(digits),
+            float(np.mean(digits)) if digits else 0.0,
+            low(firsts),
+            low(results),
+            low(new),
+        ]
+
+    def _features(self, span: tuple[int, int], index: int, text: str, seen: set[str]) -> np.ndarray:
         start, end = span
         emb = self._emb[start:end]
         lp = self._logprob[start:end]
+        numbers = self._number_logprobs(self._tokens[start:end], lp, seen)
         arith = check_step(text)
         scalars = np.array(
             [
@@ -244,6 +307,7 @@ class LlamaStepEncoder:
                 math.log1p(end - start),
                 float(arith.checked),
                 float(arith.false > 0),
+                *numbers,
             ],
             dtype=np.float32,
         )
@@ -270,8 +334,10 @@ class LlamaStepEncoder:
                 spans = [(max(s - offset, 1), e - offset) for s, e in spans]
             self._evaluate(tokens)
             rows: list[np.ndarray | None] = []
+            seen = set(_NUMBER.findall(question))
             for i, (span, step) in enumerate(zip(spans, steps, strict=True)):
-                rows.append(self._features(span, i, step) if span[1] > span[0] else None)
+                rows.append(self._features(span, i, step, seen) if span[1] > span[0] else None)
+                seen.update(_NUMBER.findall(step))
         first = next(r for r in rows if r is not None)
         out = np.stack([first if r is None else r for r in rows])
         for key, row, raw in zip(keys, out, rows, strict=True):

@@ -1,6 +1,6 @@
 """The trained probe PRM: a logistic head on frozen llama.cpp step features.
 
-A small model's hidden states and token probabilities, read at the end of each step,
+A small model's token probabilities — above all those of the digits a step writes —
 separate right from wrong steps far better than asking the same model "is this step
 correct?".  The head (standardisation + logistic weights) is stored as safetensors with
 a JSON card that records the encoder, the training data and the measured quality; no
@@ -31,6 +31,21 @@ def _with(stem: Path, suffix: str) -> Path:
     return stem.parent / (stem.name + suffix)
 
 
+def with_context(features: np.ndarray) -> np.ndarray:
+    """Append each row's difference to the column-wise minimum of the rows before it.
+
+    A step is judged against the solution so far (digits far less certain than any
+    earlier step's, ...), which transfers across datasets better than absolute levels.
+    The first step's differences are 0.
+
+    >>> with_context(np.array([[1.0], [3.0], [0.5]])).tolist()
+    [[1.0, 0.0], [3.0, 2.0], [0.5, -0.5]]
+    """
+    prev_min = np.minimum.accumulate(features, axis=0)
+    shifted = np.concatenate([features[:1], prev_min[:-1]], axis=0)
+    return np.concatenate([features, features - shifted], axis=1)
+
+
 @dataclass
 class ProbeHead:
     """Standardise, then logistic regression: ``sigmoid(((x - mean) / std) @ w + b)``."""
@@ -44,9 +59,20 @@ class ProbeHead:
     columns: np.ndarray | None = None
     """Which encoder feature columns the head reads (``None``: all)."""
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
+    @property
+    def context(self) -> bool:
+        """Whether the head also reads :func:`with_context` differences (card ``context``)."""
+        return bool(self.card.get("context"))
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """The head's inputs from one solution's encoder rows (in step order)."""
         if self.columns is not None:
             features = features[:, self.columns]
+        return with_context(features) if self.context else features
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Probability that each step is right; ``features``: one solution's rows, in order."""
+        features = self.transform(features)
         z = ((features - self.mean) / self.std) @ self.weight + self.bias
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
@@ -101,8 +127,8 @@ class ProbePRM(BaseProcessRewardModel):
     """Scores steps with a :class:`ProbeHead` over :class:`LlamaStepEncoder` features.
 
     ``ProbePRM()`` loads the head shipped with the package and its encoder (the embedded
-    weak model); about 0.3 s per new step on 2 CPU cores, since only the new step's tokens
-    are evaluated.
+    weak model, sharing its loaded weights); about 0.5 s per new step on 2 CPU cores,
+    since only the new step's tokens are evaluated.
     """
 
     def __init__(
@@ -141,4 +167,4 @@ class ProbePRM(BaseProcessRewardModel):
         return out
 
 
-__all__ = ["DEFAULT_HEAD", "ProbeHead", "ProbePRM", "default_head_path"]
+__all__ = ["DEFAULT_HEAD", "ProbeHead", "ProbePRM", "default_head_path", "with_context"]
