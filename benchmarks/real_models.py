@@ -61,6 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the problem subsets")
     parser.add_argument("--thresholds", default="0.7,0.8,0.9,0.95", help="TRIM-Thr sweep")
     parser.add_argument("--random", default="", help="random step routing, e.g. 0.2,0.5")
+    parser.add_argument(
+        "--extra",
+        default="",
+        help="more policy specs, space-separated (e.g. 'agg:<weights> pomdp:3e-3@<cal.json>')",
+    )
     parser.add_argument("--prm", default="probe", help="probe, judge, confidence, arithmetic")
     parser.add_argument("--weak", default="weak", help="embedded model name or .gguf path")
     parser.add_argument("--strong", default="strong", help="embedded model name or .gguf path")
@@ -82,6 +87,7 @@ def policies(args: argparse.Namespace) -> list[str]:
     out = ["weakscored", "weak", "strong"]
     out += [f"thr:{float(k):g}" for k in args.thresholds.split(",") if k.strip()]
     out += [f"random:{float(p):g}" for p in args.random.split(",") if p.strip()]
+    out += [p for p in args.extra.split() if p.strip()]
     return out
 
 
@@ -90,7 +96,7 @@ def estimate_seconds(args: argparse.Namespace) -> float:
     total = 0.0
     for dataset in args.datasets:
         n = getattr(args, f"n_{dataset}")
-        per_problem = sum(_SECONDS[p.partition(":")[0]] for p in policies(args))
+        per_problem = sum(_SECONDS.get(p.partition(":")[0], 18.0) for p in policies(args))
         total += n * per_problem * _DATASET_FACTOR[dataset]
     return total
 
@@ -223,6 +229,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "real_models.json"
+    if path.is_file():  # keep the datasets this run did not touch
+        ran = {d["dataset"] for d in datasets}
+        kept = [
+            d for d in json.loads(path.read_text()).get("datasets", []) if d["dataset"] not in ran
+        ]
+        summary["datasets"] = kept + datasets
     path.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {path}")
     return summary

@@ -627,6 +627,10 @@ def _raw_decode(model: Any, msgs: list[BaseMessage], n_tokens: int) -> float:
     return _median(speeds)
 
 
+ROUTE_SPEC = "thr:0.8"
+"""TRIM-Thr threshold of the real-model eval: escalates some steps with the shipped probe."""
+
+
 def real_models(
     *,
     weak: str = "weak",
@@ -668,7 +672,7 @@ def real_models(
         setting.weak,
         setting.strong,
         setting.prm,
-        make_policy("thr:0.5"),
+        make_policy(ROUTE_SPEC),
         max_steps=max_steps,
         step_max_tokens=step_max_tokens,
     ).compile(name="trim")
@@ -690,7 +694,7 @@ def real_models(
         summary = asyncio.run(
             arun_eval(
                 problems,
-                ["thr:0.5"],
+                [ROUTE_SPEC],
                 out_dir=tmp,
                 setting=setting,
                 max_steps=max_steps,
@@ -700,7 +704,7 @@ def real_models(
             )
         )
         eval_s = time.perf_counter() - t
-    rows = summary.results.get("thr:0.5", [])
+    rows = summary.results.get(ROUTE_SPEC, [])
     tokens = sum(r["spend"]["weak_tokens"] + r["spend"]["strong_tokens"] for r in rows)
     per_model = {}
     for name, label in (("trim.draft", "weak"), ("trim.strong", "strong")):
