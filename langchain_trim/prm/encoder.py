@@ -258,8 +258,9 @@ class LlamaStepEncoder:
         """``has_digits`` and the digit log-probability aggregates of one step's tokens."""
         pieces = [self._piece(t) for t in tokens]
         text = b"".join(pieces)
-        ends = np.cumsum([len(p) for p in pieces])
-        starts = ends - np.asarray([len(p) for p in pieces])
+        lengths = np.asarray([len(p) for p in pieces])
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
         digit_tok = np.asarray([any(48 <= c <= 57 for c in p) for p in pieces], dtype=bool)
         digits: list[float] = []
         firsts: list[float] = []
