@@ -174,3 +174,21 @@ def test_registry_spec_parsing(tmp_path: Path) -> None:
     policy = make_policy(f"pomdp:0.002:reset@{path}")
     assert policy.name == "pomdp:0.002:reset"
     assert make_policy(f"pomdp:1e-3@{path}").name == "pomdp:0.001"
+
+
+def test_plan_beats_every_threshold_on_its_own_objective() -> None:
+    """The plan maximises accuracy − λ × strong tokens in the simulator it models, so no
+    threshold may do better on that objective (the bound in benchmarks/policy_bound)."""
+    from langchain_trim.policies import RoutingPolicy, ThresholdPolicy
+
+    cal = synthetic_calibration()
+    env = SimEnv(cal)
+    lam = 1e-3
+
+    def objective(policy: RoutingPolicy) -> float:
+        r = env.run(policy, 1500, seed=3)
+        return r.accuracy - lam * r.mean_strong_tokens
+
+    plan = objective(PomdpPolicy(cal, lam, cache_dir=False))
+    thresholds = [objective(ThresholdPolicy(k)) for k in (0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0)]
+    assert plan >= max(thresholds) - 0.002, (plan, thresholds)
