@@ -35,7 +35,7 @@ from langchain_trim.prm.encoder import (
     LlamaStepEncoder,
     text_features,
 )
-from langchain_trim.prm.probe import with_context
+from langchain_trim.prm.probe import ProbeHead, with_context
 from langchain_trim.prm.training import (
     LabelledSolution,
     best_threshold,
@@ -90,10 +90,12 @@ def load_data(args: argparse.Namespace) -> dict[str, list[LabelledSolution]]:
     # the extra solutions (cached separately) only ever join the fit part
     val = [s for i, s in enumerate(train) if i % 5 == 0]
     fit = [s for i, s in enumerate(train) if i % 5 != 0]
+    in_domain = load_processbench(args.gsm8k_train) if args.gsm8k_train else []
     return {
         "fit": fit,
         "extra": extra,
         "val": val,
+        "gtrain": in_domain,
         "gsm8k": load_processbench(pb / "gsm8k.json"),
         "math500": math_500,
     }
@@ -172,45 +174,70 @@ def select_columns(feats: Sequence[np.ndarray], which: str) -> list[np.ndarray]:
     return [f[:, mask] for f in feats]
 
 
+CROSS_FIT_SEEDS = 20
+"""GSM8K cross-fit F1 is the mean over this many random halvings (one halving moves it by
+about a point)."""
 L2_GRID = (1.0, 10.0, 100.0, 1000.0)
 CV_FOLDS = 5
 
 
 def cross_validate(
-    feats: Sequence[np.ndarray], sols: Sequence[LabelledSolution], l2: float
-) -> tuple[float, float]:
-    """Step AUROC of a head with this ``l2``: mean and standard error over problem folds."""
+    feats: Sequence[np.ndarray],
+    sols: Sequence[LabelledSolution],
+    l2: float,
+    always: tuple[Sequence[np.ndarray], Sequence[LabelledSolution]] = ((), ()),
+) -> tuple[float, float, list[list[float]]]:
+    """Step AUROC of a head with this ``l2`` over problem folds of ``sols``: mean,
+    standard error and the out-of-fold scores; ``always`` joins every fold's fit."""
     problems = sorted({s.question for s in sols})
     random.Random(0).shuffle(problems)
     fold = {p: i % CV_FOLDS for i, p in enumerate(problems)}
     aucs = []
+    oof: list[list[float]] = [[] for _ in sols]
     for k in range(CV_FOLDS):
         train = [i for i, s in enumerate(sols) if fold[s.question] != k]
         test = [i for i, s in enumerate(sols) if fold[s.question] == k]
-        x, y = stack_steps([feats[i] for i in train], [sols[i] for i in train])
+        x, y = stack_steps(
+            [*always[0], *(feats[i] for i in train)], [*always[1], *(sols[i] for i in train)]
+        )
         head = fit_logistic(x, y, l2=l2)
         scores = probe_scores(head, [feats[i] for i in test])
+        for i, sc in zip(test, scores, strict=True):
+            oof[i] = sc
         aucs.append(evaluate_scorer(scores, [sols[i] for i in test], 0.5)["auroc"])
-    return float(np.mean(aucs)), float(np.std(aucs, ddof=1) / math.sqrt(CV_FOLDS))
+    return float(np.mean(aucs)), float(np.std(aucs, ddof=1) / math.sqrt(CV_FOLDS)), oof
+
+
+def _select_l2(
+    cv_cols: Sequence[np.ndarray],
+    cv_sols: Sequence[LabelledSolution],
+    which: str,
+    always: tuple[Sequence[np.ndarray], Sequence[LabelledSolution]] = ((), ()),
+) -> tuple[float, dict[str, Any], list[dict[str, Any]], list[list[float]]]:
+    """One-standard-error rule over ``L2_GRID`` (the strongest regularisation within one
+    SE of the best CV AUROC, as glmnet's ``lambda.1se``): l2, best trial, trials, and the
+    chosen l2's out-of-fold scores."""
+    trials, oofs = [], {}
+    for l2 in L2_GRID:
+        mean, se, oofs[l2] = cross_validate(cv_cols, cv_sols, l2, always)
+        trials.append(
+            {"features": which, "l2": l2, "cv_auroc": round(mean, 4), "cv_se": round(se, 4)}
+        )
+    best = max(trials, key=lambda t: t["cv_auroc"])
+    l2 = max(t["l2"] for t in trials if t["cv_auroc"] >= best["cv_auroc"] - best["cv_se"])
+    return l2, best, trials, oofs[l2]
 
 
 def train_probe(
     feats: dict[str, list[np.ndarray]], data: dict[str, list[LabelledSolution]], which: str
 ) -> tuple[Any, dict[str, Any]]:
     """Pick l2 by 5-fold cross-validated AUROC on the training domain (folds by problem,
-    fit + validation solutions), with the one-standard-error rule (the strongest
-    regularisation within one SE of the best, as glmnet's ``lambda.1se``); fit on the fit
-    part; choose the F1 threshold on the validation part."""
+    fit + validation solutions, one-SE rule); fit on the fit part; choose the F1
+    threshold on the validation part.  The out-of-fold scores are kept for the blend."""
     sols = data["fit"] + data["val"]
-    cols = select_columns(feats["fit"] + feats["val"], which)
-    trials = []
-    for l2 in L2_GRID:
-        mean, se = cross_validate(cols, sols, l2)
-        trials.append(
-            {"features": which, "l2": l2, "cv_auroc": round(mean, 4), "cv_se": round(se, 4)}
-        )
-    best = max(trials, key=lambda t: t["cv_auroc"])
-    l2 = max(t["l2"] for t in trials if t["cv_auroc"] >= best["cv_auroc"] - best["cv_se"])
+    l2, best, trials, oof = _select_l2(
+        select_columns(feats["fit"] + feats["val"], which), sols, which
+    )
     x_fit, y_fit = stack_steps(select_columns(feats["fit"], which), data["fit"])
     head = fit_logistic(x_fit, y_fit, l2=l2)
     val_scores = probe_scores(head, select_columns(feats["val"], which))
@@ -222,6 +249,91 @@ def train_probe(
         "cv_auroc_best": best["cv_auroc"],
         "threshold": threshold,
         "trials": trials,
+        "oof": oof,
+    }
+
+
+def train_probe_in_domain(
+    feats: dict[str, list[np.ndarray]], data: dict[str, list[LabelledSolution]], which: str
+) -> tuple[Any, dict[str, Any]]:
+    """The alternative to the blend: a head fit on ProcessBench *and* the GSM8K-train weak
+    labels, l2 by CV over GSM8K-train folds (ProcessBench in every fold's fit), the
+    threshold on their out-of-fold scores."""
+    pb_sols = data["fit"] + data["val"]
+    pb_cols = select_columns(feats["fit"] + feats["val"], which)
+    g_sols, g_cols = data["gtrain"], select_columns(feats["gtrain"], which)
+    l2, best, trials, oof = _select_l2(g_cols, g_sols, which, (pb_cols, pb_sols))
+    x, y = stack_steps([*pb_cols, *g_cols], [*pb_sols, *g_sols])
+    return fit_logistic(x, y, l2=l2), {
+        "features": which,
+        "l2": l2,
+        "l2_rule": "5-fold CV AUROC on the GSM8K-train weak labels, one-standard-error rule",
+        "cv_auroc_best": best["cv_auroc"],
+        "threshold": best_threshold(oof, [s.label for s in g_sols]),
+        "trials": trials,
+    }
+
+
+def blend_columns(feats: Sequence[np.ndarray]) -> np.ndarray:
+    """Where ``has_digits`` and ``digit_logprob_min`` sit in the encoder's full rows."""
+    d = _dim(feats)
+    return np.array([2 * d + SCALAR["has_digits"], 2 * d + SCALAR["digit_logprob_min"]])
+
+
+def train_blend(
+    head: Any,
+    which: str,
+    info: dict[str, Any],
+    feats: dict[str, list[np.ndarray]],
+    data: dict[str, list[LabelledSolution]],
+) -> tuple[Any, dict[str, Any]]:
+    """Blend the head with the number confidence on held-out scores of both domains: the
+    head's out-of-fold ProcessBench scores and its scores on the GSM8K-train weak labels
+    (never trained on).  5-fold CV by problem gives each domain's AUROC for the blend and
+    for the head alone; the blend is kept when the mean over the two domains is higher.
+    The threshold is chosen on the blend's out-of-fold GSM8K-train scores."""
+    from langchain_trim.prm.training import fit_blend
+
+    pb_sols, g_sols = data["fit"] + data["val"], data["gtrain"]
+    rows = feats["fit"] + feats["val"] + feats["gtrain"]
+    probs = [np.asarray(p) for p in info["oof"]]
+    probs += [head.predict_head(f) for f in select_columns(feats["gtrain"], which)]
+    sols = pb_sols + g_sols
+    cols = blend_columns(rows)
+    problems = sorted({s.question for s in sols})
+    random.Random(0).shuffle(problems)
+    fold = {p: i % CV_FOLDS for i, p in enumerate(problems)}
+    oof: list[list[float]] = [[] for _ in sols]
+    for k in range(CV_FOLDS):
+        train = [i for i, s in enumerate(sols) if fold[s.question] != k]
+        b = fit_blend(
+            [probs[i] for i in train], [rows[i] for i in train], [sols[i] for i in train], cols
+        )
+        for i, s in enumerate(sols):
+            if fold[s.question] == k:
+                oof[i] = b.predict(probs[i], rows[i]).tolist()
+    n_pb = len(pb_sols)
+    domains = {"processbench": range(n_pb), "gsm8k_train": range(n_pb, len(sols))}
+    cv = {
+        name: {
+            "blend": evaluate_scorer([oof[i] for i in idx], [sols[i] for i in idx], 0.5)["auroc"],
+            "head": evaluate_scorer([probs[i].tolist() for i in idx], [sols[i] for i in idx], 0.5)[
+                "auroc"
+            ],
+        }
+        for name, idx in domains.items()
+    }
+    blend = fit_blend(probs, rows, sols, cols)
+    mean_blend = float(np.mean([v["blend"] for v in cv.values()]))
+    mean_head = float(np.mean([v["head"] for v in cv.values()]))
+    threshold = best_threshold(oof[n_pb:], [s.label for s in g_sols])
+    return blend, {
+        "rule": "blend kept when its mean CV AUROC over the two domains beats the head's",
+        "cv_auroc": cv,
+        "mean_cv_auroc": {"blend": round(mean_blend, 4), "head": round(mean_head, 4)},
+        "kept": mean_blend > mean_head,
+        "threshold": threshold,
+        "weights_standardised": [round(float(w), 4) for w in blend.weight],
     }
 
 
@@ -277,6 +389,13 @@ def main() -> None:
     parser.add_argument("--extra-math", type=int, default=0, help="more fit-only solutions")
     parser.add_argument("--extra-olympiad", type=int, default=0)
     parser.add_argument("--extra-omni", type=int, default=0)
+    parser.add_argument(
+        "--gsm8k-train",
+        type=Path,
+        default=None,
+        help="weakly labelled GSM8K-train solutions (benchmarks.gsm8k_train_labels): "
+        "they join the training data and the probe is selected on them",
+    )
     parser.add_argument("--max-tokens", type=int, default=768)
     parser.add_argument("--judge-n", type=int, default=40, help="GSM8K solutions for the judges")
     parser.add_argument("--strong-n", type=int, default=120, help="GSM8K solutions for strong TF")
@@ -306,7 +425,7 @@ def main() -> None:
     encoder = LlamaStepEncoder("weak", max_tokens=args.max_tokens)
     feats: dict[str, list[np.ndarray]] = {}
     t_feat = time.perf_counter()
-    for split in ("gsm8k", "math500", "val", "fit", "extra"):
+    for split in ("gsm8k", "math500", "val", "fit", "extra", "gtrain"):
         if not data[split]:
             feats[split] = []
             continue
@@ -321,8 +440,6 @@ def main() -> None:
     if args.features_only:
         return
     if args.observation_only:
-        from langchain_trim.prm.probe import ProbeHead
-
         saved = ProbeHead.load(HEAD_STEM)
         fit_observation(encoder, saved, str(saved.card["features"]), data, feats, args)
         return
@@ -336,6 +453,15 @@ def main() -> None:
 
     which = max(COMPACT_SETS, key=lambda name: heads[name][1]["cv_auroc_best"])
     head, chosen = heads[which]
+    blend_info: dict[str, Any] | None = None
+    in_domain: dict[str, tuple[Any, dict[str, Any]]] = {}
+    if data["gtrain"]:
+        blend, blend_info = train_blend(head, which, chosen, feats, data)
+        print(f"blend: {blend_info}", flush=True)
+        in_domain = {name: train_probe_in_domain(feats, data, name) for name in FEATURE_SETS}
+    for _, info in heads.values():
+        info.pop("oof", None)
+    shipped_blend = blend_info is not None and blend_info["kept"]
 
     rows: list[dict[str, Any]] = []
 
@@ -343,20 +469,25 @@ def main() -> None:
         name: str,
         gsm: list[list[float]],
         m500: list[list[float]] | None,
-        val: list[list[float]] | None,
+        threshold: float | None,
         s_per_step: Any,
         n: int | None = None,
     ) -> None:
         gsm_sols = data["gsm8k"][: len(gsm)]
-        thr = best_threshold(val, [s.label for s in data["val"]]) if val is not None else 0.5
+        val = threshold
+        thr = 0.5 if threshold is None else threshold
         g = evaluate_scorer(gsm, gsm_sols, thr)
-        cf = cross_fit_f1(gsm, [s.label for s in gsm_sols])
+        labels = [s.label for s in gsm_sols]
+        splits = [cross_fit_f1(gsm, labels, seed=k) for k in range(CROSS_FIT_SEEDS)]
+        cf = {key: float(np.mean([c[key] for c in splits])) for key in splits[0]}
+        cf_sd = float(np.std([c["f1"] for c in splits]))
         row = {
             "scorer": name,
             "n": n or len(gsm),
             "gsm8k_auroc": g["auroc"],
             "gsm8k_f1_val": g["f1"] if val is not None else None,
             "gsm8k_f1_crossfit": cf["f1"],
+            "gsm8k_f1_crossfit_sd": cf_sd,
             "gsm8k_acc_erroneous_crossfit": cf["acc_erroneous"],
             "gsm8k_acc_correct_crossfit": cf["acc_correct"],
             "val_threshold": thr if val is not None else None,
@@ -370,19 +501,43 @@ def main() -> None:
         print(fmt(row), flush=True)
 
     probe_latency_s = probe_latency(encoder, head, which, data["gsm8k"][:10])
+    if blend_info is not None:
+        blended = ProbeHead(head.mean, head.std, head.weight, head.bias, columns=None)
+        blended.card = {"context": which.endswith("+context")}
+        blended.columns = feature_mask(_dim(feats["gsm8k"]), which)
+        blended.blend = blend
+        add(
+            f"probe PRM ({which}, l2={chosen['l2']:g}) blended with number confidence"
+            + (" [shipped]" if shipped_blend else ""),
+            probe_scores(blended, feats["gsm8k"]),
+            probe_scores(blended, feats["math500"]),
+            blend_info["threshold"],
+            round(probe_latency_s, 3),
+        )
     for name in FEATURE_SETS:
         h, info = heads[name]
         add(
             f"probe PRM (weak 0.5B: {name}, logistic l2={info['l2']:g})"
-            + (" [shipped]" if name == which else ""),
+            + (" [shipped]" if name == which and not shipped_blend else ""),
             probe_scores(h, select_columns(feats["gsm8k"], name)),
             probe_scores(h, select_columns(feats["math500"], name)),
-            probe_scores(h, select_columns(feats["val"], name)),
+            info["threshold"],
             round(probe_latency_s, 3),
         )
-    base = {k: baselines(feats[k]) for k in ("gsm8k", "math500", "val")}
+    for name, (h, info) in in_domain.items():
+        add(
+            f"probe PRM (weak 0.5B: {name}, l2={info['l2']:g}) trained with the GSM8K-train "
+            "weak labels",
+            probe_scores(h, select_columns(feats["gsm8k"], name)),
+            probe_scores(h, select_columns(feats["math500"], name)),
+            info["threshold"],
+            round(probe_latency_s, 3),
+        )
+    held_out = "gtrain" if data["gtrain"] else "val"  # where untrained scorers pick it
+    base = {k: baselines(feats[k]) for k in ("gsm8k", "math500", held_out)}
     for name in base["gsm8k"]:
-        add(name, base["gsm8k"][name], base["math500"][name], base["val"][name], 0.0)
+        thr = best_threshold(base[held_out][name], [s.label for s in data[held_out]])
+        add(name, base["gsm8k"][name], base["math500"][name], thr, 0.0)
 
     previous = RESULTS / "prm_quality.json"
     if args.reuse_slow and previous.is_file():
@@ -419,12 +574,19 @@ def main() -> None:
                 "n_math": args.n_math,
                 "n_olympiad": args.n_olympiad,
                 "n_omni": args.n_omni,
+                "gsm8k_train_solutions": len(data["gtrain"]),
+                "gsm8k_train_labels": "weak labels from the reference solutions' values "
+                "(benchmarks.gsm8k_train_labels)"
+                if data["gtrain"]
+                else None,
             },
             "test": {"gsm8k": len(data["gsm8k"]), "math500_overlap": len(data["math500"])},
             "max_tokens": args.max_tokens,
         },
         "probe": {
             **chosen,
+            "blend": blend_info,
+            "in_domain_alternatives": {k: v[1] for k, v in in_domain.items()},
             "train_seconds": round(train_seconds, 1),
             "all_feature_sets": {k: v[1] for k, v in heads.items()},
         },
@@ -433,8 +595,10 @@ def main() -> None:
         "notes": (
             "AUROC: first-error step vs earlier steps. F1 (ProcessBench): harmonic mean of "
             "accuracy on erroneous and on correct solutions; f1_val uses the threshold that "
-            "maximises F1 on the training domain's validation split, f1_crossfit chooses it "
-            "on the other half of GSM8K (2-fold). Judges and strong TF run on the first N "
+            "maximises F1 on held-out training solutions (the out-of-fold GSM8K-train "
+            "solutions when they are given, else the training domain's validation split); "
+            "f1_crossfit chooses it on the other half of GSM8K (2-fold; mean and sd over "
+            "20 random halvings). Judges and strong TF run on the first N "
             "GSM8K solutions only (see n). s_per_step: seconds per newly scored step. "
             "carried_over: measured by an earlier run of this script on the same "
             "solutions (--reuse-slow; those scorers do not depend on the probe)."
@@ -443,7 +607,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "prm_quality.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     table = [
-        "| scorer | GSM8K AUROC | GSM8K F1 (val thr) | GSM8K F1 (cross-fit) | MATH-500 AUROC"
+        "| scorer | GSM8K AUROC | GSM8K F1 (training-data threshold)"
+        " | GSM8K F1 (cross-fit, mean of 20) | MATH-500 AUROC"
         " | MATH-500 F1 | s/step | n |",
         "|---|---|---|---|---|---|---|---|",
         *[fmt(r) for r in rows],
@@ -454,6 +619,7 @@ def main() -> None:
         mask = feature_mask(_dim(feats["fit"]), which)
         best = next(r for r in rows if r["scorer"].endswith("[shipped]"))
         head.columns = mask
+        head.blend = blend if shipped_blend else None
         head.card = {
             "name": "qwen2.5-coder-0.5b",
             "encoder": "weak",
@@ -462,15 +628,32 @@ def main() -> None:
             "context": which.endswith("+context"),
             "max_tokens": args.max_tokens,
             "l2": chosen["l2"],
-            "threshold": chosen["threshold"],
+            "threshold": blend_info["threshold"] if shipped_blend else chosen["threshold"],
+            "blend": blend_info if shipped_blend else None,
             "trained_on": result["data"],
             "quality": {k: best[k] for k in best if k != "scorer"},
         }
+        head.card.update(_routing_threshold_if_same(head))
         head.save(HEAD_STEM)
         print(f"saved {HEAD_STEM}.safetensors")
     if args.observation_n:
         fit_observation(encoder, head, which, data, feats, args)
     _ = check_step  # the verifier is part of the features
+
+
+def _routing_threshold_if_same(head: Any) -> dict[str, Any]:
+    """The saved card's ``routing_threshold`` (set by hand from a real-model sweep) when
+    the head being saved has the same weights; a different head needs a new sweep."""
+    try:
+        saved = ProbeHead.load(HEAD_STEM)
+    except Exception:  # no head yet, or one of an older feature version
+        return {}
+    same = saved.weight.shape == head.weight.shape and np.allclose(saved.weight, head.weight)
+    if saved.blend is not None or head.blend is not None:
+        same = same and saved.blend is not None and head.blend is not None
+        same = same and np.allclose(saved.blend.weight, head.blend.weight)
+    keys = ("routing_threshold", "routing_threshold_note")
+    return {k: saved.card[k] for k in keys if k in saved.card} if same else {}
 
 
 def fit_observation(
@@ -488,11 +671,13 @@ def fit_observation(
     """
     from langchain_trim.sim.labelled import observation_tables_from_labels
 
-    sols = data["fit"] + data["val"]
+    sols = data["fit"] + data["val"] + data["gtrain"]
     # the saved head selects its own columns from the full feature rows
-    scores = probe_scores(head, feats["fit"] + feats["val"])
+    scores = probe_scores(head, feats["fit"] + feats["val"] + feats["gtrain"])
     labels = [s.label for s in sols]
-    erroneous = [s for s in sols if s.label >= 0 and s.label < len(s.steps) - 1]
+    erroneous = [  # ProcessBench's own (hand-labelled) solutions for S1
+        s for s in data["fit"] + data["val"] if s.label >= 0 and s.label < len(s.steps) - 1
+    ]
     full = subsample(erroneous, args.observation_n, 7)
     cache = CACHE / f"weak_v{MODEL_FEATURE_VERSION}_{args.max_tokens}_full_{len(full)}.npz"
     whole = [
@@ -512,7 +697,12 @@ def fit_observation(
         "states": ["S0 on track", "S1 derailed earlier", "S2 only the latest step wrong"],
         "counts": counts,
         "observation": tables,
-        "data": "ProcessBench math (no MATH-500) / olympiadbench / omnimath training solutions",
+        "data": "ProcessBench math (no MATH-500) / olympiadbench / omnimath training solutions"
+        + (
+            f" + {len(data['gtrain'])} weakly labelled GSM8K-train solutions"
+            if data["gtrain"]
+            else ""
+        ),
     }
     (RESULTS / "probe_observation.json").write_text(json.dumps(out) + "\n")
     print(f"observation tables: counts per state {counts}")

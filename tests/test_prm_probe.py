@@ -12,13 +12,15 @@ import pytest
 from langchain_trim.errors import ModelNotFoundError
 from langchain_trim.prm.arithmetic import ArithmeticPRM, check_step, evaluate
 from langchain_trim.prm.encoder import FEATURE_VERSION
-from langchain_trim.prm.probe import ProbeHead, ProbePRM
+from langchain_trim.prm.probe import Blend, ProbeHead, ProbePRM
 from langchain_trim.prm.training import (
     LabelledSolution,
     auroc,
     best_threshold,
     cross_fit_f1,
     evaluate_scorer,
+    extract_features,
+    fit_blend,
     fit_logistic,
     load_processbench,
     processbench_f1,
@@ -144,6 +146,59 @@ def test_context_head_reads_each_step_against_the_earlier_ones(tmp_path: Path) -
     assert scores[3] > 0.9  # above the running minimum (-3)
     head.save(tmp_path / "c")
     assert np.allclose(ProbeHead.load(tmp_path / "c").predict(rows), scores)
+
+
+def _digit_rows(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows [noise, has_digits, digit_logprob_min] and whether each step is right: a
+    wrong step has a surprising digit."""
+    right = rng.random(n) < 0.7
+    low = np.where(right, rng.normal(-0.5, 0.3, n), rng.normal(-3.0, 0.8, n))
+    rows = np.column_stack([rng.normal(size=n), np.ones(n), np.minimum(low, 0.0)])
+    return rows.astype(np.float32), right
+
+
+def test_blend_learns_the_number_confidence_and_round_trips(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    sols, rows, probs = [], [], []
+    for i in range(120):
+        r, right = _digit_rows(rng, 4)
+        first = int(np.argmin(right)) if not right.all() else -1
+        r = r[: first + 1] if first >= 0 else r
+        sols.append(LabelledSolution(f"s{i}", f"q{i}", [f"step {j}" for j in range(len(r))], first))
+        rows.append(r)
+        probs.append(np.full(len(r), 0.5))  # an uninformative head
+    blend = fit_blend(probs, rows, sols, np.array([1, 2]))
+    scores = [blend.predict(p, r).tolist() for p, r in zip(probs, rows, strict=True)]
+    assert evaluate_scorer(scores, sols, 0.5)["auroc"] > 0.9
+    head = ProbeHead(
+        mean=np.zeros(1, np.float32),
+        std=np.ones(1, np.float32),
+        weight=np.zeros(1, np.float32),
+        bias=0.0,
+        card={"feature_version": FEATURE_VERSION},
+        columns=np.array([0]),
+        blend=blend,
+    )
+    head.save(tmp_path / "b")
+    loaded = ProbeHead.load(tmp_path / "b")
+    assert isinstance(loaded.blend, Blend)
+    assert np.allclose(loaded.predict(rows[0]), head.predict(rows[0]), atol=1e-6)
+    assert np.allclose(loaded.predict_head(rows[0]), 0.5)
+
+
+def test_feature_cache_is_recomputed_when_the_labels_change(tmp_path: Path) -> None:
+    calls = []
+
+    def encode(question: str, steps: list[str]) -> np.ndarray:
+        calls.append(len(steps))
+        return np.zeros((len(steps), 2))
+
+    sol = LabelledSolution("a", "q", ["s1", "s2", "s3"], 0)
+    extract_features(encode, [sol], tmp_path / "c.npz")
+    extract_features(encode, [sol], tmp_path / "c.npz")  # cached
+    moved = LabelledSolution("a", "q", ["s1", "s2", "s3"], 2)
+    feats = extract_features(encode, [moved], tmp_path / "c.npz")
+    assert calls == [1, 3] and feats[0].shape == (3, 2)
 
 
 @pytest.mark.skipif(not (SHARED / "processbench").is_dir(), reason="shared data not present")

@@ -5,6 +5,11 @@ separate right from wrong steps far better than asking the same model "is this s
 correct?".  The head (standardisation + logistic weights) is stored as safetensors with
 a JSON card that records the encoder, the training data and the measured quality; no
 pickle anywhere.
+
+A head may carry a :class:`Blend`: a second logistic stage over the head's logit and the
+untrained number confidence (the weak model's least likely digit), fit on held-out
+scores of two domains.  The head alone is trained on competition maths (the only
+hand-labelled training data); the digits carry most of the signal on word problems.
 """
 
 from __future__ import annotations
@@ -46,6 +51,45 @@ def with_context(features: np.ndarray) -> np.ndarray:
     return np.concatenate([features, features - shifted], axis=1)
 
 
+def number_confidence(has_digits: np.ndarray, digit_logprob_min: np.ndarray) -> np.ndarray:
+    """Probability of a step's least likely digit token; 1 for a step without numbers.
+
+    >>> number_confidence(np.array([1.0, 0.0]), np.log(np.array([0.25, 0.5]))).tolist()
+    [0.25, 1.0]
+    """
+    return np.where(has_digits > 0, np.exp(np.minimum(digit_logprob_min, 0.0)), 1.0)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+@dataclass
+class Blend:
+    """``sigmoid(((u - mean) / std) @ w + b)`` over ``u = [logit head, logit number
+    confidence, has_digits]``; ``columns``: where ``has_digits`` and ``digit_logprob_min``
+    are in the encoder's rows."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    weight: np.ndarray
+    bias: float
+    columns: np.ndarray
+
+    @staticmethod
+    def inputs(head_prob: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """The blend's inputs for one solution (``rows``: the encoder's full rows)."""
+        has, low = rows[:, int(columns[0])], rows[:, int(columns[1])]
+        conf = number_confidence(has, low)
+        return np.column_stack([_logit(head_prob), _logit(conf), (has > 0).astype(float)])
+
+    def predict(self, head_prob: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        u = self.inputs(head_prob, rows, self.columns)
+        z = ((u - self.mean) / self.std) @ self.weight + self.bias
+        return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
+
+
 @dataclass
 class ProbeHead:
     """Standardise, then logistic regression: ``sigmoid(((x - mean) / std) @ w + b)``."""
@@ -58,6 +102,8 @@ class ProbeHead:
     """Encoder, feature version, training data, chosen threshold, measured quality."""
     columns: np.ndarray | None = None
     """Which encoder feature columns the head reads (``None``: all)."""
+    blend: Blend | None = None
+    """Optional second stage with the number confidence (see :class:`Blend`)."""
 
     @property
     def context(self) -> bool:
@@ -70,11 +116,16 @@ class ProbeHead:
             features = features[:, self.columns]
         return with_context(features) if self.context else features
 
+    def predict_head(self, features: np.ndarray) -> np.ndarray:
+        """The logistic head alone (without the blend)."""
+        x = self.transform(features)
+        z = ((x - self.mean) / self.std) @ self.weight + self.bias
+        return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
+
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Probability that each step is right; ``features``: one solution's rows, in order."""
-        features = self.transform(features)
-        z = ((features - self.mean) / self.std) @ self.weight + self.bias
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+        prob = self.predict_head(features)
+        return prob if self.blend is None else self.blend.predict(prob, features)
 
     def save(self, path_stem: str | Path) -> None:
         from safetensors.numpy import save_file
@@ -88,6 +139,12 @@ class ProbeHead:
         }
         if self.columns is not None:
             tensors["columns"] = np.asarray(self.columns, dtype=np.int64)
+        if self.blend is not None:
+            tensors["blend.mean"] = self.blend.mean.astype(np.float32)
+            tensors["blend.std"] = self.blend.std.astype(np.float32)
+            tensors["blend.weight"] = self.blend.weight.astype(np.float32)
+            tensors["blend.bias"] = np.array([self.blend.bias], dtype=np.float32)
+            tensors["blend.columns"] = np.asarray(self.blend.columns, dtype=np.int64)
         save_file(
             tensors,
             str(_with(stem, ".safetensors")),
@@ -109,6 +166,15 @@ class ProbeHead:
                 f"probe head {stem} was trained on feature version {card.get('feature_version')}"
                 f", this package computes version {FEATURE_VERSION}: retrain it"
             )
+        blend = None
+        if "blend.weight" in tensors:
+            blend = Blend(
+                mean=tensors["blend.mean"],
+                std=tensors["blend.std"],
+                weight=tensors["blend.weight"],
+                bias=float(tensors["blend.bias"][0]),
+                columns=tensors["blend.columns"],
+            )
         return cls(
             mean=tensors["mean"],
             std=tensors["std"],
@@ -116,6 +182,7 @@ class ProbeHead:
             bias=float(tensors["bias"][0]),
             card=card,
             columns=tensors.get("columns"),
+            blend=blend,
         )
 
 
@@ -167,4 +234,12 @@ class ProbePRM(BaseProcessRewardModel):
         return out
 
 
-__all__ = ["DEFAULT_HEAD", "ProbeHead", "ProbePRM", "default_head_path", "with_context"]
+__all__ = [
+    "DEFAULT_HEAD",
+    "Blend",
+    "ProbeHead",
+    "ProbePRM",
+    "default_head_path",
+    "number_confidence",
+    "with_context",
+]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from langchain_trim.prm.probe import ProbeHead
+from langchain_trim.prm.probe import Blend, ProbeHead
 
 
 @dataclass
@@ -217,6 +217,28 @@ def fit_logistic(
     )
 
 
+def fit_blend(
+    head_probs: Sequence[np.ndarray],
+    rows: Sequence[np.ndarray],
+    solutions: Sequence[LabelledSolution],
+    columns: np.ndarray,
+    *,
+    l2: float = 1.0,
+) -> Blend:
+    """Fit a :class:`Blend` on held-out head probabilities (out-of-fold, or from another
+    domain) and the encoder's full rows of the same solutions."""
+    inputs = [Blend.inputs(p, r, columns) for p, r in zip(head_probs, rows, strict=True)]
+    x, y = stack_steps(inputs, solutions)
+    fitted = fit_logistic(x, y, l2=l2)
+    return Blend(
+        mean=fitted.mean,
+        std=fitted.std,
+        weight=fitted.weight,
+        bias=fitted.bias,
+        columns=np.asarray(columns, dtype=np.int64),
+    )
+
+
 def stack_steps(
     feats: Sequence[np.ndarray], solutions: Sequence[LabelledSolution]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -239,8 +261,9 @@ def extract_features(
     if cache is not None and cache.is_file():
         data = np.load(cache, allow_pickle=False)
         ids = [str(i) for i in data["ids"]]
-        if ids == [s.id for s in solutions]:
-            offsets = data["offsets"]
+        offsets = data["offsets"]
+        counts = [int(n) for n in np.diff(offsets)]
+        if ids == [s.id for s in solutions] and counts == [len(s.scored_steps) for s in solutions]:
             return [data["x"][offsets[i] : offsets[i + 1]] for i in range(len(ids))]
     it: Iterable[LabelledSolution] = progress(solutions) if progress else solutions
     feats = [encode(s.question, s.scored_steps) for s in it]
@@ -263,6 +286,7 @@ __all__ = [
     "cross_fit_f1",
     "evaluate_scorer",
     "extract_features",
+    "fit_blend",
     "fit_logistic",
     "load_processbench",
     "predicted_first_error",
