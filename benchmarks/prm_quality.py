@@ -409,6 +409,11 @@ def main() -> None:
     )
     parser.add_argument("--save-head", action="store_true")
     parser.add_argument(
+        "--plot-only",
+        action="store_true",
+        help="only redraw prm_quality.png (F1 against threshold) for the saved head",
+    )
+    parser.add_argument(
         "--observation-only",
         action="store_true",
         help="only fit the POMDP observation tables of the saved head",
@@ -438,6 +443,9 @@ def main() -> None:
     feats["fit"] = feats["fit"] + feats.pop("extra")
     data["fit"] = data["fit"] + data.pop("extra")
     if args.features_only:
+        return
+    if args.plot_only:
+        plot_thresholds(ProbeHead.load(HEAD_STEM), feats, data, RESULTS / "prm_quality.png")
         return
     if args.observation_only:
         saved = ProbeHead.load(HEAD_STEM)
@@ -636,9 +644,53 @@ def main() -> None:
         head.card.update(_routing_threshold_if_same(head))
         head.save(HEAD_STEM)
         print(f"saved {HEAD_STEM}.safetensors")
+        plot_thresholds(head, feats, data, RESULTS / "prm_quality.png")
     if args.observation_n:
         fit_observation(encoder, head, which, data, feats, args)
     _ = check_step  # the verifier is part of the features
+
+
+def plot_thresholds(
+    head: Any,
+    feats: dict[str, list[np.ndarray]],
+    data: dict[str, list[LabelledSolution]],
+    path: Path,
+) -> None:
+    """ProcessBench F1 on GSM8K and MATH-500 against the threshold, for the shipped PRM, its
+    head alone and the untrained number confidence; the chosen threshold marked.  How
+    sharp the F1 peak is says how much a threshold chosen elsewhere can cost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from langchain_trim.prm.training import processbench_f1
+
+    grid = [i / 100 for i in range(5, 96)]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    for ax, split in zip(axes, ("gsm8k", "math500"), strict=True):
+        labels = [s.label for s in data[split]]
+        scorers = {
+            "shipped PRM (head + number confidence)": probe_scores(head, feats[split]),
+            "head alone": [head.predict_head(f).tolist() for f in feats[split]],
+            "number confidence (untrained)": baselines(feats[split])[
+                "number confidence (weak, min digit-token prob)"
+            ],
+        }
+        for (name, scores), style in zip(scorers.items(), ("-", "--", ":"), strict=True):
+            f1 = [processbench_f1(scores, labels, t)["f1"] for t in grid]
+            ax.plot(grid, f1, style, label=name)
+        thr = float(head.card.get("threshold", 0.5))
+        ax.axvline(thr, c="grey", lw=0.8)
+        ax.axhline(45, c="r", lw=0.6, ls=":")
+        ax.set_title(f"{split}: ProcessBench F1 (grey line: shipped threshold {thr:g})")
+        ax.set_xlabel("threshold (first step scoring below it = first error)")
+        ax.set_ylabel("F1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _routing_threshold_if_same(head: Any) -> dict[str, Any]:
