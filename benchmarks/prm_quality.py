@@ -35,13 +35,14 @@ from langchain_trim.prm.encoder import (
     LlamaStepEncoder,
     text_features,
 )
-from langchain_trim.prm.probe import ProbeHead, with_context
+from langchain_trim.prm.probe import ProbeHead, number_confidence, with_context
 from langchain_trim.prm.training import (
     LabelledSolution,
     best_threshold,
     cross_fit_f1,
     evaluate_scorer,
     extract_features,
+    fit_blend,
     fit_logistic,
     load_processbench,
     split_by_problem,
@@ -130,7 +131,7 @@ def baselines(feats: Sequence[np.ndarray]) -> dict[str, list[list[float]]]:
         for a, m in zip(column(feats, "arith_false"), column(feats, "logprob_mean"), strict=True)
     ]
     digits = [
-        np.where(h > 0, np.exp(m), 1.0).tolist()
+        number_confidence(h, m).tolist()
         for h, m in zip(
             column(feats, "has_digits"), column(feats, "digit_logprob_min"), strict=True
         )
@@ -181,6 +182,13 @@ L2_GRID = (1.0, 10.0, 100.0, 1000.0)
 CV_FOLDS = 5
 
 
+def problem_folds(sols: Sequence[LabelledSolution]) -> dict[str, int]:
+    """Each problem's CV fold (seeded): all solutions of a problem share one fold."""
+    problems = sorted({s.question for s in sols})
+    random.Random(0).shuffle(problems)
+    return {p: i % CV_FOLDS for i, p in enumerate(problems)}
+
+
 def cross_validate(
     feats: Sequence[np.ndarray],
     sols: Sequence[LabelledSolution],
@@ -189,9 +197,7 @@ def cross_validate(
 ) -> tuple[float, float, list[list[float]]]:
     """Step AUROC of a head with this ``l2`` over problem folds of ``sols``: mean,
     standard error and the out-of-fold scores; ``always`` joins every fold's fit."""
-    problems = sorted({s.question for s in sols})
-    random.Random(0).shuffle(problems)
-    fold = {p: i % CV_FOLDS for i, p in enumerate(problems)}
+    fold = problem_folds(sols)
     aucs = []
     oof: list[list[float]] = [[] for _ in sols]
     for k in range(CV_FOLDS):
@@ -292,17 +298,13 @@ def train_blend(
     (never trained on).  5-fold CV by problem gives each domain's AUROC for the blend and
     for the head alone; the blend is kept when the mean over the two domains is higher.
     The threshold is chosen on the blend's out-of-fold GSM8K-train scores."""
-    from langchain_trim.prm.training import fit_blend
-
     pb_sols, g_sols = data["fit"] + data["val"], data["gtrain"]
     rows = feats["fit"] + feats["val"] + feats["gtrain"]
     probs = [np.asarray(p) for p in info["oof"]]
     probs += [head.predict_head(f) for f in select_columns(feats["gtrain"], which)]
     sols = pb_sols + g_sols
     cols = blend_columns(rows)
-    problems = sorted({s.question for s in sols})
-    random.Random(0).shuffle(problems)
-    fold = {p: i % CV_FOLDS for i, p in enumerate(problems)}
+    fold = problem_folds(sols)
     oof: list[list[float]] = [[] for _ in sols]
     for k in range(CV_FOLDS):
         train = [i for i, s in enumerate(sols) if fold[s.question] != k]
@@ -393,8 +395,9 @@ def main() -> None:
         "--gsm8k-train",
         type=Path,
         default=None,
-        help="weakly labelled GSM8K-train solutions (benchmarks.gsm8k_train_labels): "
-        "they join the training data and the probe is selected on them",
+        help="weakly labelled GSM8K-train solutions (benchmarks.gsm8k_train_labels): the "
+        "head's blend with the number confidence is fit and chosen on them (and heads "
+        "trained on them are reported as the alternative)",
     )
     parser.add_argument("--max-tokens", type=int, default=768)
     parser.add_argument("--judge-n", type=int, default=40, help="GSM8K solutions for the judges")

@@ -60,6 +60,10 @@ def number_confidence(has_digits: np.ndarray, digit_logprob_min: np.ndarray) -> 
     return np.where(has_digits > 0, np.exp(np.minimum(digit_logprob_min, 0.0)), 1.0)
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-4, 1 - 1e-4)
     return np.log(p / (1 - p))
@@ -87,7 +91,7 @@ class Blend:
     def predict(self, head_prob: np.ndarray, rows: np.ndarray) -> np.ndarray:
         u = self.inputs(head_prob, rows, self.columns)
         z = ((u - self.mean) / self.std) @ self.weight + self.bias
-        return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
+        return _sigmoid(z)
 
 
 @dataclass
@@ -120,7 +124,7 @@ class ProbeHead:
         """The logistic head alone (without the blend)."""
         x = self.transform(features)
         z = ((x - self.mean) / self.std) @ self.weight + self.bias
-        return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
+        return _sigmoid(z)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Probability that each step is right; ``features``: one solution's rows, in order."""
