@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from langchain_trim.eval.datasets import gsm8k_final_answer
 from langchain_trim.local.registry import resolve_model_path
 from langchain_trim.prm.weak_labels import weak_first_error
 
@@ -97,7 +98,7 @@ def label() -> dict[str, Any]:
     rows.sort(key=lambda r: r["idx"])
     labelled, counts = [], {"right": 0, "wrong": 0, "unlabelled": 0}
     for r in rows:
-        gold = float(r["reference"].split("####")[-1].strip().replace(",", ""))
+        gold = float(gsm8k_final_answer(r["reference"]))
         first = weak_first_error(r["question"], r["steps"], r["reference"], answer=gold)
         if first is None:
             counts["unlabelled"] += 1

@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from langchain_trim.prm.arithmetic import check_step
+from langchain_trim.steps import extract_boxed
 
 _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
 _FRACTION = re.compile(r"\\[dt]?frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}")
@@ -34,7 +35,6 @@ _RESULT = re.compile(
     r"(?:=|\\approx|\\boxed\{)\s*\(?\s*"
     r"(\\[dt]?frac\{[^{}]*\}\{[^{}]*\}|-?\d[\d,]*(?:\.\d+)?)"
 )
-_BOXED = re.compile(r"\\boxed\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}")
 _DECORATION = re.compile(r"\\[()\[\]]|\\\$|\$|\\[,!;]")
 _TEXT_COMMAND = re.compile(r"\\(?:text|mathrm|textbf|mbox)\{[^{}]*\}")
 ALWAYS_ALLOWED = (0.0, 1.0, 2.0, 100.0)
@@ -90,9 +90,9 @@ def _known(x: float, values: Iterable[float]) -> bool:
 def final_answer(steps: Sequence[str]) -> float | None:
     """The last number inside the last ``\\boxed{}`` of the solution, if any."""
     for step in reversed(steps):
-        boxed = _BOXED.findall(step)
-        if boxed:
-            found = numbers(boxed[-1])
+        boxed = extract_boxed(step)
+        if boxed is not None:
+            found = numbers(boxed)
             return found[-1] if found else None
     return None
 
