@@ -95,6 +95,8 @@ def _setting(
     strong: tuple[str, str | None],
     prm: tuple[str, str | None],
     temperature: float,
+    step_format: str | None = None,
+    strong_step_format: str | None = None,
 ) -> Any:
     """Local models by default; a ``*_url`` swaps that role for a served model."""
     from langchain_trim.local.setting import PRM_CHOICES, LocalSetting, local_setting
@@ -124,7 +126,21 @@ def _setting(
         scorer = SelfConfidencePRM()
     elif prm_name != "none":
         scorer = local_setting(prm=prm_name).prm
-    return LocalSetting(weak=weak_model, strong=strong_model, prm=scorer)
+    from langchain_trim.local.setting import EMBEDDED_STEP_FORMAT
+    from langchain_trim.step_format import get_step_format
+
+    if step_format is None:
+        step_format = EMBEDDED_STEP_FORMAT
+    get_step_format(step_format)  # an unknown name fails before any model loads
+    if strong_step_format is not None:
+        get_step_format(strong_step_format)
+    return LocalSetting(
+        weak=weak_model,
+        strong=strong_model,
+        prm=scorer,
+        step_format=step_format,
+        strong_step_format=strong_step_format,
+    )
 
 
 def _show_step(event: dict[str, Any], quiet: bool) -> None:
@@ -170,6 +186,14 @@ def solve(
     max_steps: int = typer.Option(30, help="Step limit."),
     step_max_tokens: int = typer.Option(256, help="Token cap per step."),
     temperature: float = typer.Option(0.7, help="Sampling temperature of both models."),
+    step_format: str = typer.Option(
+        None,
+        "--step-format",
+        help="How models are asked for steps: paragraphs (embedded default) or release.",
+    ),
+    strong_step_format: str = typer.Option(
+        None, "--strong-step-format", help="The strong model's step format, if different."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON result per question."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final lines."),
 ) -> None:
@@ -191,6 +215,8 @@ def solve(
             temperature,
             as_json,
             quiet,
+            step_format,
+            strong_step_format,
         )
 
 
@@ -207,6 +233,8 @@ def _run(
     temperature: float,
     as_json: bool,
     quiet: bool,
+    step_format: str | None = None,
+    strong_step_format: str | None = None,
 ) -> None:
     from langchain_trim.graph import create_trim_graph
     from langchain_trim.models import model_display_name
@@ -216,7 +244,7 @@ def _run(
         chosen = _policy(policy, 0.5 if threshold is None else threshold, None)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(str(exc)) from exc
-    setting = _setting(weak, strong, prm, temperature)
+    setting = _setting(weak, strong, prm, temperature, step_format, strong_step_format)
     if threshold is None and policy in ("thr", "threshold"):
         chosen = _policy(policy, None, setting.prm)
     t0 = time.perf_counter()
@@ -238,6 +266,8 @@ def _run(
         budget=budget,
         max_steps=max_steps,
         step_max_tokens=step_max_tokens,
+        step_format=setting.step_format,
+        strong_step_format=setting.strong_step_format,
     ).compile(name="trim")
     for problem in problems:
         start = time.perf_counter()
@@ -369,6 +399,14 @@ def eval_command(
     max_steps: int = typer.Option(30, help="Step limit."),
     step_max_tokens: int = typer.Option(256, help="Token cap per step."),
     temperature: float = typer.Option(0.7, help="Sampling temperature of both models."),
+    step_format: str = typer.Option(
+        None,
+        "--step-format",
+        help="How models are asked for steps: paragraphs (embedded default) or release.",
+    ),
+    strong_step_format: str = typer.Option(
+        None, "--strong-step-format", help="The strong model's step format, if different."
+    ),
     cache: bool = typer.Option(
         True, "--cache/--no-cache", help="Re-use identical model calls (OUT/cache.sqlite)."
     ),
@@ -397,7 +435,14 @@ def eval_command(
 
             setting: Any = fake_setting({p.question: p.answer for p in problems})
         else:
-            setting = _setting((weak, weak_url), (strong, strong_url), (prm, prm_url), temperature)
+            setting = _setting(
+                (weak, weak_url),
+                (strong, strong_url),
+                (prm, prm_url),
+                temperature,
+                step_format,
+                strong_step_format,
+            )
             _preload(setting)
         config = {
             "dataset": {

@@ -24,10 +24,13 @@ class StepGenerationError(TrimError):
     strong model fall back to keeping the draft, recorded on the step as ``fallback``.
     """
 
-    def __init__(self, message: str, *, role: str, step_index: int) -> None:
+    def __init__(self, message: str, *, role: str, step_index: int, tokens: int = 0) -> None:
         super().__init__(message)
         self.role = role
         self.step_index = step_index
+        self.tokens = tokens
+        """Output tokens the failed attempt may have spent (charged to the budget)."""
+        self.tokens_estimated = False
 
 
 class StepTimeoutError(StepGenerationError):
