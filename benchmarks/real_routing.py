@@ -201,10 +201,15 @@ def formats_command(args: argparse.Namespace) -> None:
     if args.models:
         models = {k: v for k, v in models.items() if k in args.models.split(",")}
     cache = _cached(setting, CACHE_DIR / "real_routing_onecall.sqlite")
+    rows: list[dict[str, Any]] = []
     with llm_cache(cache):
-        rows = run_one_calls(
-            problems, models, ["release", "paragraphs"], RUNS / f"formats_dev_{args.n}.jsonl"
-        )
+        for name, model in models.items():  # one file per model: workers run side by side
+            rows += run_one_calls(
+                problems,
+                {name: model},
+                ["release", "paragraphs"],
+                RUNS / f"formats_dev_{args.n}_{name}.jsonl",
+            )
     if args.models:
         return  # a partial worker: the full command writes the summary
     summary = summarize_one_calls(rows)
@@ -251,10 +256,15 @@ def onecall_command(args: argparse.Namespace) -> None:
     if args.models:
         models = {k: v for k, v in models.items() if k in args.models.split(",")}
     cache = _cached(setting, CACHE_DIR / "real_routing_onecall.sqlite")
+    rows: list[dict[str, Any]] = []
     with llm_cache(cache):
-        rows = run_one_calls(
-            problems, models, [args.format], RUNS / f"onecall_{args.split}_{args.dataset}.jsonl"
-        )
+        for name, model in models.items():
+            rows += run_one_calls(
+                problems,
+                {name: model},
+                [args.format],
+                RUNS / f"onecall_{args.split}_{args.dataset}_{name}.jsonl",
+            )
     for key, row in summarize_one_calls(rows).items():
         print(key, json.dumps(row))
 
