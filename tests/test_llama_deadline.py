@@ -81,9 +81,11 @@ def test_absolute_deadline_and_model_timeout_field() -> None:
     model, _ = slow_model(timeout=0.1)
     with pytest.raises(ModelTimeoutError):
         model.invoke("q", max_tokens=200)  # the field bounds every call
+    with pytest.raises(ModelTimeoutError):
+        model.invoke("q", max_tokens=200, timeout=None)  # None: the field still holds
     with pytest.raises(ModelTimeoutError):  # the earlier of deadline and timeout wins
         model.invoke("q", max_tokens=200, timeout=5.0, deadline=time.monotonic() + 0.1)
-    assert model.abandoned_calls == 2
+    assert model.abandoned_calls == 3 and LlamaCppChatModel.supports_deadline
     with pytest.raises(ValueError):
         LlamaCppChatModel(model="slow.gguf", timeout=0)
     with pytest.raises(ValueError):

@@ -40,7 +40,7 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -173,6 +173,9 @@ class LlamaCppChatModel(BaseChatModel):
     :class:`~langchain_trim.errors.ModelTimeoutError`; a ``timeout=`` or ``deadline=``
     call keyword overrides it for one call."""
 
+    supports_deadline: ClassVar[bool] = True
+    """Calls take ``deadline=``/``timeout=``/``cancel=`` keywords (see :meth:`_generate`)."""
+
     _loaded: _Loaded | None = PrivateAttr(default=None)
     _abandoned_tokens: int = PrivateAttr(default=0)
     _abandoned_calls: int = PrivateAttr(default=0)
@@ -268,7 +271,9 @@ class LlamaCppChatModel(BaseChatModel):
             if not math.isfinite(float(deadline)):
                 raise InvalidInputError(f"deadline must be a finite number, got {deadline}")
             ends.append(float(deadline))
-        timeout = kwargs.get("timeout", self.timeout)
+        timeout = kwargs.get("timeout")
+        if timeout is None:
+            timeout = self.timeout
         if timeout is not None:
             if not (math.isfinite(float(timeout)) and float(timeout) > 0):
                 raise InvalidInputError(f"timeout must be a positive number, got {timeout}")
@@ -329,7 +334,7 @@ class LlamaCppChatModel(BaseChatModel):
 
         * ``max_tokens``, ``temperature``, ``top_logprobs``, ``stop``: as usual.
         * ``deadline``: an absolute ``time.monotonic()`` time; ``timeout``: seconds from
-          now (default: the ``timeout`` field).  The earliest wins.
+          now (``None`` or absent: the ``timeout`` field).  The earliest wins.
         * ``cancel``: a ``threading.Event``; setting it stops the call.
 
         Contract: the deadline and the event are checked while waiting for the shared
