@@ -112,10 +112,6 @@ def test_simulator_with_a_mismatched_budget_is_refused() -> None:
         env.episode(policy, 0, seed=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs graph.observation() to pass step_max_tokens=settings.step_max_tokens",
-)
 def test_graph_without_wrapper_refuses_a_mismatched_budget() -> None:
     budget = GlobalBudget(60, step_tokens=10)
     with pytest.raises(InvalidInputError):
