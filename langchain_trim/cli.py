@@ -127,6 +127,8 @@ def _setting(
     strong: tuple[str, str | None],
     prm: tuple[str, str | None],
     temperature: float,
+    step_format: str | None = None,
+    strong_step_format: str | None = None,
 ) -> Any:
     """Local models by default; a ``*_url`` swaps that role for a served model."""
     from langchain_trim.local.setting import PRM_CHOICES, LocalSetting, local_setting
@@ -156,7 +158,21 @@ def _setting(
         scorer = SelfConfidencePRM()
     elif prm_name != "none":
         scorer = local_setting(prm=prm_name).prm
-    return LocalSetting(weak=weak_model, strong=strong_model, prm=scorer)
+    from langchain_trim.local.setting import EMBEDDED_STEP_FORMAT
+    from langchain_trim.step_format import get_step_format
+
+    if step_format is None:
+        step_format = EMBEDDED_STEP_FORMAT
+    get_step_format(step_format)  # an unknown name fails before any model loads
+    if strong_step_format is not None:
+        get_step_format(strong_step_format)
+    return LocalSetting(
+        weak=weak_model,
+        strong=strong_model,
+        prm=scorer,
+        step_format=step_format,
+        strong_step_format=strong_step_format,
+    )
 
 
 def _show_step(event: dict[str, Any], quiet: bool) -> None:
@@ -202,6 +218,14 @@ def solve(
     max_steps: int = typer.Option(30, help="Step limit."),
     step_max_tokens: int = typer.Option(256, help="Token cap per step."),
     temperature: float = typer.Option(0.7, help="Sampling temperature of both models."),
+    step_format: str = typer.Option(
+        None,
+        "--step-format",
+        help="How models are asked for steps: paragraphs (embedded default) or release.",
+    ),
+    strong_step_format: str = typer.Option(
+        None, "--strong-step-format", help="The strong model's step format, if different."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON result per question."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final lines."),
 ) -> None:
@@ -232,6 +256,8 @@ def solve(
             temperature,
             as_json,
             quiet,
+            step_format,
+            strong_step_format,
         )
         if bad_rows or failed:
             err.print(
@@ -261,6 +287,8 @@ def _run(
     temperature: float,
     as_json: bool,
     quiet: bool,
+    step_format: str | None = None,
+    strong_step_format: str | None = None,
 ) -> int:
     """Solve each problem; a failing problem is reported and skipped.  Returns the failures."""
     from langchain_trim.graph import create_trim_graph
@@ -271,7 +299,7 @@ def _run(
         chosen = _policy(policy, 0.5 if threshold is None else threshold, None)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(str(exc)) from exc
-    setting = _setting(weak, strong, prm, temperature)
+    setting = _setting(weak, strong, prm, temperature, step_format, strong_step_format)
     if threshold is None and policy in ("thr", "threshold"):
         chosen = _policy(policy, None, setting.prm)
     t0 = time.perf_counter()
@@ -293,6 +321,8 @@ def _run(
         budget=budget,
         max_steps=max_steps,
         step_max_tokens=step_max_tokens,
+        step_format=setting.step_format,
+        strong_step_format=setting.strong_step_format,
     ).compile(name="trim")
     failed = 0
     for problem in problems:
@@ -434,6 +464,14 @@ def eval_command(
     max_steps: int = typer.Option(30, help="Step limit."),
     step_max_tokens: int = typer.Option(256, help="Token cap per step."),
     temperature: float = typer.Option(0.7, help="Sampling temperature of both models."),
+    step_format: str = typer.Option(
+        None,
+        "--step-format",
+        help="How models are asked for steps: paragraphs (embedded default) or release.",
+    ),
+    strong_step_format: str = typer.Option(
+        None, "--strong-step-format", help="The strong model's step format, if different."
+    ),
     cache: bool = typer.Option(
         True, "--cache/--no-cache", help="Re-use identical model calls (OUT/cache.sqlite)."
     ),
@@ -463,7 +501,14 @@ def eval_command(
 
             setting: Any = fake_setting({p.question: p.answer for p in problems})
         else:
-            setting = _setting((weak, weak_url), (strong, strong_url), (prm, prm_url), temperature)
+            setting = _setting(
+                (weak, weak_url),
+                (strong, strong_url),
+                (prm, prm_url),
+                temperature,
+                step_format,
+                strong_step_format,
+            )
             _preload(setting)
         config = {
             "dataset": {

@@ -19,6 +19,7 @@ class TrimContext:
     budget: int | None = None
     max_steps: int | None = None
     step_max_tokens: int | None = None
+    max_total_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,16 @@ class TrimSettings:
     budget: int | None = None
     max_steps: int = 30
     step_max_tokens: int = 512
+    max_total_tokens: int | None = None
     max_question_chars: int = 20_000
 
     def __post_init__(self) -> None:
         check_budget(self.budget)
+        total = self.max_total_tokens
+        if total is not None and (
+            isinstance(total, bool) or not isinstance(total, int) or total <= 0
+        ):
+            raise InvalidInputError(f"max_total_tokens must be a positive integer, got {total!r}")
         for name in ("max_steps", "step_max_tokens", "max_question_chars"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -24,14 +24,45 @@ class StepGenerationError(TrimError):
     strong model fall back to keeping the draft, recorded on the step as ``fallback``.
     """
 
-    def __init__(self, message: str, *, role: str, step_index: int) -> None:
+    def __init__(self, message: str, *, role: str, step_index: int, tokens: int = 0) -> None:
         super().__init__(message)
         self.role = role
         self.step_index = step_index
+        self.tokens = tokens
+        """Output tokens the failed attempt may have spent (charged to the budget)."""
+        self.tokens_estimated = False
 
 
 class StepTimeoutError(StepGenerationError):
     """A step model did not answer within ``step_timeout`` seconds."""
+
+
+class ModelTimeoutError(TrimError, TimeoutError):
+    """A model call gave up at its deadline (or was cancelled) and stopped generating.
+
+    Raised by models that honour a deadline (:class:`~langchain_trim.local.LlamaCppChatModel`)
+    so that a caller can still charge what the abandoned call spent: ``tokens`` output
+    tokens were decoded (and discarded), ``input_tokens`` prompt tokens evaluated.  It is a
+    ``TimeoutError``, so code that maps timeouts to :class:`StepTimeoutError` keeps working.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tokens: int = 0,
+        input_tokens: int = 0,
+        reason: str = "deadline",
+        elapsed_s: float = 0.0,
+    ) -> None:
+        super().__init__(message)
+        self.tokens = tokens
+        """Output tokens decoded before the call stopped (spent, but not returned)."""
+        self.input_tokens = input_tokens
+        self.reason = reason
+        """``"deadline"`` (the deadline passed), ``"cancelled"`` (the caller gave up) or
+        ``"lock"`` (the deadline passed while waiting for the shared model: nothing spent)."""
+        self.elapsed_s = elapsed_s
 
 
 class PRMError(TrimError):
@@ -78,6 +109,7 @@ __all__ = [
     "EvalStorageError",
     "InvalidInputError",
     "ModelNotFoundError",
+    "ModelTimeoutError",
     "PRMError",
     "PRMScoreError",
     "PolicyFileError",

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from langchain_trim.errors import StepGenerationError, StepTimeoutError
@@ -31,29 +33,25 @@ from langchain_trim.models import (
     supports_prefill,
 )
 from langchain_trim.state import StopReason
+from langchain_trim.step_format import (
+    INSTRUCT_RULES,
+    INSTRUCT_USER,
+    RELEASE,
+    RELEASE_USER,
+    StepFormat,
+    get_step_format,
+    parse_request,
+)
 from langchain_trim.steps import DEFAULT_DELIMITER, approx_token_count, is_blank_step
+
+logger = logging.getLogger("langchain_trim")
 
 GenerationMode = Literal["auto", "prefill", "instruct"]
 
-USER_PROMPT = (
-    "Solve the following math problem step by step, given in LaTeX format, clearly and "
-    "concisely, and present the final answer as \\boxed{{X}}, where X is the fully "
-    "simplified solution.\nQuestion: {question}"
-)
-"""The user turn of the official release (prefill mode)."""
-
-PREFILL_PREFIX = "Solution: "
-
-INSTRUCT_SYSTEM = (
-    "You write solutions to math problems one step at a time. Steps are separated by a "
-    "blank line. When asked for the next step, reply with that single step only: no "
-    "preamble, no step number, no later steps. When the step reaches the final answer, "
-    "write it as \\boxed{X}."
-)
-
-INSTRUCT_USER = (
-    "Question: {question}\n\nSteps so far:\n<steps>\n{steps}\n</steps>\n\nWrite step {number} only."
-)
+# Kept for callers of earlier versions: the release format's prompt and the instruct rules.
+USER_PROMPT = RELEASE_USER
+INSTRUCT_SYSTEM = INSTRUCT_RULES
+PREFILL_PREFIX = RELEASE.prefill
 
 _LENGTH_REASONS = {"length", "max_tokens", "MAX_TOKENS", "model_length_limit"}
 _EOS_REASONS = {"eos", "end_turn", "end_of_text", "eos_token"}
@@ -66,17 +64,30 @@ class StepOutput:
     text: str
     """The step without the delimiter (may be empty at end of text)."""
     tokens: int
-    """Output tokens decoded for this step (blank chunks that were continued included)."""
+    """Output tokens decoded for this step, over every call it took (blank chunks that
+    were continued included); never more than the ``max_tokens`` it was asked for unless
+    ``usage_note`` says the model overran."""
     tokens_estimated: bool
     stop: StopReason
     model: str
     logprobs: tuple[float, ...] | None = None
     """Token log-probabilities of ``text`` when the backend returns them."""
+    usage_note: str | None = None
+    """Set when the model's reported usage could not be trusted (negative, non-finite,
+    more than asked) or the model wrote past ``max_tokens``; ``tokens`` is then counted
+    locally and ``tokens_estimated`` is true."""
+    overran: bool = False
+    """The model produced more than ``max_tokens`` (it does not honour the cap)."""
 
 
 @runtime_checkable
 class StepGenerator(Protocol):
-    """Writes the next step of a solution from the accepted prefix."""
+    """Writes the next step of a solution from the accepted prefix.
+
+    ``prefix`` holds the accepted steps as the model should see them; when
+    ``continue_last`` is true its last step was cut by the token cap and the generator
+    continues it instead of starting a new step.
+    """
 
     name: str
 
@@ -87,6 +98,7 @@ class StepGenerator(Protocol):
         *,
         max_tokens: int,
         config: RunnableConfig | None = None,
+        continue_last: bool = False,
     ) -> StepOutput: ...
 
     async def agenerate(
@@ -96,6 +108,7 @@ class StepGenerator(Protocol):
         *,
         max_tokens: int,
         config: RunnableConfig | None = None,
+        continue_last: bool = False,
     ) -> StepOutput: ...
 
 
@@ -106,19 +119,17 @@ def build_messages(
     *,
     mode: Literal["prefill", "instruct"],
     delimiter: str = DEFAULT_DELIMITER,
+    step_format: str | StepFormat = "release",
+    continue_last: bool = False,
 ) -> list[BaseMessage]:
     """The chat messages that ask for the step after ``prefix_text``.
 
     ``prefix_text`` is the accepted steps joined by the delimiter ("" at the start).
     """
-    if mode == "prefill":
-        filled = PREFILL_PREFIX + (prefix_text + delimiter if prefix_text else "")
-        return [HumanMessage(USER_PROMPT.format(question=question)), AIMessage(filled)]
-    steps = prefix_text if prefix_text else "(none yet)"
-    return [
-        SystemMessage(INSTRUCT_SYSTEM),
-        HumanMessage(INSTRUCT_USER.format(question=question, steps=steps, number=n_steps + 1)),
-    ]
+    fmt = get_step_format(step_format)
+    if delimiter != fmt.delimiter:
+        fmt = replace(fmt, delimiter=delimiter)
+    return fmt.messages(question, prefix_text, n_steps, mode=mode, continue_last=continue_last)
 
 
 def parse_prefix(
@@ -126,23 +137,11 @@ def parse_prefix(
 ) -> tuple[str, list[str]]:
     """Inverse of :func:`build_messages`: recover ``(question, accepted steps)``.
 
-    Fake and scripted models use it to know which step they are asked for.
+    Fake and scripted models use it to know which step they are asked for; any
+    registered step format is recognised.
     """
-    question = ""
-    steps_text = ""
-    for msg in messages:
-        content = msg.content if isinstance(msg.content, str) else str(msg.content)
-        if isinstance(msg, HumanMessage):
-            if "\nQuestion: " in content:
-                question = content.split("\nQuestion: ", 1)[1]
-            elif content.startswith("Question: "):
-                body = content[len("Question: ") :]
-                question = body.split("\n\nSteps so far:", 1)[0]
-                if "<steps>\n" in body:
-                    inner = body.split("<steps>\n", 1)[1].split("\n</steps>", 1)[0]
-                    steps_text = "" if inner == "(none yet)" else inner
-        elif isinstance(msg, AIMessage) and content.startswith(PREFILL_PREFIX):
-            steps_text = content[len(PREFILL_PREFIX) :].removesuffix(delimiter)
+    question, steps_text = parse_request(messages)
+    steps_text = steps_text.removesuffix(delimiter)
     # Blank chunks that were continued past count as chunks: the model saw them.
     return question, steps_text.split(delimiter) if steps_text else []
 
@@ -174,14 +173,21 @@ class ChatStepGenerator:
 
     Args:
         model: a ``BaseChatModel``, a bound one, or an ``init_chat_model`` string.
+        step_format: a :class:`~langchain_trim.step_format.StepFormat` or the name of a
+            registered one (``"paragraphs"``, ``"release"``); see
+            :mod:`langchain_trim.step_format`.
         mode: ``"prefill"``, ``"instruct"`` or ``"auto"`` (prefill when the model
             supports it, see :func:`langchain_trim.models.supports_prefill`).
+        delimiter: overrides the format's step delimiter.
         run_name: name of the model call in traces (``trim.draft`` / ``trim.strong``).
-        token_counter: counts tokens when the model reports no ``usage_metadata``; such
-            counts are marked estimated.  Defaults to a ~4-characters-per-token estimate.
-        timeout: seconds per call; ``None`` waits forever.
+        token_counter: counts tokens when the model reports no usable ``usage_metadata``;
+            such counts are marked estimated.  Defaults to ~4 characters per token.
+        timeout: seconds per call; ``None`` waits forever.  A call that times out is
+            charged its whole ``max_tokens`` (the model may have spent it) on the
+            :class:`~langchain_trim.errors.StepTimeoutError` it raises.
         max_blank_retries: how many blank/punctuation-only chunks are continued before
-            the model is taken to have ended.
+            the model is taken to have ended.  Every continuation is asked for only what
+            is left of ``max_tokens``, so a step never costs more than its cap.
         pass_max_tokens: send the per-step ``max_tokens`` cap with each call.
 
     >>> from langchain_trim.testing import FakeStepModel
@@ -194,8 +200,9 @@ class ChatStepGenerator:
         self,
         model: ChatModelLike,
         *,
+        step_format: str | StepFormat | None = None,
         mode: GenerationMode = "auto",
-        delimiter: str = DEFAULT_DELIMITER,
+        delimiter: str | None = None,
         run_name: str = "trim.step",
         role: str = "step",
         token_counter: Callable[[str], int] | None = None,
@@ -206,17 +213,21 @@ class ChatStepGenerator:
     ) -> None:
         if mode not in ("auto", "prefill", "instruct"):
             raise ValueError(f"mode must be 'auto', 'prefill' or 'instruct', got {mode!r}")
-        if not delimiter:
+        if delimiter is not None and not delimiter:
             raise ValueError("delimiter must be a non-empty string")
-        if timeout is not None and timeout <= 0:
+        if timeout is not None and (not math.isfinite(timeout) or timeout <= 0):
             raise ValueError(f"timeout must be positive, got {timeout}")
+        fmt = get_step_format(step_format)
+        if delimiter is not None and delimiter != fmt.delimiter:
+            fmt = replace(fmt, delimiter=delimiter)
+        self.step_format = fmt
         self.model: Runnable[Any, Any] = resolve_chat_model(model, role=role)
         self.mode: Literal["prefill", "instruct"]
         if mode == "auto":
             self.mode = "prefill" if supports_prefill(self.model) else "instruct"
         else:
             self.mode = mode
-        self.delimiter = delimiter
+        self.delimiter = fmt.delimiter
         self.run_name = run_name
         self.role = role
         self.name = model_display_name(self.model)
@@ -240,15 +251,41 @@ class ChatStepGenerator:
         cfg["metadata"] = {**cfg.get("metadata", {}), **metadata}
         return cfg
 
-    def _count(self, message: BaseMessage, text: str) -> tuple[int, bool]:
-        usage = getattr(message, "usage_metadata", None)
-        if usage and usage.get("output_tokens") is not None:
-            return int(usage["output_tokens"]), False
+    def _estimate(self, text: str) -> int:
         if self.token_counter is not None:
-            return int(self.token_counter(text)), True
-        return approx_token_count(text), True
+            return int(self.token_counter(text))
+        return approx_token_count(text)
 
-    def _accumulate(self, message: Any, prefix_text: str, acc: dict[str, Any]) -> tuple[bool, str]:
+    def _count(self, message: BaseMessage, text: str, asked: int) -> tuple[int, bool, str | None]:
+        """Tokens of one answer: the reported usage when it can be trusted.
+
+        Reported output tokens must be a finite, non-negative whole number and no more
+        than ``asked``; otherwise the text is counted locally and the reason returned.
+        """
+        usage = getattr(message, "usage_metadata", None)
+        reported = usage.get("output_tokens") if usage else None
+        if reported is None:
+            return self._estimate(text), True, None
+        ok = (
+            isinstance(reported, (int, float))
+            and not isinstance(reported, bool)
+            and math.isfinite(reported)
+            and reported >= 0
+            and float(reported).is_integer()
+        )
+        if not ok:
+            return self._estimate(text), True, f"usage_invalid: output_tokens={reported!r}"
+        if self.pass_max_tokens and reported > asked:
+            return (
+                max(self._estimate(text), asked),
+                True,
+                f"usage_over_cap: reported {int(reported)} output tokens for max_tokens={asked}",
+            )
+        return int(reported), False, None
+
+    def _accumulate(
+        self, message: Any, prefix_text: str, acc: dict[str, Any], asked: int
+    ) -> tuple[bool, str]:
         """Fold one model answer into ``acc``; return (done, new prefix_text)."""
         if not isinstance(message, BaseMessage):
             raise StepGenerationError(
@@ -261,16 +298,29 @@ class ChatStepGenerator:
         if self.delimiter in text:  # the backend ignored the stop sequence
             text = text.split(self.delimiter, 1)[0]
             stop = "delimiter"
-        tokens, estimated = self._count(message, text)
+        tokens, estimated, note = self._count(message, text, asked)
+        if note is not None:
+            acc["note"] = note
+            if note.startswith("usage_over_cap") and self._estimate(text) > asked:
+                acc["overran"] = True
         acc["tokens"] += tokens
         acc["estimated"] = acc["estimated"] or estimated
         acc["model"] = (message.response_metadata or {}).get("model_name") or self.name
         acc["logprobs"] = _logprobs(message)
-        clean = text.strip()
+        # A continuation keeps its leading space and a capped chunk its trailing one, so
+        # that gluing the chunks back (steps.render_solution) restores the text exactly.
+        clean = text.rstrip() if acc["continuing"] else text.strip()
+        if stop == "length":
+            clean = text if acc["continuing"] else text.lstrip()
         if not is_blank_step(clean) or stop != "delimiter":
-            acc["text"], acc["stop"] = clean, stop
+            acc["text"], acc["stop"] = acc["lead"] + clean, stop
             return True, prefix_text
         acc["blank"] += 1
+        if acc["continuing"]:
+            # The cut step ended right at the cap: what follows is a new paragraph.
+            acc["continuing"] = False
+            acc["lead"] = self.delimiter
+            return False, prefix_text
         if acc["blank"] > self.max_blank_retries:
             acc["text"], acc["stop"] = "", "eos"
             return True, prefix_text
@@ -278,6 +328,8 @@ class ChatStepGenerator:
         return False, prefix_text + (self.delimiter if prefix_text else "") + clean
 
     def _finish(self, acc: dict[str, Any]) -> StepOutput:
+        if acc["note"] is not None:
+            logger.warning("%s model %s: %s", self.role, self.name, acc["note"])
         return StepOutput(
             text=acc["text"],
             tokens=acc["tokens"],
@@ -285,11 +337,13 @@ class ChatStepGenerator:
             stop=acc["stop"],
             model=acc["model"],
             logprobs=acc["logprobs"] if acc["text"] else None,
+            usage_note=acc["note"],
+            overran=acc["overran"],
         )
 
-    def _new_acc(self, prefix: Sequence[str]) -> dict[str, Any]:
+    def _new_acc(self, prefix: Sequence[str], continue_last: bool) -> dict[str, Any]:
         return {
-            "index": len(prefix),
+            "index": len(prefix) - 1 if continue_last else len(prefix),
             "tokens": 0,
             "estimated": False,
             "blank": 0,
@@ -297,17 +351,43 @@ class ChatStepGenerator:
             "logprobs": None,
             "text": "",
             "stop": "eos",
+            "note": None,
+            "overran": False,
+            "continuing": continue_last,
+            "lead": "",
         }
 
-    def _error(self, exc: BaseException, index: int) -> StepGenerationError:
+    def _messages(
+        self, question: str, prefix_text: str, n_steps: int, acc: dict[str, Any]
+    ) -> list[BaseMessage]:
+        return self.step_format.messages(
+            question, prefix_text, n_steps, mode=self.mode, continue_last=acc["continuing"]
+        )
+
+    def _error(self, exc: BaseException, acc: dict[str, Any], asked: int) -> StepGenerationError:
+        index = acc["index"]
         if isinstance(exc, StepGenerationError):
             return exc
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError)):
-            return StepTimeoutError(
+            spent = getattr(exc, "tokens", None)
+            error = StepTimeoutError(
                 f"{self.role} model {self.name} timed out after {self.timeout}s at step {index}",
                 role=self.role,
                 step_index=index,
             )
+            # The abandoned call may have decoded up to what it was asked for.
+            error.tokens = acc["tokens"] + (spent if isinstance(spent, int) else asked)
+            error.tokens_estimated = not isinstance(spent, int)
+            return error
+        if acc["tokens"]:
+            failed = StepGenerationError(
+                f"{self.role} model {self.name} failed at step {index}: "
+                f"{type(exc).__name__}: {exc}",
+                role=self.role,
+                step_index=index,
+            )
+            failed.tokens = acc["tokens"]
+            return failed
         return StepGenerationError(
             f"{self.role} model {self.name} failed at step {index}: {type(exc).__name__}: {exc}",
             role=self.role,
@@ -322,29 +402,32 @@ class ChatStepGenerator:
         *,
         max_tokens: int,
         config: RunnableConfig | None = None,
+        continue_last: bool = False,
     ) -> StepOutput:
-        acc = self._new_acc(prefix)
+        acc = self._new_acc(prefix, continue_last)
         prefix_text = self.delimiter.join(prefix)
-        cfg = self._config(config, {"trim_step": len(prefix), "trim_role": self.role})
+        cfg = self._config(config, {"trim_step": acc["index"], "trim_role": self.role})
         while True:
-            messages = build_messages(
-                question, prefix_text, len(prefix), mode=self.mode, delimiter=self.delimiter
-            )
+            asked = max_tokens - acc["tokens"]
+            if asked <= 0:  # blank continuations used up the step's cap
+                acc["stop"] = "length"
+                return self._finish(acc)
+            messages = self._messages(question, prefix_text, len(prefix), acc)
             try:
                 if self.timeout is None:
-                    message = self.model.invoke(messages, cfg, **self._call_kwargs(max_tokens))
+                    message = self.model.invoke(messages, cfg, **self._call_kwargs(asked))
                 else:
                     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
                     try:
                         future = pool.submit(
-                            self.model.invoke, messages, cfg, **self._call_kwargs(max_tokens)
+                            self.model.invoke, messages, cfg, **self._call_kwargs(asked)
                         )
                         message = future.result(timeout=self.timeout)
                     finally:
                         pool.shutdown(wait=False, cancel_futures=True)
             except Exception as exc:
-                raise self._error(exc, len(prefix)) from exc
-            done, prefix_text = self._accumulate(message, prefix_text, acc)
+                raise self._error(exc, acc, asked) from exc
+            done, prefix_text = self._accumulate(message, prefix_text, acc, asked)
             if done:
                 return self._finish(acc)
 
@@ -355,22 +438,25 @@ class ChatStepGenerator:
         *,
         max_tokens: int,
         config: RunnableConfig | None = None,
+        continue_last: bool = False,
     ) -> StepOutput:
-        acc = self._new_acc(prefix)
+        acc = self._new_acc(prefix, continue_last)
         prefix_text = self.delimiter.join(prefix)
-        cfg = self._config(config, {"trim_step": len(prefix), "trim_role": self.role})
+        cfg = self._config(config, {"trim_step": acc["index"], "trim_role": self.role})
         while True:
-            messages = build_messages(
-                question, prefix_text, len(prefix), mode=self.mode, delimiter=self.delimiter
-            )
+            asked = max_tokens - acc["tokens"]
+            if asked <= 0:
+                acc["stop"] = "length"
+                return self._finish(acc)
+            messages = self._messages(question, prefix_text, len(prefix), acc)
             try:
-                call = self.model.ainvoke(messages, cfg, **self._call_kwargs(max_tokens))
+                call = self.model.ainvoke(messages, cfg, **self._call_kwargs(asked))
                 message = await (
                     call if self.timeout is None else asyncio.wait_for(call, self.timeout)
                 )
             except Exception as exc:
-                raise self._error(exc, len(prefix)) from exc
-            done, prefix_text = self._accumulate(message, prefix_text, acc)
+                raise self._error(exc, acc, asked) from exc
+            done, prefix_text = self._accumulate(message, prefix_text, acc, asked)
             if done:
                 return self._finish(acc)
 

@@ -14,6 +14,10 @@ draft.  Every node writes only ``trim_*`` keys (plus ``question`` and, at the en
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -47,9 +51,25 @@ from langchain_trim.state import (
     TrimState,
     new_spend,
 )
-from langchain_trim.steps import DEFAULT_DELIMITER, extract_boxed, has_final_answer
+from langchain_trim.step_format import StepFormat, get_step_format
+from langchain_trim.steps import extract_boxed, has_final_answer, logical_steps, render_solution
 
 PRMErrorMode = Literal["keep_draft", "raise"]
+
+logger = logging.getLogger("langchain_trim")
+
+
+def _call_with_timeout(fn: Callable[[], Any], timeout: float | None) -> Any:
+    """Run ``fn`` and give up after ``timeout`` seconds (the caller's context kept)."""
+    if timeout is None:
+        return fn()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(contextvars.copy_context().run, fn).result(timeout=timeout)
+    except concurrent.futures.TimeoutError as exc:
+        raise PRMError(f"PRM did not answer within {timeout}s") from exc
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _TrimNodes:
@@ -66,7 +86,9 @@ class _TrimNodes:
         delimiter: str,
         on_prm_error: PRMErrorMode,
         strong_max_retries: int,
+        timeout: float | None = None,
     ) -> None:
+        self.timeout = timeout
         self.draft_gen = draft
         self.strong_gen = strong
         self.prm = prm
@@ -88,9 +110,26 @@ class _TrimNodes:
     def spend(state: TrimState) -> TrimSpend:
         return TrimSpend(**(state.get("trim_spend") or new_spend()))
 
+    def prefix(self, state: TrimState) -> tuple[list[str], bool]:
+        """The accepted steps as the models see them, and whether the last one is open."""
+        steps = state.get("trim_steps") or []
+        return logical_steps(
+            [s["text"] for s in steps], [s["stop"] == "length" for s in steps], self.delimiter
+        )
+
     @staticmethod
-    def prefix(state: TrimState) -> list[str]:
+    def chunks(state: TrimState) -> list[str]:
+        """Accepted step texts as recorded (what the PRM scores, one per record)."""
         return [s["text"] for s in state.get("trim_steps") or []]
+
+    @staticmethod
+    def _gen_kwargs(
+        settings: TrimSettings, open_step: bool, config: RunnableConfig
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"max_tokens": settings.step_max_tokens, "config": config}
+        if open_step:  # only then: generators written before continuation keep working
+            kwargs["continue_last"] = True
+        return kwargs
 
     def observation(
         self, state: TrimState, draft: PendingDraft, settings: TrimSettings
@@ -174,6 +213,7 @@ class _TrimNodes:
     ) -> dict[str, Any]:
         spend = self.spend(state)
         spend["weak_calls"] += 1
+        self._check_usage(spend, out, "draft", None)
         spend["weak_tokens"] += out.tokens
         spend["weak_tokens_estimated"] = spend["weak_tokens_estimated"] or out.tokens_estimated
         index = len(state.get("trim_steps") or [])
@@ -200,11 +240,9 @@ class _TrimNodes:
         self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
     ) -> dict[str, Any]:
         settings = self.settings(runtime)
+        prefix, open_step = self.prefix(state)
         out = self.draft_gen.generate(
-            state["question"],
-            self.prefix(state),
-            max_tokens=settings.step_max_tokens,
-            config=config,
+            state["question"], prefix, **self._gen_kwargs(settings, open_step, config)
         )
         return self._after_weak(state, out, settings)
 
@@ -212,11 +250,9 @@ class _TrimNodes:
         self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
     ) -> dict[str, Any]:
         settings = self.settings(runtime)
+        prefix, open_step = self.prefix(state)
         out = await self.draft_gen.agenerate(
-            state["question"],
-            self.prefix(state),
-            max_tokens=settings.step_max_tokens,
-            config=config,
+            state["question"], prefix, **self._gen_kwargs(settings, open_step, config)
         )
         return self._after_weak(state, out, settings)
 
@@ -238,7 +274,7 @@ class _TrimNodes:
         draft = state["trim_draft"]
         assert draft is not None
         self._observe(state["question"], draft["text"], draft.get("logprobs"))
-        return {"question": state["question"], "steps": [*self.prefix(state), draft["text"]]}
+        return {"question": state["question"], "steps": [*self.chunks(state), draft["text"]]}
 
     def _after_score(self, state: TrimState, scores: list[float] | BaseException) -> dict[str, Any]:
         draft = PendingDraft(**state["trim_draft"])  # type: ignore[typeddict-item]
@@ -280,7 +316,9 @@ class _TrimNodes:
         inputs = self._score_inputs(state)
         cfg = self._child_config(config, trim_step=state["trim_draft"]["index"])  # type: ignore[index]
         try:
-            result: list[float] | BaseException = self.prm_runnable.invoke(inputs, cfg)
+            result: list[float] | BaseException = _call_with_timeout(
+                lambda: self.prm_runnable.invoke(inputs, cfg), self.timeout
+            )
         except Exception as exc:
             result = exc
         return self._after_score(state, result)
@@ -289,7 +327,13 @@ class _TrimNodes:
         inputs = self._score_inputs(state)
         cfg = self._child_config(config, trim_step=state["trim_draft"]["index"])  # type: ignore[index]
         try:
-            result: list[float] | BaseException = await self.prm_runnable.ainvoke(inputs, cfg)
+            call = self.prm_runnable.ainvoke(inputs, cfg)
+            result: list[float] | BaseException = await (
+                call if self.timeout is None else asyncio.wait_for(call, self.timeout)
+            )
+        except asyncio.TimeoutError as exc:
+            result = PRMError(f"PRM did not answer within {self.timeout}s")
+            result.__cause__ = exc
         except Exception as exc:
             result = exc
         return self._after_score(state, result)
@@ -310,7 +354,12 @@ class _TrimNodes:
         blocked = False
         reason = decision.reason
         left = obs.budget_left
-        if decision.action == "escalate" and left is not None and left < settings.step_max_tokens:
+        untrusted = bool(self.spend(state).get("strong_untrusted"))
+        if decision.action == "escalate" and untrusted:
+            blocked = True
+            reason = f"{reason}; blocked: the strong model did not honour max_tokens"
+            decision = RouteDecision("continue", reason)
+        elif decision.action == "escalate" and left is not None and left < settings.step_max_tokens:
             blocked = True
             reason = (
                 f"{reason}; budget blocked: {left} strong tokens left < step cap "
@@ -347,15 +396,23 @@ class _TrimNodes:
         return "escalate" if draft and draft.get("decision") == "escalate" else "accept"
 
     # -- commit (accept / escalate) ----------------------------------------------------
-    def _termination(self, record: StepRecord, settings: TrimSettings) -> Termination | None:
-        if has_final_answer(record["text"]):
+    def _termination(
+        self, state: TrimState, record: StepRecord, settings: TrimSettings
+    ) -> Termination | None:
+        """Why the trajectory ends after ``record``, or ``None`` to go on.
+
+        A step cut by the token cap does not end it: the next call continues the step.
+        """
+        if has_final_answer(record["text"]) and record["stop"] != "length":
             return "final_answer"
         if record["stop"] == "eos":
             return "end_of_text"
-        if record["stop"] == "length":
-            return "step_token_cap"
         if record["index"] + 1 >= settings.max_steps:
             return "max_steps"
+        if settings.max_total_tokens is not None:
+            total = sum(s["tokens"] for s in state.get("trim_steps") or []) + record["tokens"]
+            if total >= settings.max_total_tokens:
+                return "token_cap"
         return None
 
     def _commit(
@@ -366,7 +423,7 @@ class _TrimNodes:
         runtime: Runtime[Any],
     ) -> dict[str, Any]:
         settings = self.settings(runtime)
-        termination = self._termination(record, settings)
+        termination = self._termination(state, record, settings)
         budget = state.get("trim_budget")
         runtime.stream_writer(
             {
@@ -382,6 +439,7 @@ class _TrimNodes:
                 "strong_tokens": spend["strong_tokens"],
                 "budget": budget,
                 "budget_left": None if budget is None else budget - spend["strong_tokens"],
+                "overspent": bool(spend.get("overspent", False)),
                 "text": record["text"],
             }
         )
@@ -412,6 +470,19 @@ class _TrimNodes:
             fallback=fallback if fallback is not None else draft.get("fallback"),
         )
 
+    @staticmethod
+    def _check_usage(spend: TrimSpend, out: StepOutput, role: str, budget: int | None) -> None:
+        """Count untrusted usage; a strong model that overran ``max_tokens`` is distrusted.
+
+        Once distrusted, the route node keeps every later draft of the question (the hard
+        budget cannot be guaranteed for a model that does not honour its cap).
+        """
+        if out.usage_note is None and not out.overran:
+            return
+        spend["usage_flags"] = spend.get("usage_flags", 0) + 1
+        if role == "strong" and (out.overran or "over_cap" in (out.usage_note or "")):
+            spend["strong_untrusted"] = True
+
     def accept(self, state: TrimState, runtime: Runtime[Any]) -> dict[str, Any]:
         draft = state["trim_draft"]
         assert draft is not None
@@ -422,12 +493,19 @@ class _TrimNodes:
         state: TrimState,
         outcome: StepOutput | BaseException,
         attempts: int,
+        failed_tokens: int,
         runtime: Runtime[Any],
     ) -> dict[str, Any]:
         draft = state["trim_draft"]
         assert draft is not None
         spend = self.spend(state)
         spend["strong_calls"] += attempts
+        if failed_tokens:
+            # Failed or abandoned attempts may have decoded tokens: they count.
+            spend["strong_tokens"] += failed_tokens
+            spend["strong_tokens_estimated"] = True
+        if not isinstance(outcome, BaseException):
+            self._check_usage(spend, outcome, "strong", state.get("trim_budget"))
         if isinstance(outcome, BaseException):
             spend["fallbacks"] += 1
             fallback = f"strong_error: {type(outcome).__name__}: {outcome}"
@@ -436,6 +514,15 @@ class _TrimNodes:
         spend["strong_tokens_estimated"] = (
             spend["strong_tokens_estimated"] or outcome.tokens_estimated
         )
+        budget = state.get("trim_budget")
+        if budget is not None and spend["strong_tokens"] > budget:
+            spend["overspent"] = True
+            logger.warning(
+                "strong model %s overspent the budget: %d > %d strong tokens",
+                outcome.model,
+                spend["strong_tokens"],
+                budget,
+            )
         if not outcome.text:
             spend["fallbacks"] += 1
             fallback = "strong_empty: the strong model returned no text; draft kept"
@@ -467,38 +554,36 @@ class _TrimNodes:
     ) -> dict[str, Any]:
         settings = self.settings(runtime)
         outcome: StepOutput | BaseException = RuntimeError("not attempted")
-        attempts = 0
+        attempts = failed_tokens = 0
+        prefix, open_step = self.prefix(state)
         for attempts in range(1, self.strong_max_retries + 2):  # noqa: B007
             try:
                 outcome = self.strong_gen.generate(
-                    state["question"],
-                    self.prefix(state),
-                    max_tokens=settings.step_max_tokens,
-                    config=config,
+                    state["question"], prefix, **self._gen_kwargs(settings, open_step, config)
                 )
                 break
             except StepGenerationError as exc:
                 outcome = exc
-        return self._after_strong(state, outcome, attempts, runtime)
+                failed_tokens += exc.tokens
+        return self._after_strong(state, outcome, attempts, failed_tokens, runtime)
 
     async def aescalate(
         self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
     ) -> dict[str, Any]:
         settings = self.settings(runtime)
         outcome: StepOutput | BaseException = RuntimeError("not attempted")
-        attempts = 0
+        attempts = failed_tokens = 0
+        prefix, open_step = self.prefix(state)
         for attempts in range(1, self.strong_max_retries + 2):  # noqa: B007
             try:
                 outcome = await self.strong_gen.agenerate(
-                    state["question"],
-                    self.prefix(state),
-                    max_tokens=settings.step_max_tokens,
-                    config=config,
+                    state["question"], prefix, **self._gen_kwargs(settings, open_step, config)
                 )
                 break
             except StepGenerationError as exc:
                 outcome = exc
-        return self._after_strong(state, outcome, attempts, runtime)
+                failed_tokens += exc.tokens
+        return self._after_strong(state, outcome, attempts, failed_tokens, runtime)
 
     @staticmethod
     def after_commit(state: TrimState) -> Literal["draft", "finish"]:
@@ -507,7 +592,9 @@ class _TrimNodes:
     # -- finish ------------------------------------------------------------------------
     def finish(self, state: TrimState, runtime: Runtime[Any]) -> dict[str, Any]:
         steps = state.get("trim_steps") or []
-        solution = self.delimiter.join(s["text"] for s in steps)
+        solution = render_solution(
+            [s["text"] for s in steps], [s["stop"] == "length" for s in steps], self.delimiter
+        )
         answer = extract_boxed(solution)
         spend = self.spend(state)
         termination = state.get("trim_termination") or "end_of_text"
@@ -587,7 +674,10 @@ def create_trim_graph(
     budget: int | None = None,
     max_steps: int = 30,
     step_max_tokens: int = 512,
-    delimiter: str = DEFAULT_DELIMITER,
+    max_total_tokens: int | None = None,
+    step_format: str | StepFormat | None = None,
+    strong_step_format: str | StepFormat | None = None,
+    delimiter: str | None = None,
     mode: GenerationMode = "auto",
     strong_mode: GenerationMode | None = None,
     step_timeout: float | None = None,
@@ -611,14 +701,23 @@ def create_trim_graph(
             ``trim_budget`` overrides it per question).  A step is escalated only while
             the budget still covers ``step_max_tokens``; otherwise the draft is kept and
             the step is marked ``budget_blocked``.
-        max_steps: trajectory length limit (the paper uses 30).
-        step_max_tokens: per-step output cap sent to both models as ``max_tokens``.
-        delimiter: step separator (blank line).
+        max_steps: trajectory length limit in steps (the paper uses 30).
+        step_max_tokens: per-step output cap sent to both models as ``max_tokens``.  A
+            step that reaches it is kept and the next call continues it.
+        max_total_tokens: optional cap on the accepted solution's output tokens; the
+            trajectory ends with termination ``"token_cap"`` once it is reached.
+        step_format: how the models are asked for steps and how a step is cut: a
+            :class:`~langchain_trim.step_format.StepFormat` or a registered name
+            (``"paragraphs"``, the default, or the release's ``"release"``).
+        strong_step_format: the strong model's format when it differs (defaults to
+            ``step_format``); both must cut steps at the same delimiter.
+        delimiter: overrides the format's step separator (a blank line).
         mode / strong_mode: ``"prefill"``, ``"instruct"`` or ``"auto"`` step generation
             for the draft / strong model (``strong_mode`` defaults to ``mode``).
-        step_timeout: seconds per model call.  A draft timeout raises
+        step_timeout: seconds per model or PRM call.  A draft timeout raises
             :class:`~langchain_trim.errors.StepTimeoutError`; a strong timeout keeps the
-            draft (recorded as ``fallback``).
+            draft (recorded as ``fallback``) and charges the budget the call's
+            ``max_tokens``; a PRM timeout is a PRM error (``on_prm_error``).
         strong_max_retries: extra attempts for a failing strong call before the fallback.
         on_prm_error: ``"keep_draft"`` (record the failure, keep the unscored draft) or
             ``"raise"`` (:class:`~langchain_trim.errors.PRMError`).
@@ -655,8 +754,17 @@ def create_trim_graph(
         budget=budget,
         max_steps=max_steps,
         step_max_tokens=step_max_tokens,
+        max_total_tokens=max_total_tokens,
         max_question_chars=max_question_chars,
     )
+    draft_format = get_step_format(step_format)
+    strong_format = get_step_format(strong_step_format or draft_format)
+    if delimiter is None and strong_format.delimiter != draft_format.delimiter:
+        raise InvalidInputError(
+            f"step formats {draft_format.name!r} and {strong_format.name!r} cut steps at "
+            "different delimiters; pass delimiter= to choose one"
+        )
+    delimiter = delimiter or draft_format.delimiter
     common: dict[str, Any] = {
         "delimiter": delimiter,
         "token_counter": token_counter,
@@ -664,10 +772,20 @@ def create_trim_graph(
     }
     nodes = _TrimNodes(
         draft=as_step_generator(
-            draft_model, role="draft", run_name="trim.draft", mode=mode, **common
+            draft_model,
+            role="draft",
+            run_name="trim.draft",
+            mode=mode,
+            step_format=draft_format,
+            **common,
         ),
         strong=as_step_generator(
-            strong_model, role="strong", run_name="trim.strong", mode=strong_mode or mode, **common
+            strong_model,
+            role="strong",
+            run_name="trim.strong",
+            mode=strong_mode or mode,
+            step_format=strong_format,
+            **common,
         ),
         prm=prm,
         policy=policy,
@@ -675,6 +793,7 @@ def create_trim_graph(
         delimiter=delimiter,
         on_prm_error=on_prm_error,
         strong_max_retries=strong_max_retries,
+        timeout=step_timeout,
     )
     builder: StateGraph[Any, Any, Any, Any] = StateGraph(
         state_schema,

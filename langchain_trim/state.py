@@ -24,8 +24,10 @@ Action = Literal["continue", "escalate"]
 StopReason = Literal["delimiter", "eos", "length"]
 """Why a model stopped writing a step: the step delimiter, end of text, or the token cap."""
 
-Termination = Literal["final_answer", "end_of_text", "step_token_cap", "max_steps"]
-"""Why a trajectory ended."""
+Termination = Literal["final_answer", "end_of_text", "max_steps", "token_cap", "step_token_cap"]
+"""Why a trajectory ended: a boxed answer, end of text, ``max_steps``, or
+``max_total_tokens``.  (``step_token_cap`` only appears in traces of versions before 0.2,
+where a capped step ended the solution; a capped step is now continued.)"""
 
 
 class StepRecord(TypedDict):
@@ -94,6 +96,12 @@ class TrimSpend(TypedDict):
     escalations: int
     budget_blocked: int
     fallbacks: int
+    usage_flags: NotRequired[int]
+    """Model answers whose reported usage could not be trusted (counted locally)."""
+    strong_untrusted: NotRequired[bool]
+    """The strong model wrote past ``max_tokens`` or over-reported: no more escalations."""
+    overspent: NotRequired[bool]
+    """Strong tokens exceeded the budget (only a model that ignores ``max_tokens`` can)."""
 
 
 def new_spend() -> TrimSpend:
@@ -110,6 +118,9 @@ def new_spend() -> TrimSpend:
         escalations=0,
         budget_blocked=0,
         fallbacks=0,
+        usage_flags=0,
+        strong_untrusted=False,
+        overspent=False,
     )
 
 

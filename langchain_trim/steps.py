@@ -38,9 +38,40 @@ def split_steps(text: str, delimiter: str = DEFAULT_DELIMITER) -> list[str]:
     return [part.strip() for part in text.split(delimiter) if not is_blank_step(part)]
 
 
-def join_steps(steps: Sequence[str], delimiter: str = DEFAULT_DELIMITER) -> str:
-    """Inverse of :func:`split_steps` for already-clean steps."""
-    return delimiter.join(steps)
+def logical_steps(
+    texts: Sequence[str], capped: Sequence[bool], delimiter: str = DEFAULT_DELIMITER
+) -> tuple[list[str], bool]:
+    """Glue each chunk cut by the token cap to the chunk that continued it.
+
+    Returns the steps as the model sees them in its prompt and whether the last one is
+    still open (cut by the cap, to be continued rather than followed).  The one rule for
+    where a delimiter goes: after every chunk except a capped one.
+
+    >>> logical_steps(["a = 1", "b = 2 +", " 3 = 5", "c"], [False, True, False, False])
+    (['a = 1', 'b = 2 + 3 = 5', 'c'], False)
+    >>> logical_steps(["a", "b is"], [False, True])
+    (['a', 'b is'], True)
+    """
+    out: list[str] = []
+    open_step = False
+    for text, cut in zip(texts, capped, strict=True):
+        if open_step and out:
+            out[-1] += text
+        else:
+            out.append(text)
+        open_step = cut
+    return out, open_step
+
+
+def render_solution(
+    texts: Sequence[str], capped: Sequence[bool], delimiter: str = DEFAULT_DELIMITER
+) -> str:
+    """The solution text of accepted chunks: delimiters between steps, none after a cut.
+
+    >>> render_solution(["a", "b +", " 1"], [False, True, False], "|")
+    'a|b + 1'
+    """
+    return delimiter.join(logical_steps(texts, capped, delimiter)[0])
 
 
 def has_final_answer(text: str) -> bool:
@@ -93,6 +124,7 @@ __all__ = [
     "extract_boxed",
     "has_final_answer",
     "is_blank_step",
-    "join_steps",
+    "logical_steps",
+    "render_solution",
     "split_steps",
 ]

@@ -21,6 +21,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from langchain_trim.generation import parse_prefix
 from langchain_trim.prm.base import BaseProcessRewardModel, PRMItem
+from langchain_trim.step_format import parse_request
 
 Responder = Callable[[str, Sequence[str]], str | None]
 """``responder(question, accepted_steps) -> next step`` (``None`` = end of text)."""
@@ -45,6 +46,9 @@ class FakeStepModel(BaseChatModel):
     steps: Sequence[str] | Mapping[str, Sequence[str]] = Field(default_factory=list)
     """The script: one list for every question, or a mapping question → list."""
     responder: Responder | None = None
+    solution: str | None = None
+    """When set, the model continues this fixed solution text from wherever the request's
+    solution-so-far ends (so a step cut by ``max_tokens`` is continued exactly)."""
     model_name: str = "fake-step-model"
     supports_prefill: bool = True
     report_usage: bool = True
@@ -98,7 +102,13 @@ class FakeStepModel(BaseChatModel):
             if self.failures_left > 0:
                 self.failures_left -= 1
             raise RuntimeError(f"{self.model_name} failed at step {index}")
-        text = self._script(question, accepted)
+        text: str | None
+        if self.solution is not None:
+            so_far = parse_request(messages)[1]
+            rest = self.solution[len(so_far) :] if self.solution.startswith(so_far) else ""
+            text = rest or None
+        else:
+            text = self._script(question, accepted)
         finish = "stop"
         if text is None:
             text, finish = "", "eos"

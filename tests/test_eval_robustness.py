@@ -326,11 +326,18 @@ def test_cli_eval_with_a_lone_surrogate_and_a_long_id(tmp_path: Path) -> None:
 
 
 # -- trim solve --file ---------------------------------------------------------------------------
+def cli_setting(fake: FakeSetting) -> Any:
+    """The scripted models in the shape ``trim solve`` builds (``LocalSetting``)."""
+    from langchain_trim.local.setting import LocalSetting
+
+    return LocalSetting(weak=fake.weak, strong=fake.strong, prm=fake.prm)
+
+
 def test_solve_file_keeps_going_past_bad_rows(tmp_path: Path, monkeypatch: Any) -> None:
     import langchain_trim.cli as cli_module
 
     questions = {"What is 2 + 2?": "4", "What is 3 + 4?": "7"}
-    fakes = fake_setting(questions, slip_rate=0.0)
+    fakes = cli_setting(fake_setting(questions, slip_rate=0.0))
     monkeypatch.setattr(cli_module, "_setting", lambda *a, **k: fakes)
     path = tmp_path / "p.jsonl"
     path.write_text(
@@ -361,7 +368,8 @@ def test_solve_file_keeps_going_past_bad_rows(tmp_path: Path, monkeypatch: Any) 
 def test_solve_file_isolates_a_problem_the_graph_rejects(tmp_path: Path, monkeypatch: Any) -> None:
     import langchain_trim.cli as cli_module
 
-    monkeypatch.setattr(cli_module, "_setting", lambda *a, **k: fake_setting({"What is 1+1?": "2"}))
+    fakes = cli_setting(fake_setting({"What is 1+1?": "2"}))
+    monkeypatch.setattr(cli_module, "_setting", lambda *a, **k: fakes)
     path = tmp_path / "p.jsonl"
     huge = "x " * 200_000
     path.write_text(

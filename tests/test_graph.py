@@ -141,7 +141,6 @@ def test_blank_steps_are_continued_not_accepted(prm: KeywordPRM) -> None:
     [
         (["a", r"\boxed{1}", "never"], {}, "final_answer", 2),
         (["a", "b"], {}, "end_of_text", 2),
-        (["a", "one two three four five six"], {"step_max_tokens": 4}, "step_token_cap", 2),
         (["a"] * 10, {"max_steps": 3}, "max_steps", 3),
     ],
 )
@@ -198,3 +197,81 @@ def test_batch_and_abatch(weak: FakeStepModel, strong: FakeStepModel, prm: Keywo
     aouts = asyncio.run(graph.abatch([{"question": "a"}, {"question": "b"}]))
     for out in [*outs, *aouts]:
         assert out["trim_final_answer"] == "13"  # the WRONG step is fixed, the rest stays weak
+
+
+def test_capped_step_is_continued_not_ended() -> None:
+    """A step that reaches the token cap is kept and the next call continues it."""
+    solution = "a b c d e f g h\n\nso \\boxed{3}"
+    weak = FakeStepModel(solution=solution)
+    graph = create_trim_graph(weak, FakeStepModel(), None, ThresholdPolicy(0), step_max_tokens=3)
+    out = graph.compile().invoke({"question": "q"})
+    assert out["trim_termination"] == "final_answer"
+    assert out["trim_solution"] == solution
+    assert out["trim_final_answer"] == "3"
+    stops = [s["stop"] for s in out["trim_steps"]]
+    assert stops[:2] == ["length", "length"] and stops[-1] != "length"
+
+
+def test_strong_continues_a_capped_weak_step() -> None:
+    solution = "x = 1 + 2 + 3\n\n\\boxed{6}"
+    weak = FakeStepModel(solution=solution, model_name="weak")
+    strong = FakeStepModel(solution=solution, model_name="strong")
+    prm = KeywordPRM({"+ 3": 0.1})
+    graph = create_trim_graph(weak, strong, prm, ThresholdPolicy(0.5), step_max_tokens=4)
+    out = graph.compile().invoke({"question": "q"})
+    assert out["trim_solution"] == solution
+    assert "strong" in [s["author"] for s in out["trim_steps"]]
+
+
+def test_total_token_cap_ends_the_trajectory() -> None:
+    weak = FakeStepModel(steps=["one two three"] * 10)
+    graph = create_trim_graph(weak, FakeStepModel(), None, ThresholdPolicy(0), max_total_tokens=7)
+    out = graph.compile().invoke({"question": "q"})
+    assert out["trim_termination"] == "token_cap"
+    assert len(out["trim_steps"]) == 3
+
+
+@pytest.mark.parametrize("fmt", ["release", "paragraphs"])
+@pytest.mark.parametrize("mode", ["prefill", "instruct"])
+def test_step_formats_round_trip(fmt: str, mode: str) -> None:
+    from langchain_trim.step_format import get_step_format, parse_request
+
+    msgs = get_step_format(fmt).messages("What is 1+1?", "a\n\nb", 2, mode=mode)  # type: ignore[arg-type]
+    question, so_far = parse_request(msgs)
+    assert question == "What is 1+1?"
+    assert so_far.removesuffix("\n\n") == "a\n\nb"
+
+
+def test_step_format_is_selectable_per_model() -> None:
+    seen: dict[str, list[Any]] = {"weak": [], "strong": []}
+
+    class Recording(FakeStepModel):
+        def _generate(
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> Any:
+            seen[self.model_name].append(messages)
+            return super()._generate(messages, stop, run_manager, **kw)
+
+    weak = Recording(steps=["2 + 2 = 5", "\\boxed{5}"], model_name="weak")
+    strong = Recording(steps=["2 + 2 = 4", "\\boxed{4}"], model_name="strong")
+    graph = create_trim_graph(
+        weak,
+        strong,
+        KeywordPRM({"5": 0.1}),
+        ThresholdPolicy(0.5),
+        step_format="paragraphs",
+        strong_step_format="release",
+    )
+    graph.compile().invoke({"question": "What is 2 + 2?"})
+    assert seen["weak"][0][0].type == "system"
+    assert seen["strong"][0][0].type == "human"
+    assert seen["strong"][0][-1].content.startswith("Solution: ")
+
+
+def test_unknown_step_format_is_rejected() -> None:
+    from langchain_trim.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="unknown step format"):
+        create_trim_graph(
+            FakeStepModel(), FakeStepModel(), None, ThresholdPolicy(0), step_format="nope"
+        )

@@ -42,7 +42,7 @@ SCRIPTS = {"stub-weak": WEAK_STEPS, "stub-strong": STRONG_STEPS}
 
 def strong_usage(index: int) -> int:
     """What the stub reports as completion_tokens for a strong step: not a word count."""
-    return 1000 + index
+    return 40 + index
 
 
 def reply(body: dict[str, Any]) -> ChatReply:
@@ -69,6 +69,7 @@ def solve(
     weak: Any, strong: Any, use_async: bool = False, prm: Any = None, **kwargs: Any
 ) -> dict[str, Any]:
     prm = prm or KeywordPRM({"WRONG": 0.1, "13": 0.4}, default=0.9)
+    kwargs.setdefault("step_format", "release")  # byte-identical to the official release
     graph = create_trim_graph(
         weak, strong, prm, ThresholdPolicy(0.3), step_max_tokens=STEP_MAX_TOKENS, **kwargs
     ).compile(name="trim")

@@ -441,6 +441,8 @@ def _setting_factory(setting: Any, *, max_steps: int, step_max_tokens: int) -> G
             policy,
             max_steps=max_steps,
             step_max_tokens=step_max_tokens,
+            step_format=getattr(setting, "step_format", None),
+            strong_step_format=getattr(setting, "strong_step_format", None),
         ).compile(name="trim")
 
     return make
@@ -457,7 +459,15 @@ def _describe_setting(setting: Any) -> dict[str, Any]:
         "prm": None
         if setting.prm is None
         else str(getattr(setting.prm, "name", type(setting.prm).__name__)),
+        "step_format": _format_name(getattr(setting, "step_format", None)),
+        "strong_step_format": _format_name(getattr(setting, "strong_step_format", None)),
     }
+
+
+def _format_name(spec: Any) -> str | None:
+    from langchain_trim.step_format import get_step_format
+
+    return None if spec is None else get_step_format(spec).name
 
 
 def _progress(total: int, enabled: bool) -> Any:

@@ -10,14 +10,22 @@ from langchain_trim.prm.base import ProcessRewardModel
 PRM_CHOICES = ("probe", "judge", "confidence", "arithmetic", "none")
 """PRM backends the embedded setting can build without extra files."""
 
+EMBEDDED_STEP_FORMAT = "paragraphs"
+"""Step format of the embedded models: measured best on GSM8K-train (dev), see
+``benchmarks/results/step_formats.md``."""
+
 
 @dataclass
 class LocalSetting:
-    """The models of one TRIM configuration."""
+    """The models of one TRIM configuration, and how they are asked for steps."""
 
     weak: Any
     strong: Any
     prm: ProcessRewardModel | None
+    step_format: str | None = None
+    """Step format of both models (``None``: the library default)."""
+    strong_step_format: str | None = None
+    """The strong model's format when it differs."""
 
 
 def local_setting(
@@ -28,6 +36,7 @@ def local_setting(
     judge: str | None = None,
     n_threads: int | None = None,
     temperature: float = 0.7,
+    step_format: str = EMBEDDED_STEP_FORMAT,
 ) -> LocalSetting:
     """Build the embedded weak/strong llama.cpp models and a PRM.
 
@@ -40,6 +49,8 @@ def local_setting(
             probabilities, free), ``"arithmetic"`` (exact equation checker) or ``"none"``
             (only for always-weak/always-strong).
         temperature: sampling temperature of both models (the release uses 0.7).
+        step_format: how both models are asked for steps (see
+            :mod:`langchain_trim.step_format`).
     """
     from langchain_trim.local.llama import LlamaCppChatModel
     from langchain_trim.prm.confidence import SelfConfidencePRM
@@ -65,7 +76,7 @@ def local_setting(
         from langchain_trim.prm.arithmetic import ArithmeticPRM
 
         scorer = ArithmeticPRM()
-    return LocalSetting(weak=weak_model, strong=strong_model, prm=scorer)
+    return LocalSetting(weak=weak_model, strong=strong_model, prm=scorer, step_format=step_format)
 
 
-__all__ = ["PRM_CHOICES", "LocalSetting", "local_setting"]
+__all__ = ["EMBEDDED_STEP_FORMAT", "PRM_CHOICES", "LocalSetting", "local_setting"]

@@ -1,0 +1,333 @@
+"""Real step routing on the embedded models: formats, dev and test runs (resumable).
+
+Every choice is made on dev data and reported on test data none of it saw:
+
+* dev: GSM8K-*train* (a seeded subset), for the step format, thresholds, λ, calibration
+  fits, policy training and the query-level routers' fits;
+* test: GSM8K-*test* (≥ 300 problems) and MATH-500 levels 1–3 (≥ 100 problems).
+
+Decoding is greedy (temperature 0) so that runs of different policies share every
+cached call whose prefix agrees (paired comparisons, and hours instead of days on 2
+cores).  Subcommands, each resumable (re-run the same command to continue):
+
+``formats``
+    The same model answering the same prompt in one call, per step format (``release``,
+    ``paragraphs``), weak and strong, on dev: accuracy and paragraphs (steps) per
+    solution → ``results/step_formats.{json,md}``.  Picks the embedded default format.
+``onecall``
+    One-call answers of weak and strong with one format on a split (the "stepwise costs
+    no accuracy" check pairs them with the in-graph ``weak``/``strong`` runs).
+``run``
+    ``trim eval`` of a policy list on a split through the graph (traces under
+    ``runs/real_routing/<split>_<dataset>/``, LLM cache in ``runs/cache/``).
+
+Example (what the committed results ran)::
+
+    python -m benchmarks.real_routing formats --n 40
+    python -m benchmarks.real_routing run --split dev --dataset gsm8k --n 200 \\
+        --policies "weakscored strong thr:0.3,0.5,0.7,0.9"
+    python -m benchmarks.real_routing onecall --split test --dataset gsm8k --n 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+RUNS = ROOT / "runs" / "real_routing"
+CACHE_DIR = ROOT / "runs" / "cache"
+SEED = {"dev": 1, "test": 0}
+FILES = {
+    ("dev", "gsm8k"): "gsm8k_train.jsonl",
+    ("test", "gsm8k"): "gsm8k_test.jsonl",
+    ("test", "math500"): "math500.jsonl",
+}
+MATH_LEVELS = (1, 2, 3)
+"""MATH-500 levels the 0.5B/1.5B pair can reach (both score near 0 above level 3)."""
+ONE_CALL_MAX_TOKENS = 1024
+STEP_MAX_TOKENS = 256
+MAX_STEPS = 30
+
+
+def data_dir() -> Path:
+    """The shared data folder: ``$TRIM_SHARED_DATA``, else ``<repo>/../shared/data``."""
+    env = os.environ.get("TRIM_SHARED_DATA")
+    return Path(env) if env else ROOT.parent / "shared" / "data"
+
+
+def load_split(split: str, dataset: str, n: int) -> list[Any]:
+    """A seeded subset of a split (the same problems every time)."""
+    from langchain_trim.eval.datasets import load_problems, select_subset
+
+    key = (split, dataset)
+    if key not in FILES:
+        raise SystemExit(f"no {split} split for {dataset}; known: {sorted(FILES)}")
+    path = data_dir() / FILES[key]
+    if dataset == "math500":
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        keep = {i for i, row in enumerate(rows) if int(row.get("level", 0)) in MATH_LEVELS}
+        problems = [p for i, p in enumerate(load_problems(dataset, path)) if i in keep]
+        return select_subset(problems, n, SEED[split])
+    return load_problems(dataset, path, limit=n, seed=SEED[split])
+
+
+def build_setting(prm: str = "probe", step_format: str = "paragraphs") -> Any:
+    from langchain_trim.local.setting import local_setting
+
+    setting = local_setting(prm=prm, temperature=0.0, step_format=step_format)
+    for model in (setting.weak, setting.strong):
+        model.load()
+    encoder = getattr(setting.prm, "encoder", None)
+    if encoder is not None:
+        encoder.load()
+    return setting
+
+
+# -- one call ------------------------------------------------------------------------------
+def one_call(model: Any, fmt_name: str, question: str) -> dict[str, Any]:
+    """The model answers the format's prompt in one call (no step cutting)."""
+    from langchain_trim.step_format import get_step_format
+    from langchain_trim.steps import split_steps
+
+    fmt = get_step_format(fmt_name)
+    messages = fmt.messages(question, "", 0, mode="prefill")
+    t0 = time.perf_counter()
+    message = model.invoke(messages, max_tokens=ONE_CALL_MAX_TOKENS)
+    seconds = time.perf_counter() - t0
+    text = str(message.text)
+    usage = message.usage_metadata or {}
+    return {
+        "text": text,
+        "tokens": int(usage.get("output_tokens", 0)),
+        "steps": len(split_steps(text, fmt.delimiter)),
+        "finish": (message.response_metadata or {}).get("finish_reason"),
+        "seconds": round(seconds, 3),
+    }
+
+
+def run_one_calls(
+    problems: Sequence[Any], models: dict[str, Any], formats: Sequence[str], out: Path
+) -> list[dict[str, Any]]:
+    """Resumable: one JSON line per (problem, model, format) in ``out``."""
+    from langchain_trim.eval.grading import is_equivalent
+    from langchain_trim.eval.runner import graded_answer
+    from langchain_trim.steps import extract_boxed
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done: dict[tuple[str, str, str], dict[str, Any]] = {}
+    if out.exists():
+        for line in out.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[(row["id"], row["model"], row["format"])] = row
+    todo = [
+        (p, m, f) for p in problems for m in models for f in formats if (p.id, m, f) not in done
+    ]
+    try:
+        from tqdm import tqdm
+
+        bar: Any = tqdm(total=len(todo), desc="one-call", disable=not sys.stderr.isatty())
+    except ImportError:  # pragma: no cover
+        bar = None
+    with out.open("a") as fh:
+        for problem, model_name, fmt in todo:
+            row = one_call(models[model_name], fmt, problem.question)
+            answer, source = graded_answer(extract_boxed(row["text"]), row["text"])
+            row.update(
+                id=problem.id,
+                model=model_name,
+                format=fmt,
+                answer=answer,
+                answer_source=source,
+                gold=problem.answer,
+                correct=bool(is_equivalent(answer, problem.answer)),
+            )
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            done[(problem.id, model_name, fmt)] = row
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    ids = {p.id for p in problems}
+    return [r for k, r in done.items() if k[0] in ids and k[1] in models and k[2] in formats]
+
+
+def _cached(setting: Any, cache_file: Path) -> Any:
+    from langchain_trim.eval.cache import SQLiteLLMCache
+
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteLLMCache(cache_file)
+
+
+def summarize_one_calls(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    from langchain_trim.eval.stats import bootstrap_mean
+
+    out: dict[str, dict[str, Any]] = {}
+    keys = sorted({(r["model"], r["format"]) for r in rows})
+    for model, fmt in keys:
+        sel = sorted(
+            (r for r in rows if r["model"] == model and r["format"] == fmt), key=lambda r: r["id"]
+        )
+        correct = [float(r["correct"]) for r in sel]
+        lo, hi = bootstrap_mean(correct)
+        out[f"{model}/{fmt}"] = {
+            "n": len(sel),
+            "accuracy": sum(correct) / len(sel),
+            "accuracy_ci95": [lo, hi],
+            "steps_mean": sum(r["steps"] for r in sel) / len(sel),
+            "tokens_mean": sum(r["tokens"] for r in sel) / len(sel),
+            "boxed": sum(r["answer_source"] == "boxed" for r in sel) / len(sel),
+            "cut_by_cap": sum(r["finish"] == "length" for r in sel),
+            "seconds_mean": sum(r["seconds"] for r in sel) / len(sel),
+        }
+    return out
+
+
+def formats_command(args: argparse.Namespace) -> None:
+    from langchain_trim.eval.cache import llm_cache
+
+    problems = load_split("dev", "gsm8k", args.n)
+    setting = build_setting(prm="none")
+    models = {"weak": setting.weak, "strong": setting.strong}
+    if args.models:
+        models = {k: v for k, v in models.items() if k in args.models.split(",")}
+    cache = _cached(setting, CACHE_DIR / "real_routing_onecall.sqlite")
+    rows: list[dict[str, Any]] = []
+    with llm_cache(cache):
+        for name, model in models.items():  # one file per model: workers run side by side
+            rows += run_one_calls(
+                problems,
+                {name: model},
+                ["release", "paragraphs"],
+                RUNS / f"formats_dev_{args.n}_{name}.jsonl",
+            )
+    if args.models:
+        return  # a partial worker: the full command writes the summary
+    summary = summarize_one_calls(rows)
+    score = {
+        fmt: sum(summary[f"{m}/{fmt}"]["accuracy"] for m in ("weak", "strong")) / 2
+        for fmt in ("release", "paragraphs")
+    }
+    best = max(score, key=lambda f: score[f])
+    result = {
+        "split": "dev: GSM8K-train, seeded subset (seed 1)",
+        "n_problems": len(problems),
+        "decoding": "greedy, one call, max_tokens 1024",
+        "rule": "mean one-call accuracy of weak and strong; ties keep 'paragraphs'",
+        "score": score,
+        "chosen": best,
+        "by_model_format": summary,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "step_formats.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        "# Step formats on dev (GSM8K-train, one call, greedy)",
+        "",
+        f"{len(problems)} problems; chosen: **{best}** (rule: {result['rule']}).",
+        "",
+        "| model / format | accuracy (95% CI) | steps | tokens | boxed | cut at 1024 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, row in summary.items():
+        lo, hi = row["accuracy_ci95"]
+        lines.append(
+            f"| {key} | {row['accuracy']:.1%} ({lo:.1%}–{hi:.1%}) | {row['steps_mean']:.1f} | "
+            f"{row['tokens_mean']:.0f} | {row['boxed']:.0%} | {row['cut_by_cap']} |"
+        )
+    (RESULTS / "step_formats.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def onecall_command(args: argparse.Namespace) -> None:
+    from langchain_trim.eval.cache import llm_cache
+
+    problems = load_split(args.split, args.dataset, args.n)
+    setting = build_setting(prm="none", step_format=args.format)
+    models = {"weak": setting.weak, "strong": setting.strong}
+    if args.models:
+        models = {k: v for k, v in models.items() if k in args.models.split(",")}
+    cache = _cached(setting, CACHE_DIR / "real_routing_onecall.sqlite")
+    rows: list[dict[str, Any]] = []
+    with llm_cache(cache):
+        for name, model in models.items():
+            rows += run_one_calls(
+                problems,
+                {name: model},
+                [args.format],
+                RUNS / f"onecall_{args.split}_{args.dataset}_{name}.jsonl",
+            )
+    for key, row in summarize_one_calls(rows).items():
+        print(key, json.dumps(row))
+
+
+def run_command(args: argparse.Namespace) -> None:
+    from langchain_trim.eval.runner import run_eval
+    from langchain_trim.policies.registry import expand_specs
+
+    problems = load_split(args.split, args.dataset, args.n)
+    setting = build_setting(prm=args.prm, step_format=args.format)
+    specs = expand_specs(args.policies)
+    out = RUNS / f"{args.split}_{args.dataset}"
+    summary = run_eval(
+        problems,
+        specs,
+        out_dir=out,
+        setting=setting,
+        concurrency=args.concurrency,
+        max_steps=MAX_STEPS,
+        step_max_tokens=STEP_MAX_TOKENS,
+        cache=CACHE_DIR / f"real_routing_{args.dataset}.sqlite",
+        progress=sys.stderr.isatty(),
+        config={
+            "dataset": {
+                "name": args.dataset,
+                "split": args.split,
+                "seed": SEED[args.split],
+                "n_problems": len(problems),
+                "math_levels": list(MATH_LEVELS) if args.dataset == "math500" else None,
+            },
+            "temperature": 0.0,
+            "benchmark": "benchmarks/real_routing.py",
+        },
+    )
+    print(f"ran {summary.ran}, skipped {summary.skipped}, errors {summary.errors}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("formats", help="one-call accuracy per step format on dev")
+    f.add_argument("--n", type=int, default=40)
+    f.add_argument("--models", default="", help="only these models (a parallel worker)")
+    o = sub.add_parser("onecall", help="one-call answers with one format on a split")
+    r = sub.add_parser("run", help="policies through the graph on a split")
+    for p in (o, r):
+        p.add_argument("--split", choices=("dev", "test"), required=True)
+        p.add_argument("--dataset", choices=("gsm8k", "math500"), default="gsm8k")
+        p.add_argument("--n", type=int, required=True)
+        p.add_argument("--format", default="paragraphs")
+    o.add_argument("--models", default="", help="only these models (a parallel worker)")
+    r.add_argument("--policies", required=True, help="policy specs, e.g. 'weakscored strong'")
+    r.add_argument("--prm", default="probe")
+    r.add_argument("--concurrency", type=int, default=1)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    {"formats": formats_command, "onecall": onecall_command, "run": run_command}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
