@@ -74,15 +74,46 @@ class PRMScoreError(PRMError, ValueError):
 
 
 class ModelNotFoundError(TrimError, FileNotFoundError):
-    """A local model file is missing or does not match its expected checksum."""
+    """A local model file is missing, does not match its checksum, or cannot be assembled.
+
+    Assembly failures (disk full, unwritable cache directory) land here too, so that a
+    caller handles every "no usable model file" case once (the CLI's exit code 3).
+    """
+
+
+class PolicyFileError(InvalidInputError):
+    """A routing policy's weights or calibration are missing, unreadable or malformed.
+
+    Raised at load time (wrong tensor names, shapes or dtype, NaN/inf values, a sidecar
+    that disagrees), never at the first routing decision.
+    """
+
+
+class RunLockedError(InvalidInputError):
+    """Another process holds the eval output folder; two runs must not share one."""
+
+
+class CacheCorruptError(InvalidInputError):
+    """The eval's LLM cache file is damaged and could not be moved aside."""
+
+
+class EvalStorageError(TrimError):
+    """The eval could not write its own files (disk full, permissions, read-only folder).
+
+    An infrastructure failure: it stops the run and is never recorded as a model error.
+    """
 
 
 __all__ = [
+    "CacheCorruptError",
+    "EvalStorageError",
     "InvalidInputError",
     "ModelNotFoundError",
     "ModelTimeoutError",
     "PRMError",
     "PRMScoreError",
+    "PolicyFileError",
+    "RunLockedError",
     "StepGenerationError",
     "StepTimeoutError",
     "TrimError",

@@ -41,6 +41,8 @@ def make_policy(spec: str) -> RoutingPolicy:
         raise InvalidInputError(f"unknown policy {name!r} in {spec!r}; known: {known}")
     try:
         return _REGISTRY[name](arg or None)
+    except InvalidInputError:
+        raise  # already says what is wrong (e.g. PolicyFileError names the file)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"bad policy spec {spec!r}: {exc}") from exc
 
