@@ -550,6 +550,12 @@ def test_offline_refuses_vllm_older_than_the_floor(
         VLLMOfflinePRM("Qwen/Qwen2.5-Math-PRM-7B")
 
 
+def test_offline_refuses_an_llm_of_an_old_vllm(fake_vllm: types.ModuleType) -> None:
+    fake_vllm.__version__ = "0.11.0"  # type: ignore[attr-defined]
+    with pytest.raises(PRMError, match="too old"):
+        VLLMOfflinePRM(llm=FakeLLM())
+
+
 @pytest.mark.parametrize("version", ["0.11.1", "0.11.2", "0.33.0", "1.0.0.dev3+gabc", "dev"])
 def test_offline_accepts_vllm_at_or_above_the_floor(
     fake_vllm: types.ModuleType, version: str

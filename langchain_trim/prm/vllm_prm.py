@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Sequence
@@ -454,8 +455,12 @@ class VLLMOfflinePRM(_VLLMBase):
                 if top_logprobs > DEFAULT_TOP_LOGPROBS:
                     llm_kwargs.setdefault("max_logprobs", top_logprobs)
             llm = vllm.LLM(model=model, **llm_kwargs)
-        elif llm_kwargs:
-            raise ValueError(f"llm_kwargs {sorted(llm_kwargs)} cannot be used with llm=")
+        else:
+            if llm_kwargs:
+                raise ValueError(f"llm_kwargs {sorted(llm_kwargs)} cannot be used with llm=")
+            loaded = sys.modules.get("vllm")  # a real vllm.LLM was built by an imported vLLM
+            if loaded is not None:
+                check_vllm_version(str(getattr(loaded, "__version__", "")))
         self.llm = llm
         self.name = name or f"vllm:{model or type(llm).__name__}"
         self._setup(
