@@ -270,13 +270,23 @@ def onecall_command(args: argparse.Namespace) -> None:
 
 
 def run_command(args: argparse.Namespace) -> None:
-    from langchain_trim.eval.runner import run_eval
     from langchain_trim.policies.registry import expand_specs
 
     problems = load_split(args.split, args.dataset, args.n)
     setting = build_setting(prm=args.prm, step_format=args.format)
     specs = expand_specs(args.policies)
     out = RUNS / f"{args.split}_{args.dataset}"
+    # Problem-major chunks: a run stopped at any time leaves every policy on the same
+    # problems (paired comparisons), and the next run resumes from the trace files.
+    for start in range(0, len(problems), args.chunk):
+        run_chunk(args, problems[start : start + args.chunk], specs, setting, out)
+
+
+def run_chunk(
+    args: argparse.Namespace, problems: list[Any], specs: list[str], setting: Any, out: Path
+) -> None:
+    from langchain_trim.eval.runner import run_eval
+
     summary = run_eval(
         problems,
         specs,
@@ -292,7 +302,7 @@ def run_command(args: argparse.Namespace) -> None:
                 "name": args.dataset,
                 "split": args.split,
                 "seed": SEED[args.split],
-                "n_problems": len(problems),
+                "n_problems": args.n,
                 "math_levels": list(MATH_LEVELS) if args.dataset == "math500" else None,
             },
             "temperature": 0.0,
@@ -321,6 +331,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--policies", required=True, help="policy specs, e.g. 'weakscored strong'")
     r.add_argument("--prm", default="probe")
     r.add_argument("--concurrency", type=int, default=1)
+    r.add_argument("--chunk", type=int, default=10, help="problems per resumable chunk")
     return parser.parse_args(argv)
 
 
