@@ -53,6 +53,8 @@ FILES = {
 MATH_LEVELS = (1, 2, 3)
 """MATH-500 levels the 0.5B/1.5B pair can reach (both score near 0 above level 3)."""
 ONE_CALL_MAX_TOKENS = 1024
+FORMATS = ("paragraphs", "release", "short-steps")
+"""Candidate step formats compared on dev (ties go to the earlier one)."""
 STEP_MAX_TOKENS = 256
 MAX_STEPS = 30
 
@@ -207,7 +209,7 @@ def formats_command(args: argparse.Namespace) -> None:
             rows += run_one_calls(
                 problems,
                 {name: model},
-                ["release", "paragraphs"],
+                list(FORMATS),
                 RUNS / f"formats_dev_{args.n}_{name}.jsonl",
             )
     if args.models:
@@ -215,14 +217,14 @@ def formats_command(args: argparse.Namespace) -> None:
     summary = summarize_one_calls(rows)
     score = {
         fmt: sum(summary[f"{m}/{fmt}"]["accuracy"] for m in ("weak", "strong")) / 2
-        for fmt in ("release", "paragraphs")
+        for fmt in FORMATS
     }
     best = max(score, key=lambda f: score[f])
     result = {
         "split": "dev: GSM8K-train, seeded subset (seed 1)",
         "n_problems": len(problems),
         "decoding": "greedy, one call, max_tokens 1024",
-        "rule": "mean one-call accuracy of weak and strong; ties keep 'paragraphs'",
+        "rule": "highest mean one-call accuracy of weak and strong (ties: the earlier listed)",
         "score": score,
         "chosen": best,
         "by_model_format": summary,
