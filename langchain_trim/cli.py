@@ -217,7 +217,9 @@ def solve(
     prm_url: str = typer.Option(None, help="vLLM server URL whose /pooling serves --prm."),
     max_steps: int = typer.Option(30, help="Step limit."),
     step_max_tokens: int = typer.Option(256, help="Token cap per step."),
-    temperature: float = typer.Option(0.7, help="Sampling temperature of both models."),
+    temperature: float = typer.Option(
+        0.0, help="Sampling temperature of both models (0: greedy, reproducible; release: 0.7)."
+    ),
     step_format: str = typer.Option(
         None,
         "--step-format",
@@ -463,7 +465,9 @@ def eval_command(
     budget: int = typer.Option(None, help="Max strong-model output tokens per question."),
     max_steps: int = typer.Option(30, help="Step limit."),
     step_max_tokens: int = typer.Option(256, help="Token cap per step."),
-    temperature: float = typer.Option(0.7, help="Sampling temperature of both models."),
+    temperature: float = typer.Option(
+        0.0, help="Sampling temperature of both models (0: greedy, reproducible; release: 0.7)."
+    ),
     step_format: str = typer.Option(
         None,
         "--step-format",
