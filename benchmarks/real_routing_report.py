@@ -27,7 +27,7 @@ import numpy as np
 
 from benchmarks.real_routing import RESULTS, RUNS
 
-OUT = RESULTS / "real_routing"
+OUT = RESULTS / "real_routing"  # next to the committed traces
 QUANTILES = tuple(q / 10 for q in range(1, 10))
 
 
