@@ -19,7 +19,7 @@ cores).  Subcommands, each resumable (re-run the same command to continue):
     no accuracy" check pairs them with the in-graph ``weak``/``strong`` runs).
 ``run``
     ``trim eval`` of a policy list on a split through the graph (traces under
-    ``runs/real_routing/<split>_<dataset>/``, LLM cache in ``runs/cache/``).
+    ``results/real_routing/<split>_<dataset>/``, LLM cache in ``runs/cache/``).
 
 Example (what the committed results ran)::
 
@@ -42,7 +42,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
-RUNS = ROOT / "runs" / "real_routing"
+RUNS = RESULTS / "real_routing"
+"""Traces and one-call files are committed: a later session (a fresh checkout) resumes
+from them; the LLM cache (``runs/cache``, not committed) only saves recomputation."""
 CACHE_DIR = ROOT / "runs" / "cache"
 SEED = {"dev": 1, "test": 0}
 FILES = {
@@ -53,6 +55,8 @@ FILES = {
 MATH_LEVELS = (1, 2, 3)
 """MATH-500 levels the 0.5B/1.5B pair can reach (both score near 0 above level 3)."""
 ONE_CALL_MAX_TOKENS = 1024
+FORMATS = ("paragraphs", "release", "short-steps")
+"""Candidate step formats compared on dev (ties go to the earlier one)."""
 STEP_MAX_TOKENS = 256
 MAX_STEPS = 30
 
@@ -207,7 +211,7 @@ def formats_command(args: argparse.Namespace) -> None:
             rows += run_one_calls(
                 problems,
                 {name: model},
-                ["release", "paragraphs"],
+                list(FORMATS),
                 RUNS / f"formats_dev_{args.n}_{name}.jsonl",
             )
     if args.models:
@@ -215,14 +219,14 @@ def formats_command(args: argparse.Namespace) -> None:
     summary = summarize_one_calls(rows)
     score = {
         fmt: sum(summary[f"{m}/{fmt}"]["accuracy"] for m in ("weak", "strong")) / 2
-        for fmt in ("release", "paragraphs")
+        for fmt in FORMATS
     }
     best = max(score, key=lambda f: score[f])
     result = {
         "split": "dev: GSM8K-train, seeded subset (seed 1)",
         "n_problems": len(problems),
         "decoding": "greedy, one call, max_tokens 1024",
-        "rule": "mean one-call accuracy of weak and strong; ties keep 'paragraphs'",
+        "rule": "highest mean one-call accuracy of weak and strong (ties: the earlier listed)",
         "score": score,
         "chosen": best,
         "by_model_format": summary,
@@ -270,13 +274,23 @@ def onecall_command(args: argparse.Namespace) -> None:
 
 
 def run_command(args: argparse.Namespace) -> None:
-    from langchain_trim.eval.runner import run_eval
     from langchain_trim.policies.registry import expand_specs
 
     problems = load_split(args.split, args.dataset, args.n)
     setting = build_setting(prm=args.prm, step_format=args.format)
     specs = expand_specs(args.policies)
     out = RUNS / f"{args.split}_{args.dataset}"
+    # Problem-major chunks: a run stopped at any time leaves every policy on the same
+    # problems (paired comparisons), and the next run resumes from the trace files.
+    for start in range(0, len(problems), args.chunk):
+        run_chunk(args, problems[start : start + args.chunk], specs, setting, out)
+
+
+def run_chunk(
+    args: argparse.Namespace, problems: list[Any], specs: list[str], setting: Any, out: Path
+) -> None:
+    from langchain_trim.eval.runner import run_eval
+
     summary = run_eval(
         problems,
         specs,
@@ -292,7 +306,7 @@ def run_command(args: argparse.Namespace) -> None:
                 "name": args.dataset,
                 "split": args.split,
                 "seed": SEED[args.split],
-                "n_problems": len(problems),
+                "n_problems": args.n,
                 "math_levels": list(MATH_LEVELS) if args.dataset == "math500" else None,
             },
             "temperature": 0.0,
@@ -321,6 +335,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--policies", required=True, help="policy specs, e.g. 'weakscored strong'")
     r.add_argument("--prm", default="probe")
     r.add_argument("--concurrency", type=int, default=1)
+    r.add_argument("--chunk", type=int, default=10, help="problems per resumable chunk")
     return parser.parse_args(argv)
 
 

@@ -16,7 +16,9 @@ Two tools, for two questions a deployment asks:
   reservation with the tokens actually used, releasing the rest.  ``spent + reserved
   <= total`` holds at every moment, so the batch never exceeds its budget.  Without the
   generator wrapper every escalation is charged its worst case: still safe, just
-  pessimistic.  The graph needs no change.
+  pessimistic.  The graph needs no change, but the budget's ``step_tokens`` must be
+  its ``step_max_tokens``: a mismatch would overrun the budget and is refused with
+  :class:`~langchain_trim.errors.InvalidInputError` wherever the cap is seen.
 
 >>> budget = GlobalBudget(total=1000, step_tokens=512)
 >>> budget.reserve(), budget.reserve()
@@ -28,6 +30,8 @@ Two tools, for two questions a deployment asks:
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,9 +40,12 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
+from langchain_trim.errors import InvalidInputError, StepGenerationError
 from langchain_trim.generation import StepGenerator, StepOutput
 from langchain_trim.policies.base import RouteDecision, RouteObservation, RoutingPolicy
 from langchain_trim.policies.threshold import ThresholdPolicy
+
+logger = logging.getLogger(__name__)
 
 StrongFraction = Callable[[RoutingPolicy], float]
 """Mean strong tokens of a policy as a share of always-strong's, on a calibration set."""
@@ -232,6 +239,12 @@ class GlobalBudget:
     Every escalation reserves ``step_tokens`` (the worst case of one strong step) before
     the strong model runs; :meth:`settle` turns a reservation into the tokens used.  The
     lock is held only for a few arithmetic operations and never across an ``await``.
+
+    ``step_tokens`` must be the graph's ``step_max_tokens``: a larger cap could spend more
+    than was reserved, a smaller one makes :class:`GlobalBudgetPolicy` let escalations the
+    graph does not block go through unreserved.  Both overrun the budget, so a mismatch is
+    refused (:meth:`check_step_cap`) where the cap is seen: by the policy when the
+    observation carries it, and by :class:`BudgetedStepGenerator` on every call.
     """
 
     def __init__(self, total: int, step_tokens: int = 512) -> None:
@@ -266,6 +279,22 @@ class GlobalBudget:
     def available(self) -> int:
         return self.total - self._spent - self.reserved
 
+    def check_step_cap(self, max_tokens: int) -> None:
+        """Refuse a strong step cap other than ``step_tokens`` (it would overrun the budget).
+
+        >>> GlobalBudget(60, step_tokens=20).check_step_cap(30)
+        Traceback (most recent call last):
+        ...
+        langchain_trim.errors.InvalidInputError: GlobalBudget(step_tokens=20) ...
+        """
+        if int(max_tokens) != self.step_tokens:
+            raise InvalidInputError(
+                f"GlobalBudget(step_tokens={self.step_tokens}) does not match the strong step "
+                f"cap max_tokens={max_tokens}: each escalation reserves step_tokens, so the "
+                "batch budget could be overrun; build the budget with step_tokens equal to "
+                "the graph's step_max_tokens"
+            )
+
     def reserve(self) -> bool:
         """Reserve one step's worst case; ``False`` (nothing reserved) when it does not fit."""
         with self._lock:
@@ -279,19 +308,32 @@ class GlobalBudget:
         """``steps`` reservations are done and used ``used`` tokens; the rest is released.
 
         ``used`` above the reserved amount would break the guarantee (it is counted in
-        :attr:`overshoots`); the generator wrapper caps ``max_tokens`` at ``step_tokens``
-        so that a model honouring ``max_tokens`` cannot.
+        :attr:`overshoots` and logged); the generator wrapper asks for no more than
+        ``step_tokens`` per step so that a model honouring ``max_tokens`` cannot.
         """
         if used < 0 or steps < 0:
             raise ValueError("used and steps must be >= 0")
         with self._lock:
-            if self._outstanding < steps:
-                self.unreserved_calls += steps - self._outstanding
-                steps = self._outstanding
-            if used > steps * self.step_tokens:
+            unreserved = max(steps - self._outstanding, 0)
+            self.unreserved_calls += unreserved
+            steps -= unreserved
+            over = used > steps * self.step_tokens
+            if over:
                 self.overshoots += 1
             self._outstanding -= steps
             self._spent += int(used)
+            spent = self._spent
+        if over:
+            logger.warning(
+                "GlobalBudget: %d strong tokens used against %d reserved (%s); spent %d of %d",
+                used,
+                steps * self.step_tokens,
+                f"{unreserved} call(s) had no reservation"
+                if unreserved
+                else "the model did not honour max_tokens",
+                spent,
+                self.total,
+            )
 
     def cancel(self, steps: int = 1) -> None:
         """Release reservations that were not used (e.g. the strong call failed for good)."""
@@ -324,9 +366,10 @@ class GlobalBudgetPolicy:
     The inner policy decides; an escalation goes through only if a worst-case step can
     be reserved, else the draft is kept (reason says so).  An escalation that the
     graph's per-question budget will block anyway reserves nothing.  Once the global
-    budget cannot cover a step the PRM is not called any more.  Use the graph's
-    ``step_max_tokens`` as the budget's ``step_tokens`` and wrap the strong model with
-    :class:`BudgetedStepGenerator` to get unused tokens back.
+    budget cannot cover a step the PRM is not called any more.  The budget's
+    ``step_tokens`` must be the graph's ``step_max_tokens``: an observation that carries
+    another cap raises :class:`~langchain_trim.errors.InvalidInputError`.  Wrap the
+    strong model with :class:`BudgetedStepGenerator` to get unused tokens back.
     """
 
     def __init__(self, inner: RoutingPolicy, budget: GlobalBudget) -> None:
@@ -337,12 +380,19 @@ class GlobalBudgetPolicy:
     def name(self) -> str:
         return f"{self.inner.name}+global"
 
+    def _check(self, observation: RouteObservation) -> None:
+        cap = getattr(observation, "step_max_tokens", None)
+        if cap is not None:
+            self.budget.check_step_cap(cap)
+
     def needs_score(self, observation: RouteObservation) -> bool:
+        self._check(observation)
         if self.budget.available < self.budget.step_tokens:
             return False
         return self.inner.needs_score(observation)
 
     def decide(self, observation: RouteObservation) -> RouteDecision:
+        self._check(observation)
         if self.budget.available < self.budget.step_tokens:
             return RouteDecision(
                 "continue",
@@ -367,18 +417,68 @@ class GlobalBudgetPolicy:
         return f"GlobalBudgetPolicy({self.inner!r}, {self.budget!r})"
 
 
+_UNFUNDED: contextvars.ContextVar[tuple[int, str, int] | None] = contextvars.ContextVar(
+    "trim_global_budget_unfunded", default=None
+)
+"""The step whose reservation a failed attempt used up: its retry must reserve anew."""
+
+
+def spent_tokens(exc: BaseException) -> int:
+    """Output tokens a failed model call reports it spent (``tokens`` on it or its causes).
+
+    :class:`~langchain_trim.errors.ModelTimeoutError` and step errors that carry a
+    ``tokens`` count are read; the largest count in the chain wins, so nothing is
+    under-charged.  0 when none says.
+    """
+    most = 0
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        tokens = getattr(current, "tokens", None)
+        if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > most:
+            most = tokens
+        current = current.__cause__ or current.__context__
+    return most
+
+
 class BudgetedStepGenerator:
     """The strong model's step generator, settling :class:`GlobalBudget` reservations.
 
-    ``max_tokens`` is capped at the budget's ``step_tokens`` so a step never uses more
-    than was reserved.  A failing call keeps its reservation for the graph's retry;
-    call :meth:`GlobalBudget.cancel_outstanding` after the batch to release leftovers.
+    Every call is checked against the reservation: ``max_tokens`` must be the budget's
+    ``step_tokens`` (else :class:`~langchain_trim.errors.InvalidInputError`: the graph's
+    step cap and the budget disagree, which would overrun it), and each call is settled
+    with the tokens it reports.  A call that fails having spent nothing keeps its
+    reservation for the graph's retry; one that fails after spending tokens (an
+    abandoned, timed-out call: ``tokens`` on the error or its cause) is charged them, and
+    its retry must reserve again or is refused without calling the model.  Call
+    :meth:`GlobalBudget.cancel_outstanding` after the batch to release leftovers.
     """
 
     def __init__(self, inner: StepGenerator, budget: GlobalBudget) -> None:
         self.inner = inner
         self.budget = budget
         self.name = inner.name
+
+    def _begin(self, question: str, prefix: Sequence[str], max_tokens: int) -> tuple[int, str, int]:
+        """Check the call against the budget; fund a retry whose reservation was used."""
+        self.budget.check_step_cap(max_tokens)
+        key = (id(self), question, len(prefix))
+        if _UNFUNDED.get() == key and not self.budget.reserve():
+            raise StepGenerationError(
+                f"strong model {self.name} not called again: its failed attempt spent "
+                "the step's reservation and the global budget cannot cover a retry",
+                role="strong",
+                step_index=len(prefix),
+            )
+        _UNFUNDED.set(None)
+        return key
+
+    def _failed(self, exc: BaseException, key: tuple[int, str, int]) -> None:
+        spent = spent_tokens(exc)
+        if spent > 0:  # the attempt used its reservation up
+            self.budget.settle(spent)
+            _UNFUNDED.set(key)
 
     def generate(
         self,
@@ -387,9 +487,16 @@ class BudgetedStepGenerator:
         *,
         max_tokens: int,
         config: RunnableConfig | None = None,
+        **kwargs: Any,
     ) -> StepOutput:
-        cap = min(max_tokens, self.budget.step_tokens)
-        out = self.inner.generate(question, prefix, max_tokens=cap, config=config)
+        key = self._begin(question, prefix, max_tokens)
+        try:
+            out = self.inner.generate(
+                question, prefix, max_tokens=max_tokens, config=config, **kwargs
+            )
+        except Exception as exc:
+            self._failed(exc, key)
+            raise
         self.budget.settle(out.tokens)
         return out
 
@@ -400,9 +507,16 @@ class BudgetedStepGenerator:
         *,
         max_tokens: int,
         config: RunnableConfig | None = None,
+        **kwargs: Any,
     ) -> StepOutput:
-        cap = min(max_tokens, self.budget.step_tokens)
-        out = await self.inner.agenerate(question, prefix, max_tokens=cap, config=config)
+        key = self._begin(question, prefix, max_tokens)
+        try:
+            out = await self.inner.agenerate(
+                question, prefix, max_tokens=max_tokens, config=config, **kwargs
+            )
+        except Exception as exc:
+            self._failed(exc, key)
+            raise
         self.budget.settle(out.tokens)
         return out
 
@@ -417,5 +531,6 @@ __all__ = [
     "calibrate_lambda",
     "calibrate_threshold",
     "sim_strong_fraction",
+    "spent_tokens",
     "trace_strong_fraction",
 ]

@@ -1,12 +1,15 @@
 """The ``trim`` command line: solve questions with TRIM on the embedded CPU models.
 
-Exit codes: 0 success, 1 a model or PRM failed, 2 bad input, 3 missing model files.
+Exit codes: 0 success, 1 a model, a PRM or the run failed (a full disk included), 2 bad
+input (arguments, policy/calibration files, a busy or damaged run folder), 3 missing
+model files (or ones that cannot be assembled).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -16,6 +19,7 @@ from typing import Any
 try:
     import typer
     from rich.console import Console
+    from rich.markup import escape
 except ImportError:  # pragma: no cover - depends on the environment
     print("the trim CLI needs typer and rich: pip install 'langchain-trim[cli]'", file=sys.stderr)
     raise
@@ -49,24 +53,52 @@ def _exit_codes() -> Iterator[None]:
         raise typer.Exit(EXIT_FAILED) from exc
 
 
-def _read_problems(path: Path) -> list[dict[str, Any]]:
+def _read_problems(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    """The rows of a JSONL file as problems, and one error line per unusable row.
+
+    A row's question is its first non-empty ``question`` or ``problem``; a bad row does
+    not stop the others (the caller reports it and exits non-zero at the end).
+    """
     if not path.is_file():
         raise InvalidInputError(f"{path} does not exist")
-    problems = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{path} cannot be read: {exc}") from exc
+    problems: list[dict[str, Any]] = []
+    errors: list[tuple[int, str]] = []
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"{path}:{n}: not JSON: {exc.msg}") from exc
-        question = row.get("question") or row.get("problem") if isinstance(row, dict) else None
-        if not isinstance(question, str) or not question.strip():
-            raise InvalidInputError(f"{path}:{n}: needs a non-empty 'question' or 'problem'")
-        problems.append({"id": row.get("id", row.get("unique_id", n)), "question": question, **row})
-    if not problems:
+            errors.append((n, f"{path}:{n}: not JSON: {exc.msg}"))
+            continue
+        if not isinstance(row, dict):
+            errors.append((n, f"{path}:{n}: not a JSON object"))
+            continue
+        question = next(
+            (
+                row[key]
+                for key in ("question", "problem")
+                if isinstance(row.get(key), str) and row[key].strip()
+            ),
+            None,
+        )
+        if question is None:
+            errors.append((n, f"{path}:{n}: needs a non-empty 'question' or 'problem'"))
+            continue
+        problem_id = row.get("id", row.get("unique_id", n))
+        problems.append({**row, "id": problem_id, "question": question, "line": n})
+    if not problems and not errors:
         raise InvalidInputError(f"{path} holds no problems")
-    return problems
+    return problems, errors
+
+
+def _check_temperature(temperature: float) -> None:
+    if not math.isfinite(temperature) or temperature < 0:
+        raise InvalidInputError(f"--temperature must be a finite number >= 0, got {temperature}")
 
 
 def _grade(prediction: str | None, gold: str) -> bool:
@@ -185,7 +217,9 @@ def solve(
     prm_url: str = typer.Option(None, help="vLLM server URL whose /pooling serves --prm."),
     max_steps: int = typer.Option(30, help="Step limit."),
     step_max_tokens: int = typer.Option(256, help="Token cap per step."),
-    temperature: float = typer.Option(0.7, help="Sampling temperature of both models."),
+    temperature: float = typer.Option(
+        0.0, help="Sampling temperature of both models (0: greedy, reproducible; release: 0.7)."
+    ),
     step_format: str = typer.Option(
         None,
         "--step-format",
@@ -201,8 +235,17 @@ def solve(
     with _exit_codes():
         if (question is None) == (file is None):
             raise InvalidInputError("give a question or --file, not both")
-        problems = _read_problems(file) if file is not None else [{"id": 1, "question": question}]
-        _run(
+        _check_temperature(temperature)
+        bad_rows: list[tuple[int, str]] = []
+        if file is not None:
+            problems, bad_rows = _read_problems(file)
+        else:
+            problems = [{"id": 1, "question": question}]
+        for n, message in bad_rows:
+            _row_error(message, as_json, line=n)
+        if not problems:
+            raise InvalidInputError(f"{file} holds no usable problem ({len(bad_rows)} bad rows)")
+        failed = _run(
             problems,
             policy,
             threshold,
@@ -218,6 +261,19 @@ def solve(
             step_format,
             strong_step_format,
         )
+        if bad_rows or failed:
+            err.print(
+                f"[red]{len(bad_rows)} bad rows, {failed} problems failed[/] "
+                f"of {len(problems) + len(bad_rows)}"
+            )
+            raise typer.Exit(EXIT_BAD_INPUT if bad_rows else EXIT_FAILED)
+
+
+def _row_error(message: str, as_json: bool, *, line: int, problem_id: Any = None) -> None:
+    """One line on stderr; with --json also a JSON record, so every row gets an answer."""
+    err.print(f"[red]error:[/] {escape(message)}")
+    if as_json:
+        print(json.dumps({"id": problem_id, "line": line, "error": message}))
 
 
 def _run(
@@ -235,7 +291,8 @@ def _run(
     quiet: bool,
     step_format: str | None = None,
     strong_step_format: str | None = None,
-) -> None:
+) -> int:
+    """Solve each problem; a failing problem is reported and skipped.  Returns the failures."""
     from langchain_trim.graph import create_trim_graph
     from langchain_trim.models import model_display_name
     from langchain_trim.runnables import TrimResult
@@ -269,6 +326,7 @@ def _run(
         step_format=setting.step_format,
         strong_step_format=setting.strong_step_format,
     ).compile(name="trim")
+    failed = 0
     for problem in problems:
         start = time.perf_counter()
         final: dict[str, Any] = {}
@@ -280,12 +338,20 @@ def _run(
             {"question": problem["question"], "trim_budget": budget},
             stream_mode=["custom", "values"],
         )
-        for mode, chunk in stream:
-            if mode == "custom":
-                if not as_json:
-                    _show_step(chunk, quiet)
-            else:
-                final = chunk
+        try:
+            for mode, chunk in stream:
+                if mode == "custom":
+                    if not as_json:
+                        _show_step(chunk, quiet)
+                else:
+                    final = chunk
+        except (TrimError, ValueError) as exc:
+            if "line" not in problem:
+                raise  # a question argument: the usual one-line error and exit code
+            failed += 1
+            message = f"line {problem['line']} (id {problem['id']}): {type(exc).__name__}: {exc}"
+            _row_error(message, as_json, line=problem["line"], problem_id=problem["id"])
+            continue
         result = TrimResult.from_state(final)
         elapsed = time.perf_counter() - start
         spend = result.spend
@@ -319,6 +385,7 @@ def _run(
             f"{len(result.steps)} steps · weak tokens {spend['weak_tokens']} (discarded "
             f"{spend['discarded_draft_tokens']}) · PRM calls {spend['prm_calls']} · {elapsed:.1f}s"
         )
+    return failed
 
 
 @app.command()
@@ -398,7 +465,9 @@ def eval_command(
     budget: int = typer.Option(None, help="Max strong-model output tokens per question."),
     max_steps: int = typer.Option(30, help="Step limit."),
     step_max_tokens: int = typer.Option(256, help="Token cap per step."),
-    temperature: float = typer.Option(0.7, help="Sampling temperature of both models."),
+    temperature: float = typer.Option(
+        0.0, help="Sampling temperature of both models (0: greedy, reproducible; release: 0.7)."
+    ),
     step_format: str = typer.Option(
         None,
         "--step-format",
@@ -429,6 +498,7 @@ def eval_command(
             raise InvalidInputError(f"--concurrency must be >= 1, got {concurrency}")
         if budget is not None and budget < 1:
             raise InvalidInputError(f"--budget must be positive, got {budget}")
+        _check_temperature(temperature)
         problems, source = _eval_problems(dataset, data, split, limit, seed)
         if fake:
             from langchain_trim.eval.fake import fake_setting
@@ -485,8 +555,13 @@ def eval_command(
         tokens = sum(t["spend"].get("strong_tokens", 0) for t in traces) / n
         console.print(f"  {spec:<14} n={n:<4} accuracy {acc:6.1%}  strong tokens/q {tokens:8.1f}")
     console.print(f"[dim]next: trim report {out}[/]")
+    for warning in summary.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
     if summary.errors:
-        err.print(f"[red]{summary.errors} problems failed[/] (see 'error' in their traces)")
+        for line in summary.failed[:10]:
+            err.print(f"[red]error:[/] {escape(line)}")
+        more = f", {len(summary.failed) - 10} more" if len(summary.failed) > 10 else ""
+        err.print(f"[red]{summary.errors} problems failed[/] (see 'error' in their traces{more})")
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -523,6 +598,43 @@ def report(
     for note in metrics["notes"]:
         console.print(f"[dim]note: {note}[/]")
     console.print(f"wrote {files.markdown}, {files.metrics}, {len(files.figures)} figures")
+
+
+@app.command()
+def fit(
+    run: Path = typer.Argument(
+        ..., help="Dev run folder written by trim eval (weak, strong, thr:k)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Policy file to write (JSON)."),
+    max_share: float = typer.Option(
+        None,
+        help="Pick the most accurate threshold within this share of strong's tokens "
+        "(default: the best ΔIBC).",
+    ),
+) -> None:
+    """Choose TRIM-Thr's threshold on your dev traces; write it with its expected curve."""
+    with _exit_codes():
+        from langchain_trim.eval.fit import fit_threshold, write_policy_file
+        from langchain_trim.eval.runner import load_traces
+
+        if not run.is_dir():
+            raise InvalidInputError(f"{run} is not a folder")
+        result = fit_threshold(
+            load_traces(run, include_errors=False),
+            criterion="delta_ibc" if max_share is None else "max_share",
+            max_share=max_share,
+            source=str(run),
+        )
+        write_policy_file(result, out)
+    c = result.chosen
+    share = "—" if c.normalized_cost is None else f"{c.normalized_cost:.0%}"
+    console.print(
+        f"{c.policy}: accuracy {c.accuracy:.1%} at {c.strong_tokens:.0f} strong tokens/question "
+        f"({share} of always-strong's; weak {result.weak.accuracy:.1%}, strong "
+        f"{result.strong.accuracy:.1%}) on {result.n_problems} dev problems",
+        markup=False,
+    )
+    console.print(f"wrote {out}; use it with --policy fit:{out}", markup=False)
 
 
 from langchain_trim.policies.train_cli import train as _train  # noqa: E402

@@ -38,6 +38,34 @@ class StepTimeoutError(StepGenerationError):
     """A step model did not answer within ``step_timeout`` seconds."""
 
 
+class ModelTimeoutError(TrimError, TimeoutError):
+    """A model call gave up at its deadline (or was cancelled) and stopped generating.
+
+    Raised by models that honour a deadline (:class:`~langchain_trim.local.LlamaCppChatModel`)
+    so that a caller can still charge what the abandoned call spent: ``tokens`` output
+    tokens were decoded (and discarded), ``input_tokens`` prompt tokens evaluated.  It is a
+    ``TimeoutError``, so code that maps timeouts to :class:`StepTimeoutError` keeps working.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tokens: int = 0,
+        input_tokens: int = 0,
+        reason: str = "deadline",
+        elapsed_s: float = 0.0,
+    ) -> None:
+        super().__init__(message)
+        self.tokens = tokens
+        """Output tokens decoded before the call stopped (spent, but not returned)."""
+        self.input_tokens = input_tokens
+        self.reason = reason
+        """``"deadline"`` (the deadline passed), ``"cancelled"`` (the caller gave up) or
+        ``"lock"`` (the deadline passed while waiting for the shared model: nothing spent)."""
+        self.elapsed_s = elapsed_s
+
+
 class PRMError(TrimError):
     """The process reward model raised or returned unusable scores."""
 
@@ -47,7 +75,34 @@ class PRMScoreError(PRMError, ValueError):
 
 
 class ModelNotFoundError(TrimError, FileNotFoundError):
-    """A local model file is missing or does not match its expected checksum."""
+    """A local model file is missing, does not match its checksum, or cannot be assembled.
+
+    Assembly failures (disk full, unwritable cache directory) land here too, so that a
+    caller handles every "no usable model file" case once (the CLI's exit code 3).
+    """
+
+
+class PolicyFileError(InvalidInputError):
+    """A routing policy's weights or calibration are missing, unreadable or malformed.
+
+    Raised at load time (wrong tensor names, shapes or dtype, NaN/inf values, a sidecar
+    that disagrees), never at the first routing decision.
+    """
+
+
+class RunLockedError(InvalidInputError):
+    """Another process holds the eval output folder; two runs must not share one."""
+
+
+class CacheCorruptError(InvalidInputError):
+    """The eval's LLM cache file is damaged and could not be moved aside."""
+
+
+class EvalStorageError(TrimError):
+    """The eval could not write its own files (disk full, permissions, read-only folder).
+
+    An infrastructure failure: it stops the run and is never recorded as a model error.
+    """
 
 
 class TrimWarning(UserWarning):
@@ -62,10 +117,15 @@ class TrimWarning(UserWarning):
 
 
 __all__ = [
+    "CacheCorruptError",
+    "EvalStorageError",
     "InvalidInputError",
     "ModelNotFoundError",
+    "ModelTimeoutError",
     "PRMError",
     "PRMScoreError",
+    "PolicyFileError",
+    "RunLockedError",
     "StepGenerationError",
     "StepTimeoutError",
     "TrimError",

@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -236,6 +237,8 @@ class ChatStepGenerator:
         self.max_blank_retries = max_blank_retries
         self.pass_max_tokens = pass_max_tokens
         self.tags = list(tags)
+        inner = getattr(self.model, "bound", self.model)
+        self._deadline_aware = bool(getattr(inner, "supports_deadline", False))
 
     # -- helpers -----------------------------------------------------------------
     def _call_kwargs(self, max_tokens: int) -> dict[str, Any]:
@@ -256,16 +259,27 @@ class ChatStepGenerator:
             return int(self.token_counter(text))
         return approx_token_count(text)
 
-    def _count(self, message: BaseMessage, text: str, asked: int) -> tuple[int, bool, str | None]:
+    def _count(
+        self, message: BaseMessage, text: str, asked: int
+    ) -> tuple[int, bool, str | None, bool]:
         """Tokens of one answer: the reported usage when it can be trusted.
 
         Reported output tokens must be a finite, non-negative whole number and no more
         than ``asked``; otherwise the text is counted locally and the reason returned.
+        Returns ``(tokens, estimated, note, overran)``; ``overran`` means the text itself
+        is longer than ``asked`` (beyond the slack of a ~4-characters-per-token estimate
+        when no exact ``token_counter`` is given): the model ignores ``max_tokens``.
         """
         usage = getattr(message, "usage_metadata", None)
         reported = usage.get("output_tokens") if usage else None
+        measured = self._estimate(text)
+        slack = 1.0 if self.token_counter is not None else 1.5
+        overran = self.pass_max_tokens and measured > slack * asked
+        # A rough local count never charges more than was asked unless the text proves an
+        # overrun, so a model that honours max_tokens cannot overrun a budget on it.
+        estimate = measured if (overran or not self.pass_max_tokens) else min(measured, asked)
         if reported is None:
-            return self._estimate(text), True, None
+            return estimate, True, None, overran
         ok = (
             isinstance(reported, (int, float))
             and not isinstance(reported, bool)
@@ -274,14 +288,12 @@ class ChatStepGenerator:
             and float(reported).is_integer()
         )
         if not ok:
-            return self._estimate(text), True, f"usage_invalid: output_tokens={reported!r}"
+            return estimate, True, f"usage_invalid: output_tokens={reported!r}", overran
         if self.pass_max_tokens and reported > asked:
-            return (
-                max(self._estimate(text), asked),
-                True,
-                f"usage_over_cap: reported {int(reported)} output tokens for max_tokens={asked}",
-            )
-        return int(reported), False, None
+            # The usage lies (charge the cap) or the model wrote past it (charge the text).
+            note = f"usage_over_cap: reported {int(reported)} output tokens for max_tokens={asked}"
+            return (estimate if overran else asked), True, note, overran
+        return int(reported), False, None, False
 
     def _accumulate(
         self, message: Any, prefix_text: str, acc: dict[str, Any], asked: int
@@ -298,11 +310,10 @@ class ChatStepGenerator:
         if self.delimiter in text:  # the backend ignored the stop sequence
             text = text.split(self.delimiter, 1)[0]
             stop = "delimiter"
-        tokens, estimated, note = self._count(message, text, asked)
+        tokens, estimated, note, overran = self._count(message, text, asked)
         if note is not None:
             acc["note"] = note
-            if note.startswith("usage_over_cap") and self._estimate(text) > asked:
-                acc["overran"] = True
+        acc["overran"] = acc["overran"] or overran
         acc["tokens"] += tokens
         acc["estimated"] = acc["estimated"] or estimated
         acc["model"] = (message.response_metadata or {}).get("model_name") or self.name
@@ -416,6 +427,15 @@ class ChatStepGenerator:
             try:
                 if self.timeout is None:
                     message = self.model.invoke(messages, cfg, **self._call_kwargs(asked))
+                elif self._deadline_aware:
+                    # The model stops itself at the deadline and frees its lock; the
+                    # error it raises carries the tokens it decoded.
+                    message = self.model.invoke(
+                        messages,
+                        cfg,
+                        deadline=time.monotonic() + self.timeout,
+                        **self._call_kwargs(asked),
+                    )
                 else:
                     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
                     try:
@@ -450,7 +470,10 @@ class ChatStepGenerator:
                 return self._finish(acc)
             messages = self._messages(question, prefix_text, len(prefix), acc)
             try:
-                call = self.model.ainvoke(messages, cfg, **self._call_kwargs(asked))
+                kwargs = self._call_kwargs(asked)
+                if self.timeout is not None and self._deadline_aware:
+                    kwargs["deadline"] = time.monotonic() + self.timeout
+                call = self.model.ainvoke(messages, cfg, **kwargs)
                 message = await (
                     call if self.timeout is None else asyncio.wait_for(call, self.timeout)
                 )

@@ -342,6 +342,7 @@ class _TrimNodes:
             budget=spend.get("budget"),
             max_steps=settings.max_steps,
             previous_authors=tuple(s["author"] for s in steps),
+            step_max_tokens=settings.step_max_tokens,
         )
 
     def _prm_call(self, inputs: dict[str, Any]) -> list[float]:
@@ -552,7 +553,11 @@ class _TrimNodes:
         settings = self.settings(runtime)
         draft = PendingDraft(**state["trim_draft"])  # type: ignore[typeddict-item]
         obs = self.observation(state, draft, settings)
-        decision = self.policy.decide(obs)
+        untrusted = bool(_spend_view(state).get("strong_untrusted"))
+        if untrusted:  # not asked: a policy may reserve shared budget for an escalation
+            decision = RouteDecision("escalate", "strong model distrusted")
+        else:
+            decision = self.policy.decide(obs)
         if not isinstance(decision, RouteDecision) or decision.action not in (
             "continue",
             "escalate",
@@ -561,7 +566,6 @@ class _TrimNodes:
         blocked = False
         reason = decision.reason
         left = obs.budget_left
-        untrusted = bool(_spend_view(state).get("strong_untrusted"))
         if decision.action == "escalate" and untrusted:
             blocked = True
             reason = f"{reason}; blocked: the strong model did not honour max_tokens"

@@ -175,7 +175,21 @@ PARAGRAPHS = StepFormat(
     description="system prompt asking for one short paragraph per step, blank lines between",
 )
 
-STEP_FORMATS: dict[str, StepFormat] = {f.name: f for f in (RELEASE, PARAGRAPHS)}
+SHORT_STEPS_SYSTEM = (
+    "Solve the problem step by step. Each step is one short sentence with at most one "
+    "calculation, and consecutive steps are separated by a blank line. Do not use lists, "
+    "headings or code. Finish with the final answer written as \\boxed{X}."
+)
+"""System turn of the ``short-steps`` format: one sentence, one calculation per step."""
+
+SHORT_STEPS = StepFormat(
+    name="short-steps",
+    user=PARAGRAPHS_USER,
+    system=SHORT_STEPS_SYSTEM,
+    description="system prompt asking for one sentence with at most one calculation per step",
+)
+
+STEP_FORMATS: dict[str, StepFormat] = {f.name: f for f in (RELEASE, PARAGRAPHS, SHORT_STEPS)}
 """Registered step formats by name."""
 
 DEFAULT_STEP_FORMAT = "paragraphs"
@@ -217,6 +231,7 @@ __all__ = [
     "DEFAULT_STEP_FORMAT",
     "PARAGRAPHS",
     "RELEASE",
+    "SHORT_STEPS",
     "STEP_FORMATS",
     "RequestMode",
     "StepFormat",

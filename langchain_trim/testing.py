@@ -15,7 +15,7 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
@@ -92,6 +92,14 @@ class FakeStepModel(BaseChatModel):
         i = len(accepted)
         return steps[i] if i < len(steps) else None
 
+    @staticmethod
+    def _continues(messages: list[BaseMessage]) -> bool:
+        """Whether the request asks to continue a step cut by the token cap."""
+        if messages and isinstance(messages[-1], HumanMessage):
+            return "was cut off: continue it" in str(messages[-1].content)
+        so_far = parse_request(messages)[1]
+        return bool(so_far) and not so_far.endswith("\n\n")
+
     def _answer(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> tuple[ChatResult, float]:
@@ -110,6 +118,11 @@ class FakeStepModel(BaseChatModel):
             so_far = parse_request(messages)[1]
             rest = self.solution[len(so_far) :] if self.solution.startswith(so_far) else ""
             text = rest or None
+        elif self._continues(messages) and accepted:
+            # Continue the step that the token cap cut, as a real model would.
+            full = self._script(question, accepted[:-1]) or ""
+            cut = accepted[-1]
+            text = full[len(cut) :] if full.startswith(cut) and len(full) > len(cut) else None
         else:
             text = self._script(question, accepted)
         finish = "stop"

@@ -3,8 +3,23 @@
 :class:`StubServer` binds 127.0.0.1 on a free port, serves from a background thread, and
 is a context manager that always shuts down.  It speaks:
 
-* vLLM ``POST /tokenize`` (``prompt`` or chat ``messages``) and ``POST /pooling``;
+* vLLM ``POST /tokenize`` (``prompt`` or chat ``messages``);
+* vLLM ``POST /pooling`` as vLLM serves Qwen2.5-Math-PRM (``Qwen2ForProcessRewardModel``):
+  the ``pooling`` callable gives the classifier's row at every token, and the default
+  ``STEP`` pooler answers only the rows at the step tag (id 151651), one per step, as
+  vLLM's ``StepPool`` does; ``pooler="ALL"`` answers every row;
+* vLLM ``POST /v1/completions`` with ``prompt_logprobs``, as vLLM serves a causal LM such
+  as Math-Shepherd: the ``logprobs`` callable gives each position's next-token
+  distribution, and the answer holds its top ``prompt_logprobs`` entries plus the prompt's
+  own token, with vLLM's ranks;
 * OpenAI ``POST /v1/chat/completions`` (non-streaming), answered by a Python callable.
+
+Every request body is validated like vLLM does: against vLLM's own pydantic models when
+``vllm`` imports, and always against the mirrors in :mod:`tests.vllm_protocol` (which also
+refuse unknown fields); a body that fails gets vLLM's HTTP 400 and is listed in
+:attr:`StubServer.rejected`.  Limits vLLM enforces in its serving code are enforced too
+(``max_model_len``, ``max_logprobs``, the pooling tasks the model supports), and every
+answer is checked against the response mirrors.
 
 Every request is recorded (:attr:`StubServer.requests`), and :meth:`StubServer.fail` makes
 the next N matching requests fail with a status code (500 to test retries, 400 to test
@@ -24,7 +39,11 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from . import vllm_protocol
 
 # -- a tiny deterministic tokenizer ---------------------------------------------------------
 SPECIAL_IDS = {
@@ -89,6 +108,31 @@ def logit_rows(ids: Sequence[int]) -> list[list[float]]:
     return [[0.0, math.log(p / (1 - p))] for _, p in default_pooling_rows(ids)]
 
 
+def shepherd_logprobs(ids: Sequence[int]) -> list[dict[int, float] | None]:
+    """A causal Math-Shepherd-like LM: the next-token distribution at every position.
+
+    Entry ``j`` predicts token ``j`` from ``ids[:j]`` (``None`` for ``j = 0``, as vLLM's
+    ``prompt_logprobs``).  Right after a step tag (``ки``), ``"+"`` and ``"-"`` take 90% of
+    the mass with ``P(+) / (P(+) + P(-)) = token_score(the word before the tag)``; two
+    filler tokens take the rest.  Elsewhere the prompt's own token is the likely one.
+    """
+    dists: list[dict[int, float] | None] = [None]
+    for j in range(1, len(ids)):
+        if ids[j - 1] == SPECIAL_IDS["ки"] and j >= 2:
+            p = token_score(ids[j - 2])
+            dists.append(
+                {
+                    SPECIAL_IDS["+"]: math.log(0.9 * p),
+                    SPECIAL_IDS["-"]: math.log(0.9 * (1 - p)),
+                    7: math.log(0.06),
+                    8: math.log(0.04),
+                }
+            )
+        else:
+            dists.append({ids[j]: math.log(0.7), 7: math.log(0.2), 8: math.log(0.1)})
+    return dists
+
+
 # -- chat completions -----------------------------------------------------------------------
 @dataclass
 class ChatReply:
@@ -104,6 +148,20 @@ class ChatReply:
 
 
 ChatHandler = Callable[[dict[str, Any]], "ChatReply | str"]
+
+
+class _Reject(Exception):
+    """An error answer vLLM's serving code gives (not a request-validation 400)."""
+
+    def __init__(self, status: int, message: str, kind: str = "BadRequestError") -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+
+
+def _error(status: int, message: str, kind: str = "BadRequestError") -> dict[str, Any]:
+    """vLLM's ``ErrorResponse`` body."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
 
 
 @dataclass(frozen=True)
@@ -129,22 +187,42 @@ class StubServer:
     Args:
         chat: ``handler(request_json) -> ChatReply | str`` for chat completions.
         tokenizer: used by ``/tokenize`` and for string inputs of ``/pooling``.
-        pooling: ``rows(token_ids) -> list of rows`` for each ``/pooling`` input.
-        max_model_len: reported by ``/tokenize``.
+        pooling: ``rows(token_ids) -> one row per token`` (the classifier head's output);
+            ``None``: the served model has no pooling runner (``/pooling`` answers 501).
+        pooler: ``"STEP"`` keeps the rows at ``step_tag_id`` only (vLLM's default for
+            Qwen2.5-Math-PRM); ``"ALL"`` answers one row per token.
+        pooling_tasks: the tasks ``/pooling`` accepts (a ``task`` left out means the
+            first); Qwen2.5-Math-PRM supports ``token_classify`` only.
+        logprobs: ``dists(token_ids) -> next-token distribution per position`` for
+            ``/v1/completions``; ``None``: the served model is not generative (404).
+        max_model_len: reported by ``/tokenize`` and enforced on every prompt.
+        max_logprobs: vLLM's ``--max-logprobs`` (default 20), enforced on
+            ``prompt_logprobs``.
         delay: seconds to wait before answering any request (to test timeouts).
     """
 
     chat: ChatHandler | None = None
     tokenizer: WordTokenizer = field(default_factory=WordTokenizer)
-    pooling: Callable[[Sequence[int]], list[list[float]]] = default_pooling_rows
+    pooling: Callable[[Sequence[int]], list[list[float]]] | None = default_pooling_rows
+    pooler: Literal["STEP", "ALL"] = "STEP"
+    step_tag_id: int = SPECIAL_IDS["<extra_0>"]
+    pooling_tasks: tuple[str, ...] = ("token_classify",)
+    logprobs: Callable[[Sequence[int]], list[dict[int, float] | None]] | None = None
     max_model_len: int = 4096
+    max_logprobs: int = 20
     delay: float = 0.0
     requests: list[RecordedRequest] = field(default_factory=list, init=False)
+    rejected: list[tuple[str, str]] = field(default_factory=list, init=False)
+    """``(path, message)`` of every request answered with a validation 400."""
     _failures: list[_Failure] = field(default_factory=list, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _stopping: threading.Event = field(default_factory=threading.Event, init=False)
     _server: ThreadingHTTPServer | None = field(default=None, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
+    _real: dict[str, Any] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self._real = vllm_protocol.real_models()
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -246,24 +324,62 @@ class StubServer:
             self._stopping.wait(self.delay)
         failure = self._take_failure(path, body)
         if failure is not None:
-            error = {"message": failure.message, "type": "StubError", "code": failure.status}
-            self._send(handler, failure.status, {"error": error})
+            self._send(
+                handler, failure.status, _error(failure.status, failure.message, "StubError")
+            )
             return
         routes: dict[str, Callable[[Any], Any]] = {
             "/tokenize": self._tokenize,
             "/pooling": self._pooling,
+            "/v1/completions": self._completions,
             "/v1/chat/completions": self._chat,
         }
         route = routes.get(path)
         if route is None:
-            self._send(handler, 404, {"error": {"message": f"no route {path}", "code": 404}})
+            self._send(handler, 404, _error(404, f"no route {path}", "NotFoundError"))
+            return
+        problem = self._invalid(path, body)
+        if problem is not None:
+            with self._lock:
+                self.rejected.append((path, problem))
+            self._send(handler, 400, _error(400, problem))
             return
         try:
             answer = route(body)
-        except Exception as exc:  # a bug in a test handler: surface it as a 500
-            self._send(handler, 500, {"error": {"message": repr(exc), "code": 500}})
+        except _Reject as exc:
+            self._send(handler, exc.status, _error(exc.status, str(exc), exc.kind))
             return
+        except Exception as exc:  # a bug in a test handler: surface it as a 500
+            self._send(handler, 500, _error(500, repr(exc), "InternalServerError"))
+            return
+        response_model = vllm_protocol.RESPONSE_MODELS.get(path)
+        if response_model is not None:
+            try:
+                response_model.model_validate(answer)
+            except ValidationError as exc:  # the stub itself left vLLM's protocol
+                message = f"stub answer outside vLLM's protocol: {exc}"
+                self._send(handler, 500, _error(500, message, "InternalServerError"))
+                return
         self._send(handler, 200, answer)
+
+    def _invalid(self, path: str, body: Any) -> str | None:
+        """Why vLLM (or its mirror, which also refuses unknown fields) rejects ``body``."""
+        if not isinstance(body, dict):
+            return "the request body must be a JSON object"
+        mirror = vllm_protocol.request_model(path, body)
+        if mirror is not None:
+            try:
+                mirror.model_validate(body)
+            except ValidationError as exc:
+                return vllm_protocol.validation_message(exc)
+        if self._real is not None:
+            real = vllm_protocol.real_request_model(self._real, path, body)
+            if real is not None:
+                try:
+                    real.model_validate(body)
+                except Exception as exc:  # ValidationError, or 0.33's VLLMValidationError
+                    return f"vLLM: {exc}"
+        return None
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
@@ -278,6 +394,16 @@ class StubServer:
             pass
 
     # -- vLLM --------------------------------------------------------------------------------
+    def _check_length(self, ids: Sequence[int], max_tokens: int = 0) -> None:
+        """vLLM's serving check: prompt plus requested tokens within ``max_model_len``."""
+        if len(ids) + max_tokens > self.max_model_len:
+            raise _Reject(
+                400,
+                f"This model's maximum context length is {self.max_model_len} tokens. "
+                f"However, you requested {len(ids) + max_tokens} tokens ({len(ids)} in the "
+                f"messages, {max_tokens} in the completion).",
+            )
+
     def _tokenize(self, body: dict[str, Any]) -> dict[str, Any]:
         if "messages" in body:
             text = render_chatml(body["messages"])
@@ -288,26 +414,86 @@ class StubServer:
         ids = self.tokenizer.encode(text, add_special_tokens=special)
         return {"count": len(ids), "max_model_len": self.max_model_len, "tokens": ids}
 
-    def _pooling(self, body: dict[str, Any]) -> dict[str, Any]:
-        raw = body["input"]
+    def _token_inputs(self, raw: Any, special: bool) -> list[list[int]]:
         if isinstance(raw, str):
-            inputs = [self.tokenizer.encode(raw)]
-        elif raw and all(isinstance(x, int) for x in raw):
-            inputs = [list(raw)]
-        else:
-            inputs = [self.tokenizer.encode(x) if isinstance(x, str) else list(x) for x in raw]
-        data = [
-            {"index": i, "object": "pooling", "data": self.pooling(ids)}
-            for i, ids in enumerate(inputs)
+            return [self.tokenizer.encode(raw, add_special_tokens=special)]
+        if raw and all(isinstance(x, int) for x in raw):
+            return [list(raw)]
+        return [
+            self.tokenizer.encode(x, add_special_tokens=special) if isinstance(x, str) else list(x)
+            for x in raw
         ]
+
+    def _pooling(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.pooling is None:
+            raise _Reject(501, "The model does not support Pooling API", "NotImplementedError")
+        task = body.get("task") or self.pooling_tasks[0]
+        if task not in self.pooling_tasks:
+            raise _Reject(
+                400, f"Task {task} is not supported, it must be one of {self.pooling_tasks}."
+            )
+        inputs = self._token_inputs(body["input"], bool(body.get("add_special_tokens", True)))
+        data = []
+        for i, ids in enumerate(inputs):
+            self._check_length(ids)
+            rows = self.pooling(ids)
+            if self.pooler == "STEP":  # vLLM's StepPool: the rows at the step tag only
+                rows = [row for row, tok in zip(rows, ids, strict=False) if tok == self.step_tag_id]
+            data.append({"index": i, "object": "pooling", "data": rows})
         n = sum(len(ids) for ids in inputs)
         return {
             "id": "pool-stub",
             "object": "list",
             "created": int(time.time()),
-            "model": body.get("model"),
+            "model": body.get("model") or "stub",
             "data": data,
             "usage": {"prompt_tokens": n, "total_tokens": n, "completion_tokens": 0},
+        }
+
+    def _completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        """vLLM's ``/v1/completions`` for a generative model: one greedy token per prompt
+        and, when asked, the prompt logprobs of every position."""
+        if self.logprobs is None:
+            raise _Reject(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+        k = body.get("prompt_logprobs")
+        if k is not None and (k == -1 or k > self.max_logprobs):
+            raise _Reject(
+                400,
+                f"Requested prompt logprobs of {k}, which is greater than max allowed: "
+                f"{self.max_logprobs}",
+            )
+        max_tokens = body.get("max_tokens", 16)
+        prompts = self._token_inputs(body["prompt"], bool(body.get("add_special_tokens", True)))
+        choices = []
+        for i, ids in enumerate(prompts):
+            self._check_length(ids, max_tokens or 0)
+            dists = self.logprobs(ids)
+            choice: dict[str, Any] = {
+                "index": i,
+                "text": "+",
+                "logprobs": None,
+                "finish_reason": "length",
+                "stop_reason": None,
+                "prompt_logprobs": None,
+            }
+            if k is not None:
+                choice["prompt_logprobs"] = [
+                    None if dist is None else _top_logprobs(dist, ids[j], k)
+                    for j, dist in enumerate(dists)
+                ]
+            choices.append(choice)
+        n = sum(len(ids) for ids in prompts)
+        return {
+            "id": f"cmpl-stub-{len(self.requests)}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.get("model") or "stub",
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": n,
+                "completion_tokens": len(prompts),
+                "total_tokens": n + len(prompts),
+            },
         }
 
     # -- OpenAI chat -------------------------------------------------------------------------
@@ -356,6 +542,26 @@ class StubServer:
         }
 
 
+def _top_logprobs(dist: dict[int, float], actual: int, k: int) -> dict[str, dict[str, Any]]:
+    """vLLM's prompt-logprob row: the top ``k`` tokens and the prompt's own token, ranked.
+
+    Ranks are 1-based positions in the whole distribution; a token the distribution lacks
+    has (almost) no mass.  ``-inf`` becomes ``-9999.0``, as ``clamp_prompt_logprobs`` does.
+    """
+    ranked = sorted(dist.items(), key=lambda kv: -kv[1])
+    rank = {tok: r for r, (tok, _) in enumerate(ranked, 1)}
+    keep = dict(ranked[:k])
+    keep[actual] = dist.get(actual, math.log(1e-9))
+    return {
+        str(tok): {
+            "logprob": max(lp, -9999.0),
+            "rank": rank.get(tok, len(ranked) + 1),
+            "decoded_token": None,
+        }
+        for tok, lp in keep.items()
+    }
+
+
 def serve(**kwargs: Any) -> Iterator[StubServer]:
     """Generator form for pytest fixtures: ``yield from serve(chat=...)``."""
     with StubServer(**kwargs) as server:
@@ -373,5 +579,6 @@ __all__ = [
     "logit_rows",
     "render_chatml",
     "serve",
+    "shepherd_logprobs",
     "token_score",
 ]

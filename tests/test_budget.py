@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from langchain_trim import InvalidInputError, ThresholdPolicy, create_trim_graph
+from langchain_trim.budget import BudgetedStepGenerator, GlobalBudget, GlobalBudgetPolicy
+from langchain_trim.generation import as_step_generator
 from langchain_trim.prm import FunctionPRM
 from langchain_trim.testing import FakeStepModel
 
@@ -99,3 +101,139 @@ def test_budget_from_state_overrides_factory_and_blocks() -> None:
     assert out["trim_spend"]["budget_blocked"] == len(authors) - 2
     blocked = out["trim_steps"][2]
     assert blocked["budget_blocked"] and "budget blocked" in blocked["reason"]
+
+
+class _Chunky(FakeStepModel):
+    """Honours ``max_tokens`` but writes blank chunks and reports usage that may lie."""
+
+    usage_mode: str = "honest"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        result = super()._generate(messages, stop, run_manager, **kw)
+        message = result.generations[0].message
+        true = len(message.content.split(" ")) if message.content else 0
+        lie = {
+            "honest": true,
+            "negative": -50,
+            "nan": float("nan"),
+            "tenfold": 10 * (kw.get("max_tokens") or 1),
+            "missing": None,
+        }[self.usage_mode]
+        if lie is None:
+            message.usage_metadata = None
+        else:
+            message.usage_metadata = {"input_tokens": 1, "output_tokens": lie, "total_tokens": 1}
+        return result
+
+
+def _chunky_responder(traj: list[tuple[float, int, int, int]], tag: str, which: int) -> Any:
+    def respond(question: str, accepted: Sequence[str]) -> str | None:
+        # Walk the accepted chunks: every step is preceded by `blanks` punctuation chunks.
+        i = len([a for a in accepted if a.strip(" .,;") != ""])
+        if i >= len(traj):
+            return None
+        blanks_seen = 0
+        for a in reversed(accepted):
+            if a.strip(" .,;") != "":
+                break
+            blanks_seen += 1
+        if blanks_seen < traj[i][3]:
+            return "."
+        return words(traj[i][which], f"{tag}{i}_")
+
+    return respond
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    traj=st.lists(
+        st.tuples(
+            st.floats(0, 1, allow_nan=False),
+            st.integers(1, 40),
+            st.integers(1, 60),
+            st.integers(0, 2),  # punctuation-only chunks before the step
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    budget=st.integers(1, 150),
+    threshold=st.floats(0.01, 1, allow_nan=False),
+    step_cap=st.integers(4, 40),
+    usage_mode=st.sampled_from(["honest", "negative", "nan", "tenfold", "missing"]),
+    shared=st.booleans(),
+)
+def test_budget_holds_with_blank_chunks_lying_usage_and_shared_budgets(
+    traj: list[tuple[float, int, int, int]],
+    budget: int,
+    threshold: float,
+    step_cap: int,
+    usage_mode: str,
+    shared: bool,
+) -> None:
+    """Every model here honours max_tokens; whatever it reports, no budget is exceeded."""
+    weak = _Chunky(responder=_chunky_responder(traj, "w", 1), model_name="weak")
+    strong = _Chunky(
+        responder=_chunky_responder(traj, "s", 2), model_name="strong", usage_mode=usage_mode
+    )
+
+    def score(question: str, steps: Sequence[str]) -> list[float]:
+        out = []
+        for text in steps:
+            head = text.split("_", 1)[0]
+            i = int(head[1:]) if head[:1] == "w" and head[1:].isdigit() else None
+            out.append(traj[i][0] if i is not None and i < len(traj) else 1.0)
+        return out
+
+    policy: Any = ThresholdPolicy(threshold)
+    strong_model: Any = strong
+    pool = None
+    if shared:
+        pool = GlobalBudget(total=budget, step_tokens=step_cap)
+        policy = GlobalBudgetPolicy(policy, pool)
+        strong_model = BudgetedStepGenerator(
+            as_step_generator(strong, role="strong", run_name="trim.strong"), pool
+        )
+    if not shared and budget < step_cap:  # could never escalate: rejected, loudly
+        with pytest.raises(InvalidInputError, match="step_max_tokens"):
+            create_trim_graph(weak, strong, None, policy, budget=budget, step_max_tokens=step_cap)
+        return
+    graph = create_trim_graph(
+        weak,
+        strong_model,
+        FunctionPRM(score),
+        policy,
+        budget=None if shared else budget,
+        step_max_tokens=step_cap,
+    ).compile()
+    outs = [graph.invoke({"question": f"q{k}"}) for k in range(2 if shared else 1)]
+    total = sum(o["trim_spend"]["strong_tokens"] for o in outs)
+    assert total <= budget
+    for o in outs:
+        assert all(s["tokens"] <= step_cap for s in o["trim_steps"])
+        assert not o["trim_spend"].get("overspent")
+        if usage_mode != "honest" and any(s["author"] == "strong" for s in o["trim_steps"]):
+            assert o["trim_spend"]["strong_tokens_estimated"]
+    if pool is not None:
+        assert pool.spent + pool.reserved <= budget
+
+
+def test_a_strong_model_that_ignores_max_tokens_is_flagged_and_stops_escalating() -> None:
+    class Ignoring(FakeStepModel):
+        def _generate(
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> Any:
+            kw.pop("max_tokens", None)
+            return super()._generate(messages, stop, run_manager, **kw)
+
+    weak = FakeStepModel(steps=["bad"] * 4 + [r"\boxed{1}"], model_name="weak")
+    strong = Ignoring(steps=[words(50, "s")] * 5, model_name="strong")
+    prm = FunctionPRM(lambda q, steps: [0.0 for _ in steps])
+    graph = create_trim_graph(
+        weak, strong, prm, ThresholdPolicy(0.5), budget=100, step_max_tokens=20
+    ).compile()
+    out = graph.invoke({"question": "q"})
+    spend = out["trim_spend"]
+    assert spend["strong_untrusted"] and spend["usage_flags"] >= 1
+    assert [s["author"] for s in out["trim_steps"]].count("strong") == 1
+    later = out["trim_steps"][1]
+    assert later["budget_blocked"] and "max_tokens" in later["reason"]

@@ -31,10 +31,13 @@ def test_exit_codes(args: list[str], code: int, message: str) -> None:
 
 
 def test_bad_jsonl_lines(tmp_path: Path) -> None:
+    """Every bad row is named (the good ones would still be solved, see
+    test_eval_robustness); a file with no usable row stops before loading a model."""
     bad = tmp_path / "p.jsonl"
-    bad.write_text('{"question": "ok"}\nnot json\n')
+    bad.write_text('{"question": "  "}\nnot json\n')
     result = runner.invoke(app, ["solve", "--file", str(bad)])
-    assert result.exit_code == EXIT_BAD_INPUT and "p.jsonl:2" in result.output
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "p.jsonl:1: needs a non-empty" in result.output and "p.jsonl:2" in result.output
     bad.write_text('{"answer": 3}\n')
     result = runner.invoke(app, ["solve", "--file", str(bad)])
     assert result.exit_code == EXIT_BAD_INPUT and "needs a non-empty" in result.output

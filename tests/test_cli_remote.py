@@ -18,6 +18,7 @@ from .test_openai_compatible import reply, strong_usage
 
 
 def pooling(ids: Any) -> list[list[float]]:
+    """The PRM head's row at every token (the stub's STEP pooler keeps the step tags')."""
     wrong = WordTokenizer().token_id("WRONG")
     rows = [[0.5, 0.5]]
     for prev in ids[:-1]:
@@ -38,11 +39,14 @@ def test_trim_solve_against_vllm_servers() -> None:
             ],
         )  # fmt: skip
         chats = server.bodies("/v1/chat/completions")
+        rejected = server.rejected
     assert result.exit_code == 0, result.output
+    assert rejected == []  # every request passed vLLM's request models
     record = json.loads(result.output.strip().splitlines()[-1])
     assert record["final_answer"] == "13"
     assert record["steps"] == 4 and record["escalated_steps"] == 1
     assert record["spend"]["strong_tokens"] == strong_usage(1)  # from the server's usage
-    assert all(
-        body["extra_body" if "extra_body" in body else "continue_final_message"] for body in chats
+    assert all(  # vLLM's prefill extras, at the top level where vLLM reads them
+        body["continue_final_message"] is True and body["add_generation_prompt"] is False
+        for body in chats
     )

@@ -241,3 +241,72 @@ def test_custom_policy_protocol() -> None:
     out = graph(policy=LastTwoPolicy(), prm=prm).invoke({"question": "q"})
     # step 1 (0.1) is kept: only one low score; step 2 (0.2) follows it: escalate
     assert [s["author"] for s in out["trim_steps"]] == ["weak", "weak", "strong", "weak"]
+
+
+class _HangingPRM(KeywordPRM):
+    """Scores like ``KeywordPRM`` but never answers the second call (issue 13, point 3)."""
+
+    def __init__(self) -> None:
+        super().__init__({"WRONG": 0.1}, default=0.9)
+        self.n = 0
+
+    def score_batch(self, items: Any) -> list[list[float]]:
+        self.n += 1
+        if self.n == 2:
+            import time
+
+            time.sleep(3)
+        return super().score_batch(items)
+
+    async def ascore_batch(self, items: Any) -> list[list[float]]:
+        self.n += 1
+        if self.n == 2:
+            await asyncio.sleep(3)
+        return await super().ascore_batch(items)
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_prm_that_never_answers_is_bounded_by_step_timeout(use_async: bool) -> None:
+    import time
+
+    g = graph(prm=_HangingPRM(), step_timeout=0.3)
+    t0 = time.perf_counter()
+    out = asyncio.run(g.ainvoke({"question": "q"})) if use_async else g.invoke({"question": "q"})
+    assert time.perf_counter() - t0 < 2.5
+    step = out["trim_steps"][1]
+    assert step["fallback"].startswith("prm_error") and "did not answer" in step["fallback"]
+    with pytest.raises(PRMError, match="did not answer"):
+        g2 = graph(prm=_HangingPRM(), step_timeout=0.3, on_prm_error="raise")
+        asyncio.run(g2.ainvoke({"question": "q"})) if use_async else g2.invoke({"question": "q"})
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_timed_out_strong_call_is_charged_its_cap(use_async: bool) -> None:
+    slow_strong = FakeStepModel(steps=STRONG_STEPS, hang_on_steps=frozenset({1}), hang_seconds=2)
+    g = graph(strong_model=slow_strong, step_timeout=0.2, strong_max_retries=0, budget=10_000)
+    out = asyncio.run(g.ainvoke({"question": "q"})) if use_async else g.invoke({"question": "q"})
+    spend = out["trim_spend"]
+    assert out["trim_steps"][1]["fallback"].startswith("strong_error: StepTimeoutError")
+    # the abandoned call may have decoded up to its max_tokens: the budget is charged that
+    assert spend["strong_tokens"] >= 512 and spend["strong_tokens_estimated"]
+
+
+def test_an_over_reporting_strong_model_is_flagged_and_stops_escalating() -> None:
+    class OverReporting(FakeStepModel):
+        def _generate(
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> Any:
+            result = super()._generate(messages, stop, run_manager, **kw)
+            message = result.generations[0].message
+            message.usage_metadata = {"input_tokens": 1, "output_tokens": 10**6, "total_tokens": 1}
+            return result
+
+    weak = FakeStepModel(steps=["WRONG a", "WRONG b", "WRONG c", r"\boxed{1}"])
+    strong = OverReporting(steps=["s a", "s b", "s c", r"\boxed{2}"], model_name="liar")
+    out = graph(draft_model=weak, strong_model=strong).invoke({"question": "q"})
+    spend = out["trim_spend"]
+    assert spend["strong_untrusted"] and spend["usage_flags"] >= 1
+    assert spend["strong_tokens"] <= 512  # charged the cap, not the reported million
+    authors = [s["author"] for s in out["trim_steps"]]
+    assert authors.count("strong") == 1
+    assert any("did not honour max_tokens" in s["reason"] for s in out["trim_steps"][1:])

@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from langchain_trim.errors import PRMScoreError  # noqa: E402
+from langchain_trim.errors import InvalidInputError, PRMScoreError  # noqa: E402
 from langchain_trim.prm import ProcessRewardModel  # noqa: E402
 from langchain_trim.prm.transformers_prm import (  # noqa: E402
     QWEN_SYSTEM_PROMPT,
@@ -373,3 +373,59 @@ def test_from_pretrained_local_directory(
     assert not loaded.model.training
     expected = make_prm(style, qwen_model, llama_model, tok).score(QUESTION, STEPS)
     assert loaded.score(QUESTION, STEPS) == pytest.approx(expected, abs=1e-5)
+
+
+# -- issue 13, point 8: no repository code unless asked -----------------------------------------
+def _spy_loaders(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Record ``trust_remote_code`` of every transformers loader call."""
+    seen: list[Any] = []
+    for name in ("AutoModel", "AutoModelForTokenClassification", "AutoTokenizer", "AutoConfig"):
+        cls = getattr(transformers, name)
+        real = cls.from_pretrained
+
+        def spy(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            seen.append(kwargs.get("trust_remote_code", "unset"))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", spy)
+    return seen
+
+
+def test_from_pretrained_runs_no_repository_code_by_default(
+    tmp_path: Path, tok: Any, qwen_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    qwen_model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path / "tokenizer")
+    seen = _spy_loaders(monkeypatch)
+    loaded = TransformersPRM.from_pretrained(
+        str(tmp_path), tokenizer_name_or_path=str(tmp_path / "tokenizer")
+    )
+    assert len(seen) >= 2 and all(value is False for value in seen), seen
+    assert type(loaded.model).__name__ == "Qwen2ForTokenClassification"
+    assert len(loaded.score(QUESTION, STEPS)) == len(STEPS)
+
+
+def test_a_checkpoint_that_ships_code_needs_an_explicit_opt_in(
+    tmp_path: Path, qwen_model: Any
+) -> None:
+    import json
+
+    qwen_model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["architectures"] = ["Qwen2ForProcessRewardModel"]
+    config["auto_map"] = {"AutoModel": "modeling_qwen2_rm.Qwen2ForProcessRewardModel"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "modeling_qwen2_rm.py").write_text("raise SystemExit('remote code ran')\n")
+    with pytest.raises(InvalidInputError, match="trust_remote_code=True"):
+        TransformersPRM.from_pretrained(str(tmp_path))
+    with pytest.raises(InvalidInputError, match="True or False"):
+        TransformersPRM.from_pretrained(str(tmp_path), trust_remote_code="yes")  # type: ignore[arg-type]
+
+
+def test_a_head_left_random_is_an_error_not_random_scores(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    body = transformers.Qwen2Model(tiny_config(transformers.Qwen2Config, pad_token_id=0))
+    body.save_pretrained(tmp_path)
+    message = r"randomly initialised \(score\.bias, score\.weight"
+    with pytest.raises(InvalidInputError, match=message):
+        TransformersPRM.from_pretrained(str(tmp_path))

@@ -1,8 +1,10 @@
 """vLLM PRM backends against a local HTTP stub and a fake ``vllm.LLM`` (no GPU, no network).
 
-The stub's pooler reports, at every token, ``P(correct) = token_score(previous token)``, so
-the expected score of a step is ``token_score(id of the step's last word)``: computed here
-without any of the backend's position logic.
+The stub's classifier reports, at every token, ``P(correct) = token_score(previous token)``
+(its STEP pooler keeps the rows at the step tags, as vLLM's does), and its Math-Shepherd-like
+LM puts ``P(+) / (P(+) + P(-)) = token_score(word before the tag)`` after every tag, so the
+expected score of a step is ``token_score(id of the step's last word)`` in both cases:
+computed here without any of the backend's position logic.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -27,16 +30,18 @@ from langchain_trim.prm.transformers_prm import (
     math_shepherd_prm_prompt,
     qwen_prm_messages,
 )
-from langchain_trim.prm.vllm_prm import VLLMOfflinePRM, VLLMServerPRM
+from langchain_trim.prm.vllm_prm import VLLM_MIN_VERSION, VLLMOfflinePRM, VLLMServerPRM
 
 from .stubs import (
     BOS_ID,
+    SPECIAL_IDS,
     StubServer,
     WordTokenizer,
     default_pooling_rows,
     logit_rows,
     render_chatml,
     serve,
+    shepherd_logprobs,
     token_score,
 )
 
@@ -56,19 +61,22 @@ def expected(steps: Sequence[str]) -> list[float]:
     return [token_score(TOK.token_id(step.split()[-1])) for step in steps]
 
 
-def step_rows(ids: Sequence[int]) -> list[list[float]]:
-    """A Math-Shepherd STEP pooler: one [P(+), P(-)] row per step tag only."""
-    rows = []
-    for i, tok in enumerate(ids):
-        if tok == MATH_SHEPHERD_STEP_TAG_ID:
-            p = token_score(ids[i - 1])
-            rows.append([p, 1 - p])
-    return rows
+PLUS, MINUS = SPECIAL_IDS["+"], SPECIAL_IDS["-"]
 
 
 @pytest.fixture
 def server() -> Iterator[StubServer]:
     yield from serve()
+
+
+@pytest.fixture
+def shepherd_server() -> Iterator[StubServer]:
+    """A vLLM serving Math-Shepherd as what it is, a generative model (no pooling runner)."""
+    yield from serve(pooling=None, logprobs=shepherd_logprobs)
+
+
+def shepherd_ids(question: str, steps: Sequence[str]) -> list[int]:
+    return TOK.encode(math_shepherd_prm_prompt(question, steps))
 
 
 def free_port() -> int:
@@ -123,17 +131,110 @@ def test_server_softmaxes_logit_rows() -> None:
             raw.score(QUESTION, STEPS)
 
 
-def test_server_math_shepherd_step_rows() -> None:
-    with StubServer(pooling=step_rows) as server:
-        prm = VLLMServerPRM(server.url, "shepherd", style="math_shepherd", pooling_task=None)
-        assert prm.step_tag_id == MATH_SHEPHERD_STEP_TAG_ID
-        assert prm.score(QUESTION, STEPS) == pytest.approx(expected(STEPS), abs=1e-9)
-        (tok_body,) = server.bodies("/tokenize")
-        assert tok_body["prompt"] == math_shepherd_prm_prompt(QUESTION, STEPS)
-        assert tok_body["add_special_tokens"] is True
-        (pool_body,) = server.bodies("/pooling")
-        assert "task" not in pool_body
-        assert pool_body["input"][0][0] == BOS_ID
+def test_server_pooling_answers_one_row_per_step_like_vllm(server: StubServer) -> None:
+    """vLLM's Qwen2ForProcessRewardModel pools with STEP: one row per step, not per token."""
+    prm = VLLMServerPRM(server.url, "prm", tokenizer=TOK)
+    assert prm.score(QUESTION, STEPS) == pytest.approx(expected(STEPS), abs=1e-9)
+    import httpx
+
+    (body,) = server.bodies("/pooling")
+    answer = httpx.post(server.url + "/pooling", json=body).json()
+    assert [len(entry["data"]) for entry in answer["data"]] == [len(STEPS)]
+
+
+def test_server_math_shepherd_reads_label_logprobs(shepherd_server: StubServer) -> None:
+    """Math-Shepherd is served generatively and scored from the +/- prompt logprobs."""
+    prm = VLLMServerPRM(shepherd_server.url, "shepherd", style="math_shepherd", batch_size=8)
+    assert prm.step_tag_id == MATH_SHEPHERD_STEP_TAG_ID
+    assert prm.label_token_ids == (PLUS, MINUS)
+    results = prm.score_batch(ITEMS)
+    assert results == [pytest.approx(expected(steps), abs=1e-9) for _, steps in ITEMS]
+    assert len({round(s, 3) for s in results[0]}) == 4  # distinct, so order is checked
+    tok_body = shepherd_server.bodies("/tokenize")[0]
+    assert tok_body == {
+        "model": "shepherd",
+        "prompt": math_shepherd_prm_prompt(QUESTION, STEPS),
+        "add_special_tokens": True,
+    }
+    assert shepherd_server.bodies("/pooling") == []
+    (body,) = shepherd_server.bodies("/v1/completions")
+    assert body["model"] == "shepherd"
+    assert body["max_tokens"] == 1 and body["prompt_logprobs"] == 20
+    assert len(body["prompt"]) == 4  # the empty trajectory is not sent
+    ids = shepherd_ids(QUESTION, STEPS)
+    assert ids[0] == BOS_ID
+    assert body["prompt"][0] == [*ids, PLUS]  # one token after the last tag
+    assert shepherd_server.rejected == []
+
+
+def test_server_math_shepherd_with_local_tokenizer_and_async(shepherd_server: StubServer) -> None:
+    prm = VLLMServerPRM(
+        shepherd_server.url, "shepherd", style="math_shepherd", tokenizer=TOK, batch_size=2
+    )
+    got = asyncio.run(prm.ascore_batch(ITEMS))
+    assert got == [pytest.approx(expected(steps), abs=1e-9) for _, steps in ITEMS]
+    assert shepherd_server.bodies("/tokenize") == []
+    assert len(shepherd_server.bodies("/v1/completions")) == 2
+
+
+def test_server_math_shepherd_truncates_to_fit_the_prompt_and_one_token() -> None:
+    ids = shepherd_ids(QUESTION, STEPS)
+    tags = [i for i, t in enumerate(ids) if t == MATH_SHEPHERD_STEP_TAG_ID]
+    keep = len(ids) - (tags[1] + 1)  # the first two step tags fall off
+    with StubServer(pooling=None, logprobs=shepherd_logprobs, max_model_len=keep + 2) as server:
+        prm = VLLMServerPRM(server.url, "shepherd", style="math_shepherd")
+        s = expected(STEPS)
+        assert prm.score(QUESTION, STEPS) == pytest.approx([s[2], s[2], s[2], s[3]], abs=1e-9)
+        (body,) = server.bodies("/v1/completions")
+        assert body["prompt"] == [[*ids[tags[1] + 1 :], PLUS]]  # + 1 generated = max_model_len
+    with StubServer(pooling=None, logprobs=shepherd_logprobs) as server:
+        prm = VLLMServerPRM(
+            server.url, "shepherd", style="math_shepherd", tokenizer=TOK, max_length=keep + 1
+        )
+        assert prm.score(QUESTION, STEPS) == pytest.approx([s[2], s[2], s[2], s[3]], abs=1e-9)
+
+
+def test_server_math_shepherd_label_outside_top_logprobs_raises() -> None:
+    def crowded(ids: Sequence[int]) -> list[dict[int, float] | None]:
+        dists = shepherd_logprobs(ids)
+        for j, dist in enumerate(dists):
+            if dist is not None and PLUS in dist:  # after a tag: 3 fillers above +/-
+                dists[j] = {**dist, 11: -0.01, 12: -0.02, 13: -0.03}
+        return dists
+
+    with StubServer(pooling=None, logprobs=crowded) as server:
+        prm = VLLMServerPRM(server.url, "shepherd", style="math_shepherd", top_logprobs=3)
+        with pytest.raises(PRMScoreError, match="token 648 is not among the top 3"):
+            prm.score(QUESTION, STEPS)
+        big = VLLMServerPRM(server.url, "shepherd", style="math_shepherd", top_logprobs=20)
+        assert big.score(QUESTION, STEPS) == pytest.approx(expected(STEPS), abs=1e-9)
+
+
+def test_server_math_shepherd_top_logprobs_over_server_limit_is_a_clear_error(
+    shepherd_server: StubServer,
+) -> None:
+    prm = VLLMServerPRM(shepherd_server.url, "shepherd", style="math_shepherd", top_logprobs=21)
+    with pytest.raises(PRMError, match="HTTP 400: Requested prompt logprobs of 21"):
+        prm.score(QUESTION, STEPS)
+
+
+def test_server_math_shepherd_against_a_pooling_only_server_is_a_clear_error(
+    server: StubServer,
+) -> None:
+    prm = VLLMServerPRM(server.url, "shepherd", style="math_shepherd", tokenizer=TOK)
+    with pytest.raises(PRMError, match="HTTP 404"):
+        prm.score(QUESTION, STEPS)
+
+
+def test_math_shepherd_arguments() -> None:
+    with pytest.raises(ValueError, match="positive_index"):
+        VLLMServerPRM("http://x", "m", style="math_shepherd", positive_index=0)
+    with pytest.raises(ValueError, match="top_logprobs"):
+        VLLMServerPRM("http://x", "m", style="math_shepherd", top_logprobs=0)
+    with pytest.raises(ValueError, match="max_length"):
+        VLLMServerPRM("http://x", "m", style="math_shepherd", max_length=1)
+    prm = VLLMServerPRM("http://x", "m", style="math_shepherd", label_token_ids=(5, 6))
+    assert prm.label_token_ids == (5, 6)
 
 
 def test_server_left_truncates_to_max_model_len() -> None:
@@ -153,8 +254,15 @@ def test_server_left_truncates_to_max_model_len() -> None:
         assert prm.score(QUESTION, STEPS) == pytest.approx([s[2], s[2], s[2], s[3]], abs=1e-9)
 
 
+def test_server_all_pooler_rows_per_token() -> None:
+    with StubServer(pooler="ALL") as server:
+        prm = VLLMServerPRM(server.url, "prm", tokenizer=TOK)
+        assert prm.score(QUESTION, STEPS) == pytest.approx(expected(STEPS), abs=1e-9)
+
+
 def test_server_row_count_mismatch_raises() -> None:
-    with StubServer(pooling=lambda ids: default_pooling_rows(ids)[:-1]) as server:
+    rows = lambda ids: default_pooling_rows(ids)[:-1]  # noqa: E731
+    with StubServer(pooling=rows, pooler="ALL") as server:
         prm = VLLMServerPRM(server.url, "prm", tokenizer=TOK)
         with pytest.raises(PRMScoreError, match="rows for an input of"):
             prm.score(QUESTION, STEPS)
@@ -297,12 +405,43 @@ class _RequestOutput:
         self.outputs = _PoolingOutput(rows)
 
 
-class FakeLLM:
-    """Mimics ``vllm.LLM(runner="pooling")``: ``get_tokenizer`` and ``encode``."""
+class _Logprob:
+    """``vllm.logprobs.Logprob``: what offline prompt-logprob rows hold."""
 
-    def __init__(self, rows: Any = default_pooling_rows, fail: bool = False) -> None:
+    def __init__(self, logprob: float, rank: int | None) -> None:
+        self.logprob = logprob
+        self.rank = rank
+
+
+class _GenerateOutput:
+    def __init__(self, ids: list[int], prompt_logprobs: list[Any]) -> None:
+        self.prompt_token_ids = ids
+        self.prompt_logprobs = prompt_logprobs
+
+
+class FakeSamplingParams:
+    """``vllm.SamplingParams``: keeps its arguments."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.prompt_logprobs = kwargs.get("prompt_logprobs")
+
+
+class FakeLLM:
+    """Mimics ``vllm.LLM``: ``get_tokenizer``, ``encode`` (pooling runner) and ``generate``
+    (generate runner, with vLLM's top-k prompt logprobs)."""
+
+    def __init__(
+        self,
+        rows: Any = default_pooling_rows,
+        fail: bool = False,
+        dists: Any = shepherd_logprobs,
+        **kwargs: Any,
+    ) -> None:
         self.rows = rows
+        self.dists = dists
         self.fail = fail
+        self.kwargs = kwargs
         self.calls: list[dict[str, Any]] = []
 
     def get_tokenizer(self) -> WordTokenizer:
@@ -315,8 +454,43 @@ class FakeLLM:
         out = []
         for prompt in prompts:
             ids = prompt["prompt_token_ids"]
-            out.append(_RequestOutput(ids, self.rows(ids)))
+            rows = [r for r, t in zip(self.rows(ids), ids, strict=False) if t == QWEN_STEP_TAG_ID]
+            out.append(_RequestOutput(ids, rows))  # vLLM's STEP pooler
         return out
+
+    def generate(
+        self, prompts: list[dict[str, Any]], params: Any, **kwargs: Any
+    ) -> list[_GenerateOutput]:
+        self.calls.append({"prompts": prompts, "params": params, **kwargs})
+        if self.fail:
+            raise RuntimeError("engine dead")
+        k = params.prompt_logprobs
+        out = []
+        for prompt in prompts:
+            ids = prompt["prompt_token_ids"]
+            rows: list[Any] = []
+            for j, dist in enumerate(self.dists(ids)):
+                if dist is None:
+                    rows.append(None)
+                    continue
+                ranked = sorted(dist.items(), key=lambda kv: -kv[1])
+                keep = {tok: _Logprob(lp, r) for r, (tok, lp) in enumerate(ranked[:k], 1)}
+                keep.setdefault(ids[j], _Logprob(dist.get(ids[j], -20.0), None))
+                rows.append(keep)
+            out.append(_GenerateOutput(ids, rows))
+        return out
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """A stand-in ``vllm`` module: ``LLM`` builds a :class:`FakeLLM`, ``SamplingParams``
+    keeps its arguments, ``__version__`` is the floor."""
+    module = types.ModuleType("vllm")
+    module.__version__ = VLLM_MIN_VERSION  # type: ignore[attr-defined]
+    module.LLM = FakeLLM  # type: ignore[attr-defined]
+    module.SamplingParams = FakeSamplingParams  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    return module
 
 
 def test_offline_scores_token_rows_in_order() -> None:
@@ -335,12 +509,61 @@ def test_offline_scores_token_rows_in_order() -> None:
     }
 
 
-async def test_offline_async_and_math_shepherd_step_rows() -> None:
-    llm = FakeLLM(rows=step_rows)
-    prm = VLLMOfflinePRM(llm=llm, style="math_shepherd", pooling_task=None, max_length=10_000)
+async def test_offline_math_shepherd_reads_label_logprobs(fake_vllm: types.ModuleType) -> None:
+    llm = FakeLLM()
+    prm = VLLMOfflinePRM(llm=llm, style="math_shepherd", max_length=10_000)
+    assert prm.label_token_ids == (PLUS, MINUS)
     assert await prm.ascore(QUESTION, STEPS) == pytest.approx(expected(STEPS), abs=1e-9)
-    assert "pooling_task" not in llm.calls[0]
-    assert llm.calls[0]["prompts"][0]["prompt_token_ids"][0] == BOS_ID
+    assert prm.score_batch(ITEMS) == [pytest.approx(expected(s), abs=1e-9) for _, s in ITEMS]
+    call = llm.calls[0]
+    assert call["prompts"][0]["prompt_token_ids"] == [*shepherd_ids(QUESTION, STEPS), PLUS]
+    assert call["params"].kwargs == {
+        "max_tokens": 1,
+        "temperature": 0.0,
+        "prompt_logprobs": 20,
+        "detokenize": False,
+    }
+    assert call["use_tqdm"] is False
+
+
+def test_offline_builds_the_runner_each_style_needs(fake_vllm: types.ModuleType) -> None:
+    qwen = VLLMOfflinePRM("Qwen/Qwen2.5-Math-PRM-7B", gpu_memory_utilization=0.5)
+    assert qwen.llm.kwargs == {
+        "model": "Qwen/Qwen2.5-Math-PRM-7B",
+        "runner": "pooling",
+        "gpu_memory_utilization": 0.5,
+    }
+    shepherd = VLLMOfflinePRM("peiyi9979/math-shepherd-mistral-7b-prm", style="math_shepherd")
+    assert shepherd.llm.kwargs["runner"] == "generate"
+    assert "max_logprobs" not in shepherd.llm.kwargs
+    wide = VLLMOfflinePRM("m", style="math_shepherd", top_logprobs=50)
+    assert wide.llm.kwargs["max_logprobs"] == 50
+    assert "trust_remote_code" not in qwen.llm.kwargs | shepherd.llm.kwargs
+
+
+@pytest.mark.parametrize("version", ["0.11.0", "0.10.2", "0.11.0rc1"])
+def test_offline_refuses_vllm_older_than_the_floor(
+    fake_vllm: types.ModuleType, version: str
+) -> None:
+    fake_vllm.__version__ = version  # type: ignore[attr-defined]
+    with pytest.raises(PRMError, match=rf"vLLM {version} is too old.*>= 0\.11\.1"):
+        VLLMOfflinePRM("Qwen/Qwen2.5-Math-PRM-7B")
+
+
+def test_offline_refuses_an_llm_of_an_old_vllm(fake_vllm: types.ModuleType) -> None:
+    fake_vllm.__version__ = "0.11.0"  # type: ignore[attr-defined]
+    with pytest.raises(PRMError, match="too old"):
+        VLLMOfflinePRM(llm=FakeLLM())
+
+
+@pytest.mark.parametrize("version", ["0.11.1", "0.11.2", "0.33.0", "1.0.0.dev3+gabc", "dev"])
+def test_offline_accepts_vllm_at_or_above_the_floor(
+    fake_vllm: types.ModuleType, version: str
+) -> None:
+    fake_vllm.__version__ = version  # type: ignore[attr-defined]
+    assert VLLMOfflinePRM("Qwen/Qwen2.5-Math-PRM-7B").score(QUESTION, STEPS) == pytest.approx(
+        expected(STEPS), abs=1e-9
+    )
 
 
 def test_offline_logits_and_truncation() -> None:
@@ -363,6 +586,19 @@ def test_offline_errors() -> None:
         VLLMOfflinePRM()
     with pytest.raises(ValueError, match="llm_kwargs"):
         VLLMOfflinePRM(llm=FakeLLM(), gpu_memory_utilization=0.5)
+    with pytest.raises(ValueError, match="pooling_task"):
+        VLLMOfflinePRM(llm=FakeLLM(), pooling_task=None)  # type: ignore[arg-type]
+
+
+def test_offline_math_shepherd_errors(fake_vllm: types.ModuleType) -> None:
+    with pytest.raises(PRMError, match="generate failed: RuntimeError: engine dead"):
+        VLLMOfflinePRM(llm=FakeLLM(fail=True), style="math_shepherd").score(QUESTION, STEPS)
+    nan = FakeLLM(dists=lambda ids: [None] + [{PLUS: math.nan, MINUS: -1.0}] * (len(ids) - 1))
+    with pytest.raises(PRMScoreError, match="non-finite"):
+        VLLMOfflinePRM(llm=nan, style="math_shepherd").score(QUESTION, STEPS)
+    short = FakeLLM(dists=lambda ids: shepherd_logprobs(ids)[:-1])
+    with pytest.raises(PRMScoreError, match="prompt-logprob rows"):
+        VLLMOfflinePRM(llm=short, style="math_shepherd").score(QUESTION, STEPS)
 
 
 def test_offline_imports_vllm_only_when_building_an_llm() -> None:

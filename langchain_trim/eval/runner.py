@@ -5,6 +5,13 @@ A real sweep takes hours on a CPU, so the runner is built to be interrupted: eve
 rename), as soon as it finishes, and a re-run skips every pair whose file is complete.
 Killing it loses at most the problems in flight.
 
+One run writes a folder at a time: a run holds ``.trim-eval.lock`` (see
+:mod:`langchain_trim._filelock`) and a second one raises
+:class:`~langchain_trim.errors.RunLockedError`.  A problem that fails is recorded in its
+trace and the run goes on; a failure of the run's own machinery (the cache, the disk, the
+lock) is never recorded as the model's: it stops the run as
+:class:`~langchain_trim.errors.EvalStorageError`.
+
 Layout of ``out_dir``::
 
     config.json                             dataset, models, PRM, policies, versions
@@ -32,16 +39,24 @@ import json
 import os
 import platform
 import re
+import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.caches import BaseCache
 
-from langchain_trim.errors import InvalidInputError
+from langchain_trim._filelock import LockHeld, exclusive_lock
+from langchain_trim.errors import (
+    CacheCorruptError,
+    EvalStorageError,
+    InvalidInputError,
+    RunLockedError,
+    TrimError,
+)
 from langchain_trim.eval.cache import CacheStats, SQLiteLLMCache, llm_cache
 from langchain_trim.eval.datasets import Problem
 from langchain_trim.policies.base import RouteObservation, RoutingPolicy
@@ -91,12 +106,20 @@ def default_data_path(dataset: str) -> Path | None:
 
 # -- names on disk ----------------------------------------------------------------------------
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
+_MAX_NAME = 100
+"""Longest kept part of a name on disk (file systems allow 255 bytes; temp files add more)."""
 
 
 def _safe(name: str) -> str:
     safe = _UNSAFE.sub("_", name).lstrip(".") or "_"
     if safe != name:  # keep distinct names distinct after the substitution
-        safe += "-" + hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+        digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()
+        if len(safe) > _MAX_NAME:  # a very long id: cut it, keep a longer hash
+            return safe[:_MAX_NAME] + "-" + digest[:16]
+        safe += "-" + digest[:8]
+    elif len(safe) > _MAX_NAME:
+        digest = hashlib.sha1(name.encode("utf-8")).hexdigest()
+        return safe[:_MAX_NAME] + "-" + digest[:16]
     return safe
 
 
@@ -161,8 +184,20 @@ def _json_default(value: Any) -> Any:
     return repr(value)
 
 
-def _dumps(row: Mapping[str, Any]) -> str:
-    return json.dumps(row, ensure_ascii=False, default=_json_default)
+def _dumps(row: Mapping[str, Any], **kwargs: Any) -> str:
+    """One JSON line, UTF-8 as is; a row holding a lone surrogate (which UTF-8 cannot
+    encode) is written with ``\\u`` escapes instead, which read back to the same text."""
+    text = json.dumps(row, ensure_ascii=False, default=_json_default, **kwargs)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(row, ensure_ascii=True, default=_json_default, **kwargs)
+    return text
+
+
+def _printable(text: object) -> str:
+    """``text`` safe to print on any terminal (lone surrogates escaped)."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # -- config -----------------------------------------------------------------------------------
@@ -225,7 +260,7 @@ def _write_config(out_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
             ),
             "created_at": old.get("created_at", config["created_at"]),
         }
-    write_atomic(path, json.dumps(config, indent=1, ensure_ascii=False, default=_json_default))
+    write_atomic(path, _dumps(config, indent=1))
     return config
 
 
@@ -254,6 +289,10 @@ class EvalSummary:
     cache: CacheStats | None = None
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Result lines written in this call, by policy spec."""
+    failed: list[str] = field(default_factory=list)
+    """One line per recorded error: ``<policy> <problem id>: <error>``."""
+    warnings: list[str] = field(default_factory=list)
+    """What went wrong around the models and was worked around (a damaged cache)."""
 
 
 def _step_line(
@@ -442,11 +481,62 @@ def _progress(total: int, enabled: bool) -> Any:
 
 
 def _clean_tmp(out_dir: Path) -> None:
+    """Remove temp files of killed runs (called with the folder lock held: none is live)."""
     traces = out_dir / TRACES_DIR
     if traces.is_dir():
         for tmp in traces.glob("*/.*.tmp"):
             with contextlib.suppress(OSError):
                 tmp.unlink()
+    for tmp in out_dir.glob(f".{CONFIG_FILE}.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+LOCK_FILE = ".trim-eval.lock"
+"""Held (``flock``) by the run writing a folder; holds its pid."""
+
+
+@contextlib.contextmanager
+def _folder_lock(out: Path) -> Iterator[None]:
+    """One run per folder: a second one would delete the first one's temp files."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive_lock(out / LOCK_FILE))
+        except LockHeld as exc:
+            who = f"process {exc.pid}" if exc.pid is not None else "another process"
+            raise RunLockedError(
+                f"{out} is being written by another trim eval ({who}); wait for it to "
+                "finish or use another --out folder"
+            ) from None
+        except OSError as exc:
+            raise EvalStorageError(f"cannot lock the run folder {out}: {exc}") from exc
+        yield
+
+
+_INFRASTRUCTURE = (sqlite3.Error, EvalStorageError, CacheCorruptError, RunLockedError)
+
+
+def _infrastructure_error(exc: BaseException) -> BaseException | None:
+    """The cache/disk/lock error behind ``exc`` (walking its causes), else ``None``.
+
+    Such an error is the run's, not the model's: it stops the run and is never recorded
+    in a problem's trace.
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, _INFRASTRUCTURE):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _write_trace(path: Path, lines: Sequence[Mapping[str, Any]]) -> None:
+    try:
+        write_atomic(path, "".join(_dumps(r) + "\n" for r in lines))
+    except OSError as exc:
+        raise EvalStorageError(f"could not write {path}: {exc}") from exc
 
 
 async def arun_eval(
@@ -493,7 +583,56 @@ async def arun_eval(
     graphs = {spec: factory(policy) for spec, policy in built.items()}
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvalStorageError(f"cannot create the run folder {out}: {exc}") from exc
+    with _folder_lock(out):
+        return await _run_locked(
+            problems,
+            specs,
+            ids,
+            out=out,
+            setting=setting,
+            built=built,
+            factory=factory,
+            graphs=graphs,
+            concurrency=concurrency,
+            budget=budget,
+            max_steps=max_steps,
+            step_max_tokens=step_max_tokens,
+            cache=cache,
+            retry_errors=retry_errors,
+            on_error=on_error,
+            progress=progress,
+            config=config,
+            on_result=on_result,
+            callbacks=callbacks,
+        )
+
+
+async def _run_locked(
+    problems: Sequence[Problem],
+    specs: list[str],
+    ids: list[str],
+    *,
+    out: Path,
+    setting: Any,
+    built: dict[str, RoutingPolicy],
+    factory: GraphFactory,
+    graphs: dict[str, Any],
+    concurrency: int,
+    budget: int | None,
+    max_steps: int,
+    step_max_tokens: int,
+    cache: BaseCache | str | Path | None,
+    retry_errors: bool,
+    on_error: OnError,
+    progress: bool,
+    config: Mapping[str, Any] | None,
+    on_result: Callable[[dict[str, Any]], None] | None,
+    callbacks: Sequence[Any] | None,
+) -> EvalSummary:
     _clean_tmp(out)
     meta: dict[str, Any] = {
         "version": TRACE_VERSION,
@@ -509,10 +648,16 @@ async def arun_eval(
     if setting is not None:
         meta.update(_describe_setting(setting))
     meta.update(config or {})
-    _write_config(out, meta)
+    try:
+        _write_config(out, meta)
+    except OSError as exc:
+        raise EvalStorageError(f"cannot write {out / CONFIG_FILE}: {exc}") from exc
 
-    the_cache = SQLiteLLMCache(cache) if isinstance(cache, (str, Path)) else cache
     summary = EvalSummary(out_dir=out)
+    try:
+        the_cache = SQLiteLLMCache(cache) if isinstance(cache, (str, Path)) else cache
+    except OSError as exc:
+        raise EvalStorageError(f"cannot open the cache {cache}: {exc}") from exc
     jobs: list[tuple[str, Problem, Path]] = []
     for spec in specs:
         for problem in problems:
@@ -530,24 +675,35 @@ async def arun_eval(
     async def run_one(spec: str, problem: Problem, path: Path) -> None:
         async with semaphore:
             policy = built[spec]
-            graph = graphs[spec]
-            bind = getattr(policy, "for_question", None)
-            if callable(bind):  # per-question seeding (RandomPolicy)
-                graph = factory(bind(problem.id))
             t0 = time.perf_counter()
             try:
+                graph = graphs[spec]
+                bind = getattr(policy, "for_question", None)
+                if callable(bind):  # per-question seeding (RandomPolicy)
+                    graph = factory(bind(problem.id))
                 lines = await solve_problem(
                     graph, problem, spec, budget=budget, callbacks=callbacks
                 )
             except Exception as exc:
+                infra = _infrastructure_error(exc)
+                if infra is not None:  # the run's failure, not this problem's
+                    if isinstance(infra, TrimError):
+                        raise infra from exc
+                    raise EvalStorageError(
+                        f"{type(infra).__name__}: {infra} (while solving "
+                        f"{_printable(problem.id)!r} with {spec}); the run stopped, "
+                        "finished traces are kept"
+                    ) from exc
                 if on_error == "raise":
                     raise
                 lines = _error_lines(spec, problem, exc, time.perf_counter() - t0, budget)
                 summary.errors += 1
+                line = f"{spec} {_printable(problem.id)}: {type(exc).__name__}: {exc}"
+                summary.failed.append(_printable(line).splitlines()[0][:300])
                 if bar is not None:
-                    bar.write(f"error: {spec} {problem.id}: {type(exc).__name__}: {exc}")
+                    bar.write(f"error: {summary.failed[-1]}")
             # fsync takes milliseconds: off the event loop, so other problems keep going
-            await asyncio.to_thread(write_atomic, path, "".join(_dumps(r) + "\n" for r in lines))
+            await asyncio.to_thread(_write_trace, path, lines)
             summary.ran += 1
             summary.results.setdefault(spec, []).append(lines[-1])
             if bar is not None:
@@ -557,8 +713,10 @@ async def arun_eval(
                 on_result(lines[-1])
 
     previous_stats = None
+    previous_notes = 0
     if isinstance(the_cache, SQLiteLLMCache):
         previous_stats = (the_cache.hits, the_cache.misses, the_cache.writes)
+        previous_notes = 0 if isinstance(cache, (str, Path)) else len(the_cache.notes)
     try:
         with llm_cache(the_cache) if the_cache is not None else contextlib.nullcontext():
             tasks = [asyncio.ensure_future(run_one(*job)) for job in jobs]
@@ -581,6 +739,8 @@ async def arun_eval(
                 s.writes - previous_stats[2],
                 s.entries,
             )
+        if isinstance(the_cache, SQLiteLLMCache):
+            summary.warnings.extend(the_cache.notes[previous_notes:])
         if isinstance(cache, (str, Path)) and isinstance(the_cache, SQLiteLLMCache):
             the_cache.close()
     meta_update = read_config(out)
@@ -591,9 +751,12 @@ async def arun_eval(
             "misses": summary.cache.misses,
             "entries": summary.cache.entries,
         }
-    write_atomic(
-        out / CONFIG_FILE, json.dumps(meta_update, indent=1, ensure_ascii=False, default=str)
-    )
+    if summary.warnings:
+        meta_update["warnings_last_run"] = summary.warnings
+    try:
+        write_atomic(out / CONFIG_FILE, _dumps(meta_update, indent=1))
+    except OSError as exc:
+        raise EvalStorageError(f"cannot write {out / CONFIG_FILE}: {exc}") from exc
     return summary
 
 
@@ -634,7 +797,10 @@ def run_eval(
         max_steps / step_max_tokens: graph settings when built from ``setting``.
         cache: a LangChain ``BaseCache`` or a SQLite file path, installed as the global
             LLM cache for the run, so policies re-use every shared prefix.  Cached
-            generations keep their ``usage_metadata``: their cost is still charged.
+            generations keep their ``usage_metadata``: their cost is still charged.  A
+            damaged file is moved aside (see
+            :class:`~langchain_trim.eval.cache.SQLiteLLMCache`); what happened is in
+            :attr:`EvalSummary.warnings`.
         retry_errors: re-run pairs whose stored result has ``error`` set.
         on_error: ``"record"`` writes a failed problem as ``error`` (counted wrong) and
             goes on; ``"raise"`` stops the run (finished files stay).

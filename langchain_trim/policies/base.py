@@ -40,6 +40,9 @@ class RouteObservation:
     """Step limit of the trajectory."""
     previous_authors: tuple[str, ...] = ()
     """``"weak"``/``"strong"`` for each accepted step (empty when unknown)."""
+    step_max_tokens: int | None = None
+    """The ``max_tokens`` cap a strong step will be asked for (``None`` when unknown);
+    a budget that reserves per escalation checks its reservation against it."""
 
     @property
     def budget_left(self) -> int | None:

@@ -51,7 +51,8 @@ def uniform(*parts: object) -> float:
     >>> uniform(0, "q1", 3) == uniform(0, "q1", 3), 0 <= uniform("x") < 1
     (True, True)
     """
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    text = "\x1f".join(str(p) for p in parts)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()  # any str
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 

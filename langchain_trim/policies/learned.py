@@ -9,11 +9,18 @@ costs tens of microseconds per step, and never needs a GPU.
 A saved policy is one ``.safetensors`` file: the weights, with the JSON config in the
 header metadata (never pickle), plus a human-readable ``.json`` sidecar with the same
 config and the training record.
+
+Weights are untrusted input: at load (and whenever a policy is built from arrays) every
+tensor name, shape and dtype is checked against the architecture its config describes,
+every value must be finite, and a sidecar that is present must hold the same config.
+Anything else raises :class:`~langchain_trim.errors.PolicyFileError` at once, so a bad
+file never reaches a routing decision (where NaN logits would read as "never escalate").
 """
 
 from __future__ import annotations
 
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,12 +28,17 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from langchain_trim.errors import PolicyFileError
 from langchain_trim.policies.base import RouteDecision, RouteObservation
 from langchain_trim.state import Action
 
 CONFIG_KEY = "trim_policy_config"
 """safetensors metadata key holding the policy config as JSON."""
 FORMAT_VERSION = 1
+MAX_WIDTH = 4096
+"""Largest layer width (and history length) a config may ask for."""
+
+Shapes = dict[str, tuple[int, ...]]
 
 P = TypeVar("P", bound="LearnedPolicy")
 
@@ -52,6 +64,62 @@ def mlp_heads(params: Mapping[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarr
     return logits, value
 
 
+def trunk_shapes(n_in: int, hidden: int) -> Shapes:
+    """Tensor shapes of the shared trunk and heads (:func:`mlp_heads`) for ``n_in`` inputs."""
+    return {
+        "enc1.weight": (hidden, n_in),
+        "enc1.bias": (hidden,),
+        "ln1.weight": (hidden,),
+        "ln1.bias": (hidden,),
+        "enc2.weight": (hidden, hidden),
+        "enc2.bias": (hidden,),
+        "ln2.weight": (hidden,),
+        "ln2.bias": (hidden,),
+        "actor.weight": (2, hidden),
+        "actor.bias": (2,),
+        "critic.weight": (1, hidden),
+        "critic.bias": (1,),
+    }
+
+
+def config_int(config: Mapping[str, Any], key: str, default: int, source: str) -> int:
+    """``config[key]`` as an int in ``[1, MAX_WIDTH]`` (else :class:`PolicyFileError`)."""
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WIDTH:
+        raise PolicyFileError(f"{source}: config {key!r} must be an int in [1, {MAX_WIDTH}]")
+    return value
+
+
+def check_params(
+    params: Mapping[str, Any], expected: Shapes, source: str, *, file_dtype: bool = False
+) -> None:
+    """Names, shapes, dtype and finiteness of ``params`` against ``expected``.
+
+    ``file_dtype``: the arrays come from a file and must be float32 (what :meth:`save`
+    writes); arrays built in memory may be any float type.
+    """
+    missing = sorted(set(expected) - set(params))
+    extra = sorted(set(params) - set(expected))
+    if missing or extra:
+        raise PolicyFileError(
+            f"{source}: tensors do not match the architecture (missing {missing or 'none'}, "
+            f"unexpected {extra or 'none'})"
+        )
+    for name, shape in expected.items():
+        arr = np.asarray(params[name])
+        float_ok = arr.dtype == np.float32 or (
+            not file_dtype and np.issubdtype(arr.dtype, np.floating)
+        )
+        if not float_ok:
+            raise PolicyFileError(f"{source}: tensor {name} has dtype {arr.dtype}, not float32")
+        if tuple(arr.shape) != shape:
+            raise PolicyFileError(
+                f"{source}: tensor {name} has shape {tuple(arr.shape)}, expected {shape}"
+            )
+        if not np.isfinite(arr).all():
+            raise PolicyFileError(f"{source}: tensor {name} holds NaN or infinite values")
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Numerically stable log-softmax over the last axis."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
@@ -63,12 +131,27 @@ class LearnedPolicy(ABC):
 
     kind: ClassVar[str] = ""
 
-    def __init__(self, params: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> None:
-        self.params: dict[str, np.ndarray] = {}
-        self.set_params(params)
+    def __init__(
+        self,
+        params: Mapping[str, np.ndarray],
+        config: Mapping[str, Any],
+        *,
+        source: str = "policy weights",
+        _file_dtype: bool = False,
+    ) -> None:
         self.config: dict[str, Any] = dict(config)
         self.config.setdefault("kind", self.kind)
         self.label = str(self.config.get("label") or self.kind)
+        scale = self.config.get("budget_scale", 1.0)
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, (int, float))
+            or not (math.isfinite(scale) and scale > 0)
+        ):
+            raise PolicyFileError(f"{source}: config 'budget_scale' must be a finite number > 0")
+        check_params(params, self.expected_shapes(source), source, file_dtype=_file_dtype)
+        self.params: dict[str, np.ndarray] = {}
+        self.set_params(params)
 
     def set_params(self, params: Mapping[str, np.ndarray]) -> None:
         """Replace the weights (and drop anything cached from the old ones)."""
@@ -87,6 +170,10 @@ class LearnedPolicy(ABC):
     @abstractmethod
     def input_size(self) -> int:
         """Length of :meth:`encode`'s vector."""
+
+    @abstractmethod
+    def expected_shapes(self, source: str = "policy weights") -> Shapes:
+        """Every tensor's name and shape for this config (raises on a bad config)."""
 
     @abstractmethod
     def torch_module(self) -> Any:
@@ -139,24 +226,79 @@ class LearnedPolicy(ABC):
 
     @classmethod
     def load(cls: type[P], path: str | Path) -> P:
-        """Read a file written by :meth:`save` (only the ``.safetensors`` file is needed)."""
+        """Read a file written by :meth:`save` (only the ``.safetensors`` file is needed).
+
+        Raises :class:`~langchain_trim.errors.PolicyFileError` (a ``ValueError``) for a
+        missing or unreadable file, a config for another policy or a newer format,
+        tensors that do not fit the config, non-finite values, or a ``.json`` sidecar
+        whose config disagrees with the weights'.
+        """
         from safetensors import safe_open
 
         path = Path(path)
         if path.suffix != ".safetensors" and not path.exists():
             path = path.with_suffix(".safetensors")
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-            params = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        if not path.is_file():
+            raise PolicyFileError(f"policy weights {path} do not exist")
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                meta = f.metadata() or {}
+                params = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        except Exception as exc:  # safetensors raises its own SafetensorError, or OSError
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise PolicyFileError(f"{path} is not a readable safetensors file: {reason}") from exc
         if CONFIG_KEY not in meta:
-            raise ValueError(f"{path} is not a langchain-trim policy (no {CONFIG_KEY} metadata)")
-        config = json.loads(meta[CONFIG_KEY])
+            raise PolicyFileError(
+                f"{path} is not a langchain-trim policy (no {CONFIG_KEY} metadata)"
+            )
+        try:
+            config = json.loads(meta[CONFIG_KEY])
+        except ValueError as exc:
+            raise PolicyFileError(f"{path}: its {CONFIG_KEY} metadata is not JSON") from exc
+        if not isinstance(config, dict):
+            raise PolicyFileError(f"{path}: its {CONFIG_KEY} metadata is not a JSON object")
         if config.get("kind") != cls.kind:
-            raise ValueError(f"{path} holds a {config.get('kind')!r} policy, not {cls.kind!r}")
-        return cls(params, config)
+            raise PolicyFileError(f"{path} holds a {config.get('kind')!r} policy, not {cls.kind!r}")
+        version = config.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise PolicyFileError(
+                f"{path} has format_version {version!r}; this langchain-trim reads up to "
+                f"{FORMAT_VERSION} (upgrade it)"
+            )
+        _check_sidecar(path, config)
+        return cls(params, config, source=str(path), _file_dtype=True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.label!r})"
 
 
-__all__ = ["CONFIG_KEY", "LearnedPolicy", "layer_norm", "log_softmax", "mlp_heads"]
+def _check_sidecar(path: Path, config: Mapping[str, Any]) -> None:
+    """A ``.json`` sidecar next to the weights must hold the weights' config."""
+    sidecar = path.with_suffix(".json")
+    if not sidecar.exists():
+        return
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PolicyFileError(f"sidecar {sidecar} is not readable JSON: {exc}") from exc
+    side = data.get("config") if isinstance(data, dict) else None
+    if not isinstance(side, dict):
+        raise PolicyFileError(f"sidecar {sidecar} has no 'config' object")
+    differ = sorted(k for k in set(side) | set(config) if side.get(k) != config.get(k))
+    if differ:
+        raise PolicyFileError(
+            f"sidecar {sidecar} disagrees with the weights' config on {differ}; "
+            "the two files do not belong together"
+        )
+
+
+__all__ = [
+    "CONFIG_KEY",
+    "LearnedPolicy",
+    "check_params",
+    "config_int",
+    "layer_norm",
+    "log_softmax",
+    "mlp_heads",
+    "trunk_shapes",
+]

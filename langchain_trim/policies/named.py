@@ -19,6 +19,10 @@ Importing this module registers them; nothing heavy is imported until a policy i
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from langchain_trim.errors import PolicyFileError
 from langchain_trim.policies.base import RoutingPolicy
 from langchain_trim.policies.registry import register_policy
 
@@ -37,7 +41,6 @@ def _seq(arg: str | None) -> RoutingPolicy:
 
 def _pomdp(arg: str | None) -> RoutingPolicy:
     from langchain_trim.policies.pomdp import DEFAULT_LAMBDA, PomdpPolicy
-    from langchain_trim.sim.calibration import Calibration
 
     spec, _, cal_path = (arg or "").partition("@")
     lam_text, _, mode = spec.partition(":")
@@ -45,7 +48,7 @@ def _pomdp(arg: str | None) -> RoutingPolicy:
         raise ValueError(f"pomdp belief mode must be 'filter' or 'reset', got {mode!r}")
     lam = float(lam_text) if lam_text else DEFAULT_LAMBDA
     if cal_path:
-        cal = Calibration.load(cal_path)
+        cal = _load_calibration(cal_path)
     else:
         from langchain_trim.sim.official import official_calibration
 
@@ -57,6 +60,27 @@ def _pomdp(arg: str | None) -> RoutingPolicy:
                 "calibration: pomdp:<lambda>@<calibration.json>"
             ) from exc
     return PomdpPolicy(cal, lam, belief="reset" if mode == "reset" else "filter")
+
+
+def _load_calibration(path: str) -> Any:
+    """A calibration file, or a one-line :class:`PolicyFileError` saying what is wrong."""
+    from pydantic import ValidationError
+
+    from langchain_trim.sim.calibration import Calibration
+
+    if not Path(path).is_file():
+        raise PolicyFileError(f"calibration {path} does not exist")
+    try:
+        return Calibration.load(path)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ())) or "file"
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise PolicyFileError(
+            f"calibration {path} is invalid: {where}: {first.get('msg')}{more}"
+        ) from exc
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PolicyFileError(f"calibration {path} cannot be read: {exc}") from exc
 
 
 register_policy("agg", _agg, "TRIM-Agg (PPO MLP on aggregates); agg:<weights.safetensors>")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def solve(
         if path.exists():
             try:
                 return _load(path, model, lam)
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 pass  # a broken cache file is recomputed
     start = time.perf_counter()
     grid = simplex_grid(resolution)
@@ -204,6 +205,19 @@ def _load(path: Path, model: PomdpModel, lam: float) -> PomdpSolution:
         if meta["fingerprint"] != model.fingerprint() or meta["lam"] != lam:
             raise ValueError("cache entry for another model")
         flat, counts = data["alphas"], data["counts"]
+    # a cache file is checked like any loaded file: a damaged one is recomputed
+    if (
+        flat.ndim != 2
+        or flat.shape[1] != 3
+        or not np.issubdtype(flat.dtype, np.floating)
+        or not np.isfinite(flat).all()
+        or counts.ndim != 1
+        or len(counts) != model.max_steps + 1
+        or not np.issubdtype(counts.dtype, np.integer)
+        or (counts < 1).any()
+        or int(counts.sum()) != len(flat)
+    ):
+        raise ValueError(f"{path} does not hold a solution for this model")
     bounds = np.cumsum(counts)[:-1]
     alphas = tuple(np.split(flat, bounds))
     return PomdpSolution(

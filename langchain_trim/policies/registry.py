@@ -41,6 +41,8 @@ def make_policy(spec: str) -> RoutingPolicy:
         raise InvalidInputError(f"unknown policy {name!r} in {spec!r}; known: {known}")
     try:
         return _REGISTRY[name](arg or None)
+    except InvalidInputError:
+        raise  # already says what is wrong (e.g. PolicyFileError names the file)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"bad policy spec {spec!r}: {exc}") from exc
 
@@ -69,6 +71,17 @@ def _threshold(arg: str | None) -> RoutingPolicy:
 
 
 register_policy("thr", _threshold, "TRIM-Thr: escalate when the PRM score < threshold")
+
+
+def _fitted(arg: str | None) -> RoutingPolicy:
+    if arg is None:
+        raise ValueError("fit needs a file written by `trim fit`, e.g. fit:policy.json")
+    from langchain_trim.eval.fit import read_policy_file
+
+    return make_policy(str(read_policy_file(arg)["policy"]))
+
+
+register_policy("fit", _fitted, "the threshold chosen by `trim fit` on your dev traces")
 register_policy("weak", lambda _: ThresholdPolicy(0.0), "always weak (no PRM calls)")
 register_policy("strong", lambda _: ThresholdPolicy(1.0), "always strong (no PRM calls)")
 

@@ -31,7 +31,13 @@ from langchain_trim.policies.features import (
     seq_current,
     seq_history,
 )
-from langchain_trim.policies.learned import LearnedPolicy, mlp_heads
+from langchain_trim.policies.learned import (
+    LearnedPolicy,
+    Shapes,
+    config_int,
+    mlp_heads,
+    trunk_shapes,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_WEIGHTS = DATA / "seq_official.safetensors"
@@ -63,6 +69,20 @@ class SeqPolicy(LearnedPolicy):
     @property
     def input_size(self) -> int:
         return len(SEQ_CURRENT_FEATURES) + 1 + self.max_history * len(SEQ_STEP_FEATURES)
+
+    def expected_shapes(self, source: str = "policy weights") -> Shapes:
+        config_int(self.config, "max_history", 32, source)
+        gru = config_int(self.config, "gru_hidden", 32, source)
+        n_step = len(SEQ_STEP_FEATURES)
+        return {
+            **trunk_shapes(
+                gru + len(SEQ_CURRENT_FEATURES), config_int(self.config, "hidden", 64, source)
+            ),
+            "gru.weight_ih_l0": (3 * gru, n_step),
+            "gru.weight_hh_l0": (3 * gru, gru),
+            "gru.bias_ih_l0": (3 * gru,),
+            "gru.bias_hh_l0": (3 * gru,),
+        }
 
     def encode(self, observation: RouteObservation) -> np.ndarray:
         scale = float(self.config.get("budget_scale", BUDGET_SCALE))

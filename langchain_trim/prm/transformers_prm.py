@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from langchain_trim.errors import PRMScoreError
+from langchain_trim.errors import InvalidInputError, PRMScoreError
 from langchain_trim.prm.base import BaseProcessRewardModel, PRMItem, validate_scores
 
 logger = logging.getLogger(__name__)
@@ -229,6 +229,36 @@ def _check_style(style: str) -> None:
 
 
 # -- the transformers backend ----------------------------------------------------------------
+def _refuse_remote_code(name_or_path: str, model_kwargs: dict[str, Any]) -> None:
+    """Raise if the checkpoint's config asks for its own code and it was not allowed.
+
+    Loading such a checkpoint without that code would silently build a stock class with
+    a random head; better to say what to pass.
+    """
+    import transformers
+
+    extra = {k: model_kwargs[k] for k in ("revision", "token", "cache_dir") if k in model_kwargs}
+    try:
+        config = transformers.AutoConfig.from_pretrained(
+            name_or_path, trust_remote_code=False, **extra
+        )
+    except ValueError as exc:  # an unknown model_type that only remote code defines
+        if "trust_remote_code" in str(exc):
+            raise InvalidInputError(_REMOTE_CODE_HINT.format(name=name_or_path, what=exc)) from exc
+        raise
+    native = [a for a in getattr(config, "architectures", None) or [] if hasattr(transformers, a)]
+    custom = [a for a in getattr(config, "architectures", None) or [] if a not in native]
+    if custom and getattr(config, "auto_map", None):
+        what = f"its architecture {custom[0]} is defined by code in the repository"
+        raise InvalidInputError(_REMOTE_CODE_HINT.format(name=name_or_path, what=what))
+
+
+_REMOTE_CODE_HINT = (
+    "{name} needs code from its repository ({what}); pass trust_remote_code=True to run it "
+    "(review that code first, and pin it with model_kwargs={{'revision': ...}})"
+)
+
+
 class TransformersPRM(BaseProcessRewardModel):
     """A PRM run with a ``transformers`` model in this process.
 
@@ -314,7 +344,7 @@ class TransformersPRM(BaseProcessRewardModel):
         style: PRMStyle = "qwen",
         device_map: str | dict[str, Any] | None = None,
         torch_dtype: Any = None,
-        trust_remote_code: bool | None = None,
+        trust_remote_code: bool = False,
         auto_class: str | None = None,
         tokenizer_name_or_path: str | None = None,
         model_kwargs: dict[str, Any] | None = None,
@@ -328,8 +358,15 @@ class TransformersPRM(BaseProcessRewardModel):
                 else on the CPU; ``"auto"`` (needs ``accelerate``) shards it over devices.
             torch_dtype: default bfloat16 on GPU, float32 on CPU; ``"auto"`` keeps the
                 checkpoint's dtype.
-            trust_remote_code: default True for qwen (Qwen2.5-Math-PRM ships its model
-                class as remote code), False otherwise.
+            trust_remote_code: run Python code that ships with the checkpoint.  Off by
+                default, because it executes whatever the repository holds.
+                Qwen2.5-Math-PRM ships its model class that way, so it needs
+                ``trust_remote_code=True`` (review the code first; pin it with
+                ``model_kwargs={"revision": ...}``).  Without it, a checkpoint whose
+                config asks for its own code, or whose weights do not fill the chosen
+                class (a randomly initialised head), raises
+                :class:`~langchain_trim.errors.InvalidInputError` instead of scoring
+                with random weights.
             auto_class: the ``transformers`` auto class; default ``AutoModel`` for qwen
                 with remote code, ``AutoModelForTokenClassification`` for qwen without,
                 ``AutoModelForCausalLM`` for math_shepherd.
@@ -341,8 +378,12 @@ class TransformersPRM(BaseProcessRewardModel):
         import transformers
 
         cuda = torch.cuda.is_available()
-        if trust_remote_code is None:
-            trust_remote_code = style == "qwen"
+        if not isinstance(trust_remote_code, bool):
+            raise InvalidInputError(
+                f"trust_remote_code must be True or False, not {trust_remote_code!r}"
+            )
+        if not trust_remote_code:
+            _refuse_remote_code(name_or_path, model_kwargs or {})
         if auto_class is None:
             if style == "math_shepherd":
                 auto_class = "AutoModelForCausalLM"
@@ -359,7 +400,15 @@ class TransformersPRM(BaseProcessRewardModel):
         if device_map is not None:
             load_kwargs["device_map"] = device_map
         loader = getattr(transformers, auto_class)
-        model = loader.from_pretrained(name_or_path, **load_kwargs)
+        model, info = loader.from_pretrained(name_or_path, output_loading_info=True, **load_kwargs)
+        missing = sorted(info.get("missing_keys") or ()) if isinstance(info, dict) else []
+        if missing:
+            raise InvalidInputError(
+                f"{name_or_path}: {auto_class} left {len(missing)} weights randomly initialised "
+                f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}); the checkpoint "
+                "does not fit that class (pass auto_class=, or trust_remote_code=True for a "
+                "model that ships its own code)"
+            )
         if device_map is None:
             model.to("cuda" if cuda else "cpu")
         model.eval()

@@ -265,6 +265,7 @@ class SimEnv:
                 strong_tokens_spent=spent,
                 budget=budget,
                 max_steps=self.max_steps,
+                step_max_tokens=self.step_max_tokens,
             )
             scored = policy.needs_score(obs)
             if scored:
@@ -280,6 +281,7 @@ class SimEnv:
                     strong_tokens_spent=spent,
                     budget=budget,
                     max_steps=self.max_steps,
+                    step_max_tokens=self.step_max_tokens,
                 )
             decision = policy.decide(obs)
             if not isinstance(decision, RouteDecision) or decision.action not in (

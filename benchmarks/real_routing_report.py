@@ -1,0 +1,252 @@
+"""Dev → test analysis of the real-routing runs, with paired bootstrap intervals.
+
+Reads the traces written by ``python -m benchmarks.real_routing run`` (dev and test
+folders under ``runs/real_routing/``) and the one-call files, and writes
+``benchmarks/results/real_routing/{report.md,metrics.json,curves.png}``.
+
+What is chosen on dev (GSM8K-train) and only applied on test:
+
+* TRIM-Thr's operating point: the swept threshold with the best ΔIBC on dev;
+* the query-level routers (difficulty router on the first step's PRM score, AutoMix-PRM
+  on the solution's min score): their thresholds are the dev quantiles of their signal
+  (10%, 20%, …, 90% escalated on dev), and their operating point the dev-best ΔIBC.
+
+Every test number comes with a 95% interval from resampling test problems; differences
+between families are paired (the same resample for both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.real_routing import RESULTS, RUNS
+
+OUT = RESULTS / "real_routing"  # next to the committed traces
+QUANTILES = tuple(q / 10 for q in range(1, 10))
+
+
+def load_run(folder: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{policy: {problem_id: trace}}`` of a run folder (errors dropped)."""
+    from langchain_trim.eval.runner import load_traces
+
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for spec, traces in load_traces(folder).items():
+        out[spec] = {str(t["problem_id"]): t for t in traces if not t.get("error")}
+    return out
+
+
+def common_ids(run: Mapping[str, Mapping[str, Any]], specs: Sequence[str]) -> list[str]:
+    ids: set[str] | None = None
+    for spec in specs:
+        have = set(run.get(spec, {}))
+        ids = have if ids is None else ids & have
+    return sorted(ids or set())
+
+
+def strong_tokens(trace: Mapping[str, Any]) -> float:
+    return float(trace.get("spend", {}).get("strong_tokens", 0))
+
+
+def first_score(trace: Mapping[str, Any]) -> float | None:
+    steps = trace.get("steps") or []
+    return steps[0].get("draft_score") if steps else None
+
+
+def min_score(trace: Mapping[str, Any]) -> float | None:
+    scores = [s.get("draft_score") for s in trace.get("steps") or []]
+    scores = [s for s in scores if s is not None]
+    return min(scores) if scores else None
+
+
+SIGNALS: dict[str, Callable[[Mapping[str, Any]], float | None]] = {
+    "difficulty": first_score,
+    "automix_min": min_score,
+}
+
+
+def router_columns(
+    run: Mapping[str, Mapping[str, Any]], ids: Sequence[str], signal: str, t: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-problem (correct, strong tokens) of a query router at threshold ``t``."""
+    correct, tokens = [], []
+    for pid in ids:
+        w, s = run["weakscored"][pid], run["strong"][pid]
+        v = SIGNALS[signal](w)
+        go = v is None or v < t
+        correct.append(float(bool((s if go else w).get("correct"))))
+        tokens.append(strong_tokens(s) if go else 0.0)
+    return np.array(correct), np.array(tokens)
+
+
+def policy_columns(
+    run: Mapping[str, Mapping[str, Any]], ids: Sequence[str], spec: str
+) -> tuple[np.ndarray, np.ndarray]:
+    traces = run[spec]
+    correct = np.array([float(bool(traces[p].get("correct"))) for p in ids])
+    tokens = np.array([strong_tokens(traces[p]) for p in ids])
+    return correct, tokens
+
+
+def thr_specs(run: Mapping[str, Any]) -> list[str]:
+    return sorted((s for s in run if s.startswith("thr:")), key=lambda s: float(s[4:]))
+
+
+def curve(columns: Mapping[str, np.ndarray], names: Sequence[str]) -> Any:
+    from langchain_trim.eval.metrics import OperatingPoint, summarize_curve
+
+    def point(name: str) -> OperatingPoint:
+        return OperatingPoint(
+            float(columns[f"{name}:c"].mean()), float(columns[f"{name}:t"].mean())
+        )
+
+    return summarize_curve([point(n) for n in names], point("weak"), point("strong"))
+
+
+def dev_choices(dev: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Thresholds and operating points fit on dev only."""
+    ids = common_ids(dev, ["weakscored", "strong", *thr_specs(dev)])
+    cols: dict[str, np.ndarray] = {}
+    for spec, name in (("weakscored", "weak"), ("strong", "strong")):
+        cols[f"{name}:c"], cols[f"{name}:t"] = policy_columns(dev, ids, spec)
+    out: dict[str, Any] = {"n_dev": len(ids)}
+    from langchain_trim.eval.fit import fit_threshold
+
+    fit = fit_threshold({spec: list(traces.values()) for spec, traces in dev.items()})
+    out["thr"] = {
+        "grid": thr_specs(dev),
+        "chosen": fit.policy,
+        "dev_delta_ibc": fit.chosen.delta_ibc,
+        "rule": "the package's fit_threshold (best ΔIBC on dev), as `trim fit` does",
+    }
+    for signal, fn in SIGNALS.items():
+        values = [fn(dev["weakscored"][p]) for p in ids]
+        finite = np.array([v for v in values if v is not None], dtype=float)
+        ts = sorted({float(np.quantile(finite, q)) for q in QUANTILES}) if len(finite) else []
+        names = []
+        for t in ts:
+            name = f"{signal}@{t:.4f}"
+            cols[f"{name}:c"], cols[f"{name}:t"] = router_columns(dev, ids, signal, t)
+            names.append(name)
+        r = curve(cols, names)
+        i = max(
+            range(len(names)), key=lambda k: r.delta_ibc[k] if r.delta_ibc[k] is not None else -1e9
+        )
+        out[signal] = {"thresholds": ts, "chosen": ts[i], "dev_delta_ibc": r.delta_ibc[i]}
+    return out
+
+
+def test_analysis(
+    test: Mapping[str, Mapping[str, Any]], choices: Mapping[str, Any]
+) -> dict[str, Any]:
+    from langchain_trim.eval.stats import bootstrap_ci
+
+    specs = [s for s in choices["thr"]["grid"] if s in test]
+    ids = common_ids(test, ["weakscored", "strong", *specs])
+    cols: dict[str, np.ndarray] = {}
+    for spec, name in (("weakscored", "weak"), ("strong", "strong")):
+        cols[f"{name}:c"], cols[f"{name}:t"] = policy_columns(test, ids, spec)
+    for spec in specs:
+        cols[f"{spec}:c"], cols[f"{spec}:t"] = policy_columns(test, ids, spec)
+    families: dict[str, list[str]] = {"TRIM-Thr": specs}
+    for signal in SIGNALS:
+        names = []
+        for t in choices[signal]["thresholds"]:
+            name = f"{signal}@{t:.4f}"
+            cols[f"{name}:c"], cols[f"{name}:t"] = router_columns(test, ids, signal, t)
+            names.append(name)
+        families[signal] = names
+
+    def stat(family: str, what: str) -> Callable[[Mapping[str, np.ndarray]], float | None]:
+        def f(c: Mapping[str, np.ndarray]) -> float | None:
+            rep = curve(c, families[family])
+            return rep.apgr if what == "apgr" else rep.cpt[95.0]
+
+        return f
+
+    out: dict[str, Any] = {"n_test": len(ids), "families": {}, "points": {}, "differences": {}}
+    for fam in families:
+        out["families"][fam] = {
+            "apgr": bootstrap_ci(cols, stat(fam, "apgr")),
+            "cpt95": bootstrap_ci(cols, stat(fam, "cpt")),
+        }
+    for name in ["weak", "strong", *specs]:
+        out["points"][name] = {
+            "accuracy": bootstrap_ci(cols, lambda c, n=name: float(c[f"{n}:c"].mean())),
+            "strong_tokens": float(cols[f"{name}:t"].mean()),
+        }
+    for fam in SIGNALS:
+        out["differences"][f"APGR TRIM-Thr − {fam}"] = bootstrap_ci(
+            cols,
+            lambda c, f=fam: _diff(stat("TRIM-Thr", "apgr")(c), stat(f, "apgr")(c)),
+        )
+    chosen = choices["thr"]["chosen"]
+    if chosen in specs:
+        out["thr_dev_point"] = {
+            "spec": chosen,
+            "accuracy": bootstrap_ci(cols, lambda c: float(c[f"{chosen}:c"].mean())),
+            "strong_tokens": float(cols[f"{chosen}:t"].mean()),
+            "delta_ibc": curve(cols, [chosen]).delta_ibc[0],
+        }
+    return out
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def step_stats(run: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Steps per solution, rewrite cost, solutions lost to a cap, seconds per question."""
+    out: dict[str, Any] = {}
+    strong_solution = [strong_tokens(t) for t in run.get("strong", {}).values()]
+    mean_strong = float(np.mean(strong_solution)) if strong_solution else float("nan")
+    for spec, traces in run.items():
+        ts = list(traces.values())
+        rewrites = [s["tokens"] for t in ts for s in t["steps"] if s.get("author") == "strong"]
+        where = [s["index"] for t in ts for s in t["steps"] if s.get("author") == "strong"]
+        out[spec] = {
+            "n": len(ts),
+            "steps_mean": float(np.mean([len(t["steps"]) for t in ts])),
+            "rewrite_tokens_mean": float(np.mean(rewrites)) if rewrites else None,
+            "rewrite_share_of_strong_solution": (float(np.mean(rewrites)) / mean_strong)
+            if rewrites and mean_strong
+            else None,
+            "escalations_at_step0": sum(i == 0 for i in where),
+            "escalations_later": sum(i > 0 for i in where),
+            "terminations": {
+                k: sum(t.get("termination") == k for t in ts)
+                for k in sorted({str(t.get("termination")) for t in ts})
+            },
+            "seconds_mean": float(np.mean([t.get("seconds", 0.0) for t in ts])),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dev", type=Path, default=RUNS / "dev_gsm8k")
+    parser.add_argument(
+        "--test", type=Path, nargs="*", default=[RUNS / "test_gsm8k", RUNS / "test_math500"]
+    )
+    args = parser.parse_args(argv)
+    dev = load_run(args.dev)
+    result: dict[str, Any] = {"dev": {"folder": str(args.dev), "steps": step_stats(dev)}}
+    result["choices"] = dev_choices(dev)
+    for folder in args.test:
+        if not folder.is_dir():
+            continue
+        test = load_run(folder)
+        result[folder.name] = {"steps": step_stats(test), **test_analysis(test, result["choices"])}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    print(json.dumps(result["choices"], indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
