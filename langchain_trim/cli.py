@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     raise
 
 from langchain_trim.errors import InvalidInputError, ModelNotFoundError, TrimError
+from langchain_trim.events import is_step_event
 
 app = typer.Typer(
     add_completion=False,
@@ -176,13 +177,14 @@ def _setting(
 
 
 def _show_step(event: dict[str, Any], quiet: bool) -> None:
-    if event.get("trim_event") != "step" or quiet:
+    if not is_step_event(event) or quiet:
         return
     score = "  -  " if event["score"] is None else f"{event['score']:.3f}"
     author = "[bold red]strong[/]" if event["author"] == "strong" else "[green]weak[/]  "
     note = " [yellow](budget blocked)[/]" if event["budget_blocked"] else ""
-    if event.get("fallback"):
-        note += f" [yellow]({event['fallback'][:60]})[/]"
+    fallback = event.get("fallback")
+    if fallback:
+        note += f" [yellow]({escape(fallback[:60])})[/]"
     budget = "∞" if event["budget"] is None else str(event["budget"])
     console.print(
         f"[dim]step {event['index'] + 1:>2}[/] {author} score {score} → {event['decision']:<8}"

@@ -7,9 +7,9 @@ plain dicts on the wire (LangGraph Server, JSON) while giving readers checked ke
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
-from typing_extensions import TypedDict, TypeGuard
+from typing_extensions import TypedDict
 
 from langchain_trim.state import Action, Author, Termination, TrimSpend
 
@@ -41,6 +41,8 @@ class DoneEvent(TypedDict):
     trim_event: Literal["done"]
     final_answer: str | None
     termination: Termination
+    overspent: bool
+    """Strong tokens exceeded the budget (a model that ignores ``max_tokens``)."""
     spend: TrimSpend
 
 

@@ -54,6 +54,7 @@ from langchain_trim.errors import (
     StepTimeoutError,
     TrimWarning,
 )
+from langchain_trim.events import DoneEvent, StepEvent, TrimEvent
 from langchain_trim.generation import (
     GenerationMode,
     StepGenerator,
@@ -298,7 +299,7 @@ class _TrimNodes:
         return _spend_view(state).get("budget")
 
     @staticmethod
-    def write(runtime: Runtime[Any], config: RunnableConfig | None, event: dict[str, Any]) -> None:
+    def write(runtime: Runtime[Any], config: RunnableConfig | None, event: TrimEvent) -> None:
         """``runtime.stream_writer(event)``, made to work in async code on Python 3.10."""
         if not _SET_CONFIG_VAR:
             runtime.stream_writer(event)
@@ -652,22 +653,22 @@ class _TrimNodes:
         self.write(
             runtime,
             config,
-            {
-                "trim_event": "step",
-                "index": record["index"],
-                "author": record["author"],
-                "model": record["model"],
-                "score": record["draft_score"],
-                "decision": record["decision"],
-                "budget_blocked": record["budget_blocked"],
-                "fallback": record["fallback"],
-                "tokens": record["tokens"],
-                "strong_tokens": spend["strong_tokens"],
-                "budget": budget,
-                "budget_left": None if budget is None else budget - spend["strong_tokens"],
-                "overspent": overspent,
-                "text": record["text"],
-            },
+            StepEvent(
+                trim_event="step",
+                index=record["index"],
+                author=record["author"],
+                model=record["model"],
+                score=record["draft_score"],
+                decision=record["decision"],
+                budget_blocked=record["budget_blocked"],
+                fallback=record["fallback"],
+                tokens=record["tokens"],
+                strong_tokens=spend["strong_tokens"],
+                budget=budget,
+                budget_left=None if budget is None else budget - spend["strong_tokens"],
+                overspent=overspent,
+                text=record["text"],
+            ),
         )
         update: dict[str, Any] = {
             "trim_steps": [record],
@@ -1013,13 +1014,13 @@ class _TrimNodes:
         self.write(
             runtime,
             config,
-            {
-                "trim_event": "done",
-                "final_answer": answer,
-                "termination": termination,
-                "overspent": overspent,
-                "spend": spend,
-            },
+            DoneEvent(
+                trim_event="done",
+                final_answer=answer,
+                termination=termination,
+                overspent=overspent,
+                spend=spend,
+            ),
         )
         update: dict[str, Any] = {
             "trim_final_answer": answer,

@@ -59,7 +59,9 @@ from langchain_trim.errors import (
 )
 from langchain_trim.eval.cache import CacheStats, SQLiteLLMCache, llm_cache
 from langchain_trim.eval.datasets import Problem
+from langchain_trim.events import is_step_event
 from langchain_trim.policies.base import RouteObservation, RoutingPolicy
+from langchain_trim.setting import Setting
 
 TRACE_VERSION = 1
 TRACES_DIR = "traces"
@@ -359,7 +361,7 @@ async def solve_problem(
     )
     async for mode, chunk in stream:
         if mode == "custom":
-            if isinstance(chunk, dict) and chunk.get("trim_event") == "step":
+            if is_step_event(chunk):
                 commits[int(chunk["index"])] = time.perf_counter() - t0
         else:
             final = chunk
@@ -428,7 +430,7 @@ def _needs_prm(policy: RoutingPolicy, max_steps: int) -> bool:
     return bool(policy.needs_score(RouteObservation(0, None, (), 0, (), 0, None, max_steps)))
 
 
-def _setting_factory(setting: Any, *, max_steps: int, step_max_tokens: int) -> GraphFactory:
+def _setting_factory(setting: Setting, *, max_steps: int, step_max_tokens: int) -> GraphFactory:
     from langchain_trim.graph import create_trim_graph
 
     def make(policy: RoutingPolicy) -> Any:
@@ -448,7 +450,7 @@ def _setting_factory(setting: Any, *, max_steps: int, step_max_tokens: int) -> G
     return make
 
 
-def _describe_setting(setting: Any) -> dict[str, Any]:
+def _describe_setting(setting: Setting) -> dict[str, Any]:
     from langchain_trim.models import model_display_name
 
     return {
@@ -544,7 +546,7 @@ async def arun_eval(
     policies: Sequence[str],
     *,
     out_dir: str | Path,
-    setting: Any = None,
+    setting: Setting | None = None,
     make_graph: GraphFactory | None = None,
     concurrency: int = 1,
     budget: int | None = None,
@@ -577,9 +579,11 @@ async def arun_eval(
     if len(set(ids)) != len(ids):
         raise InvalidInputError("problem ids must be unique")
     built = {spec: make_policy(spec) for spec in specs}
-    factory = make_graph or _setting_factory(
-        setting, max_steps=max_steps, step_max_tokens=step_max_tokens
-    )
+    if make_graph is not None:
+        factory = make_graph
+    else:
+        assert setting is not None  # checked above: exactly one of the two
+        factory = _setting_factory(setting, max_steps=max_steps, step_max_tokens=step_max_tokens)
     graphs = {spec: factory(policy) for spec, policy in built.items()}
 
     out = Path(out_dir)
@@ -617,7 +621,7 @@ async def _run_locked(
     ids: list[str],
     *,
     out: Path,
-    setting: Any,
+    setting: Setting | None,
     built: dict[str, RoutingPolicy],
     factory: GraphFactory,
     graphs: dict[str, Any],
@@ -765,7 +769,7 @@ def run_eval(
     policies: Sequence[str],
     *,
     out_dir: str | Path,
-    setting: Any = None,
+    setting: Setting | None = None,
     make_graph: GraphFactory | None = None,
     concurrency: int = 1,
     budget: int | None = None,
