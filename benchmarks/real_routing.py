@@ -277,9 +277,20 @@ def run_command(args: argparse.Namespace) -> None:
     from langchain_trim.policies.registry import expand_specs
 
     problems = load_split(args.split, args.dataset, args.n)
-    setting = build_setting(prm=args.prm, step_format=args.format)
+    if args.prm == "oracle":  # the ablation's reference-solution scorer (GSM8K only)
+        from benchmarks.oracle_prm import ReferencePRM
+
+        setting = build_setting(prm="none", step_format=args.format)
+        path = data_dir() / FILES[(args.split, args.dataset)]
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        setting.prm = ReferencePRM({r["question"].strip(): r["answer"] for r in rows})
+    else:
+        setting = build_setting(prm=args.prm, step_format=args.format)
     specs = expand_specs(args.policies)
-    out = RUNS / f"{args.split}_{args.dataset}"
+    suffix = (
+        "" if (args.prm, args.format) == ("probe", "paragraphs") else f"_{args.prm}_{args.format}"
+    )
+    out = RUNS / f"{args.split}_{args.dataset}{suffix}"
     # Problem-major chunks: a run stopped at any time leaves every policy on the same
     # problems (paired comparisons), and the next run resumes from the trace files.
     for start in range(0, len(problems), args.chunk):

@@ -1,0 +1,47 @@
+"""A reference-solution "oracle" PRM for the ablation of issue 12 (benchmark-only).
+
+It knows each GSM8K problem's worked reference solution and scores a step 0 when the
+step writes a false equation or states a result that is none of the question's or the
+reference's numbers (the rule of :func:`langchain_trim.prm.weak_labels.weak_first_error`,
+applied step by step), else 1.  It separates "the PRM cannot tell" from "step routing
+cannot help": TRIM-Thr with this scorer is what a near-perfect number checker buys.
+It never ships in the package: it needs the answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from langchain_trim.prm.arithmetic import check_step
+from langchain_trim.prm.base import BaseProcessRewardModel, PRMItem
+from langchain_trim.prm.weak_labels import (
+    ALWAYS_ALLOWED,
+    _known,
+    reference_values,
+    stated_results,
+)
+
+
+class ReferencePRM(BaseProcessRewardModel):
+    """Scores steps against each question's reference solution (1 consistent, 0 not)."""
+
+    def __init__(self, references: Mapping[str, str], *, unknown: float = 0.5) -> None:
+        self.values = {
+            q: reference_values(q, ref) | set(ALWAYS_ALLOWED) for q, ref in references.items()
+        }
+        self.unknown = unknown
+        self.name = "oracle:reference"
+
+    def _score(self, question: str, step: str) -> float:
+        values = self.values.get(question.strip())
+        if values is None:
+            return self.unknown
+        if check_step(step).false or any(not _known(x, values) for x in stated_results(step)):
+            return 0.0
+        return 1.0
+
+    def score_batch(self, items: Sequence[PRMItem]) -> list[list[float]]:
+        return [[self._score(q, s) for s in steps] for q, steps in items]
+
+
+__all__ = ["ReferencePRM"]
