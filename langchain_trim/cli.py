@@ -31,8 +31,10 @@ app = typer.Typer(
     no_args_is_help=True,
     help="TRIM: a cheap model drafts each step, a PRM scores it, a strong model fixes bad ones.",
 )
-console = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# user and model text is printed through markup.escape (or markup=False): a question with
+# "[/x]" must not crash the command, and ":smile:" must not turn into an emoji
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NO_MODEL = 1, 2, 3
 
@@ -43,13 +45,13 @@ def _exit_codes() -> Iterator[None]:
     try:
         yield
     except InvalidInputError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_BAD_INPUT) from exc
     except ModelNotFoundError as exc:
-        err.print(f"[red]missing model:[/] {exc}")
+        err.print(f"[red]missing model:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_NO_MODEL) from exc
     except (TrimError, ValueError) as exc:
-        err.print(f"[red]failed:[/] {type(exc).__name__}: {exc}")
+        err.print(f"[red]failed:[/] {type(exc).__name__}: {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILED) from exc
 
 
@@ -182,7 +184,7 @@ def _show_step(event: dict[str, Any], quiet: bool) -> None:
     author = "[bold red]strong[/]" if event["author"] == "strong" else "[green]weak[/]  "
     note = " [yellow](budget blocked)[/]" if event["budget_blocked"] else ""
     if event.get("fallback"):
-        note += f" [yellow]({event['fallback'][:60]})[/]"
+        note += f" [yellow]({escape(event['fallback'][:60])})[/]"
     budget = "∞" if event["budget"] is None else str(event["budget"])
     console.print(
         f"[dim]step {event['index'] + 1:>2}[/] {author} score {score} → {event['decision']:<8}"
@@ -307,12 +309,12 @@ def _run(
         if hasattr(model, "load"):
             model.load()
     if not as_json:
-        console.print(
-            f"[dim]weak {model_display_name(setting.weak)} · "
+        names = (
+            f"weak {model_display_name(setting.weak)} · "
             f"strong {model_display_name(setting.strong)} · "
-            f"prm {getattr(setting.prm, 'name', 'none')} · policy {chosen.name} · "
-            f"loaded in {time.perf_counter() - t0:.1f}s[/]"
+            f"prm {getattr(setting.prm, 'name', 'none')} · policy {chosen.name}"
         )
+        console.print(f"[dim]{escape(names)} · loaded in {time.perf_counter() - t0:.1f}s[/]")
     graph = create_trim_graph(
         setting.weak,
         setting.strong,
@@ -329,9 +331,9 @@ def _run(
         start = time.perf_counter()
         final: dict[str, Any] = {}
         if not as_json and len(problems) > 1:
-            console.rule(f"problem {problem['id']}")
+            console.rule(f"problem {escape(str(problem['id']))}")
         if not as_json:
-            console.print(f"[bold]Q:[/] {problem['question']}", markup=True)
+            console.print(f"[bold]Q:[/] {escape(problem['question'])}")
         stream: Any = graph.stream(
             {"question": problem["question"], "trim_budget": budget},
             stream_mode=["custom", "values"],
@@ -372,10 +374,13 @@ def _run(
         verdict = ""
         if "correct" in record:
             verdict = (
-                " [green]✓[/]" if record["correct"] else f" [red]✗ (gold {problem['answer']})[/]"
+                " [green]✓[/]"
+                if record["correct"]
+                else f" [red]✗ (gold {escape(str(problem['answer']))})[/]"
             )
         console.print(
-            f"[bold]answer:[/] {result.final_answer}{verdict}  [dim]({result.termination})[/]"
+            f"[bold]answer:[/] {escape(str(result.final_answer))}{verdict}  "
+            f"[dim]({result.termination})[/]"
         )
         console.print(
             f"[dim]cost:[/] strong tokens {est}{spend['strong_tokens']}"
@@ -395,8 +400,11 @@ def models() -> None:
         try:
             where = str(resolve_model_path(model.name))
         except ModelNotFoundError as exc:
-            where = f"[red]missing[/] — {exc}"
-        console.print(f"[bold]{model.name}[/] ({', '.join(model.aliases)}): {model.description}")
+            where = f"[red]missing[/] — {escape(str(exc))}"
+        else:
+            where = escape(where)
+        about = f"({', '.join(model.aliases)}): {model.description}"
+        console.print(f"[bold]{escape(model.name)}[/] {escape(about)}")
         console.print(f"    {where}")
 
 
@@ -444,11 +452,11 @@ def eval_command(
     split: str = typer.Option(None, help="Dataset split (aime: the official train/test)."),
     limit: int = typer.Option(None, "--limit", "-n", help="Evaluate at most N problems."),
     seed: int = typer.Option(None, help="Draw a seeded subset of --limit problems (else first N)."),
-    policies: str = typer.Option(
-        "thr:0.1,0.3,0.5 weak strong weakscored",
+    policies: list[str] = typer.Option(
+        ["thr:0.1,0.3,0.5 weak strong weakscored"],
         "--policies",
         "-p",
-        help="Policy specs; 'thr:0.1,0.3' expands to thr:0.1 thr:0.3. Also random:p.",
+        help="Policy specs (repeatable); 'thr:0.1,0.3' expands to thr:0.1 thr:0.3. Also random:p.",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (re-running resumes it)."),
     weak: str = typer.Option("weak", help="Weak model: embedded name or .gguf path."),
@@ -485,7 +493,7 @@ def eval_command(
         from langchain_trim.policies import baselines as _baselines  # noqa: F401
         from langchain_trim.policies.registry import expand_specs, make_policy
 
-        specs = expand_specs(policies)
+        specs = expand_specs(" ".join(policies))
         if not specs:
             raise InvalidInputError("--policies is empty")
         for spec in specs:
@@ -523,7 +531,8 @@ def eval_command(
             "fake": fake,
         }
         if not quiet:
-            err.print(f"[dim]{len(problems)} {dataset} problems × {len(specs)} policies → {out}[/]")
+            plan = f"{len(problems)} {dataset} problems × {len(specs)} policies → {out}"
+            err.print(f"[dim]{escape(plan)}[/]")
         summary = run_eval(
             problems,
             specs,
@@ -549,8 +558,9 @@ def eval_command(
         n = len(traces)
         acc = sum(t["correct"] for t in traces) / n
         tokens = sum(t["spend"].get("strong_tokens", 0) for t in traces) / n
-        console.print(f"  {spec:<14} n={n:<4} accuracy {acc:6.1%}  strong tokens/q {tokens:8.1f}")
-    console.print(f"[dim]next: trim report {out}[/]")
+        line = f"  {spec:<14} n={n:<4} accuracy {acc:6.1%}  strong tokens/q {tokens:8.1f}"
+        console.print(line, markup=False)
+    console.print(f"[dim]next: trim report {escape(str(out))}[/]")
     for warning in summary.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}")
     if summary.errors:
@@ -578,10 +588,10 @@ def report(
             raise InvalidInputError(f"{run} is not a folder")
         files = write_report(run, problem=problem, policy=policy, baselines=baselines)
     except (InvalidInputError, FileNotFoundError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_BAD_INPUT) from exc
     except (TrimError, ValueError) as exc:
-        err.print(f"[red]failed:[/] {type(exc).__name__}: {exc}")
+        err.print(f"[red]failed:[/] {type(exc).__name__}: {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILED) from exc
     metrics = json.loads(files.metrics.read_text())
     for name, fam in metrics["families"].items():
@@ -589,11 +599,13 @@ def report(
         best = fam["delta_ibc_best"]
         console.print(
             f"  {name:<28} CPT(95%) {'—' if cpt is None else f'{cpt:.1%}':>7}  "
-            f"ΔIBC best {'—' if best is None else f'{best:.2f}':>6}"
+            f"ΔIBC best {'—' if best is None else f'{best:.2f}':>6}",
+            markup=False,
         )
     for note in metrics["notes"]:
-        console.print(f"[dim]note: {note}[/]")
-    console.print(f"wrote {files.markdown}, {files.metrics}, {len(files.figures)} figures")
+        console.print(f"[dim]note: {escape(note)}[/]")
+    wrote = f"wrote {files.markdown}, {files.metrics}, {len(files.figures)} figures"
+    console.print(wrote, markup=False)
 
 
 from langchain_trim.policies.train_cli import train as _train  # noqa: E402

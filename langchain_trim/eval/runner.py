@@ -471,7 +471,8 @@ def _format_name(spec: Any) -> str | None:
 
 
 def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
+    """A tqdm bar on stderr, only when someone watches: a log file gets no ``\\r`` frames."""
+    if not enabled or not sys.stderr.isatty():
         return None
     try:
         from tqdm import tqdm

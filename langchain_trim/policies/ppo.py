@@ -274,7 +274,9 @@ def train_ppo(
         best_params = dict(current.params)
         history = [best]
         since_best = episodes = skipped = batches = 0
-        bar = tqdm(total=total, desc=f"ppo {policy.kind} λ={cfg.lam:g}", disable=not progress)
+        bar = tqdm(
+            total=total, desc=f"ppo {policy.kind} λ={cfg.lam:g}", disable=None if progress else True
+        )
         for b in range(total):
             frac = b / max(total - 1, 1)
             ent_coef = cfg.entropy_start + frac * (cfg.entropy_end - cfg.entropy_start)
