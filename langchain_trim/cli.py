@@ -133,8 +133,8 @@ def _setting(
     strong_step_format: str | None = None,
 ) -> Any:
     """Local models by default; a ``*_url`` swaps that role for a served model."""
-    from langchain_trim.local.setting import PRM_CHOICES, LocalSetting, local_setting
-    from langchain_trim.prm import ChatJudgePRM, SelfConfidencePRM
+    from langchain_trim.local.setting import EMBEDDED_STEP_FORMAT, LocalSetting, local_setting
+    from langchain_trim.prm.registry import check_prm_spec, make_prm, served_prm_spec
     from langchain_trim.remote import openai_compatible
 
     def chat(spec: tuple[str, str | None], local: Any) -> Any:
@@ -142,25 +142,17 @@ def _setting(
         return openai_compatible(name, url, temperature=temperature) if url else local
 
     prm_name, prm_url = prm
-    if prm_url is None and prm_name not in PRM_CHOICES:
-        raise InvalidInputError(f"--prm must be one of {PRM_CHOICES} without --prm-url")
+    prm_spec = prm_name if prm_url is None else served_prm_spec(prm_name, prm_url)
+    try:
+        check_prm_spec(prm_spec)  # before any model loads
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"--prm: {exc} (or a served model name with --prm-url)") from exc
     local = None
     if weak[1] is None or strong[1] is None:
         local = local_setting(weak=weak[0], strong=strong[0], prm="none", temperature=temperature)
     weak_model = chat(weak, local.weak if local else None)
     strong_model = chat(strong, local.strong if local else None)
-    scorer: Any = None
-    if prm_url is not None:
-        from langchain_trim.prm.vllm_prm import VLLMServerPRM
-
-        scorer = VLLMServerPRM(prm_url, prm_name)
-    elif prm_name == "judge":
-        scorer = ChatJudgePRM(strong_model)
-    elif prm_name == "confidence":
-        scorer = SelfConfidencePRM()
-    elif prm_name != "none":
-        scorer = local_setting(prm=prm_name).prm
-    from langchain_trim.local.setting import EMBEDDED_STEP_FORMAT
+    scorer = make_prm(prm_spec, strong=strong_model)
     from langchain_trim.step_format import get_step_format
 
     if step_format is None:
@@ -212,7 +204,8 @@ def solve(
     strong: str = typer.Option("strong", help="Strong model: embedded name or .gguf path."),
     prm: str = typer.Option(
         "probe",
-        help="PRM: probe, judge, confidence, arithmetic or none; with --prm-url the served model.",
+        help="PRM: probe, judge, confidence, arithmetic, none, vllm:<model>@<url>; "
+        "with --prm-url the served model.",
     ),
     weak_url: str = typer.Option(None, help="OpenAI-compatible URL serving --weak (vLLM)."),
     strong_url: str = typer.Option(None, help="OpenAI-compatible URL serving --strong (vLLM)."),
@@ -462,7 +455,9 @@ def eval_command(
     weak: str = typer.Option("weak", help="Weak model: embedded name or .gguf path."),
     strong: str = typer.Option("strong", help="Strong model: embedded name or .gguf path."),
     prm: str = typer.Option(
-        "probe", help="PRM: probe, judge, confidence, arithmetic or none; with --prm-url served."
+        "probe",
+        help="PRM: probe, judge, confidence, arithmetic, none, vllm:<model>@<url>; "
+        "with --prm-url the served model.",
     ),
     weak_url: str = typer.Option(None, help="OpenAI-compatible URL serving --weak (vLLM)."),
     strong_url: str = typer.Option(None, help="OpenAI-compatible URL serving --strong (vLLM)."),
