@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.shared_data import REFERENCE, use_shared_data
 from langchain_trim.eval.metrics import OperatingPoint, frontier, summarize_curve
 from langchain_trim.policies import RouteDecision, RouteObservation, ThresholdPolicy
 from langchain_trim.policies.agg import DEFAULT_WEIGHTS as AGG_DEFAULT
@@ -56,7 +57,7 @@ from langchain_trim.sim import SimEnv
 from langchain_trim.sim.official import make_env, official_calibration
 
 RESULTS = Path(__file__).resolve().parent / "results"
-REFERENCE = Path(os.environ.get("TRIM_REFERENCE", "/work/shared/data/trim_reference"))
+use_shared_data()  # the official tables: $TRIM_REFERENCE, else next to the checkout
 ENV = "sim:official"
 EVAL_SEED = 7
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))

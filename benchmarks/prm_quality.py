@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.shared_data import SHARED_DATA
 from langchain_trim.prm.arithmetic import check_step
 from langchain_trim.prm.encoder import (
     FEATURE_VERSION,
@@ -51,7 +52,7 @@ from langchain_trim.prm.training import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("TRIM_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DATA = SHARED_DATA
 CACHE = ROOT / "runs" / "prm_features"
 RESULTS = ROOT / "benchmarks" / "results"
 HEAD_STEM = ROOT / "langchain_trim" / "data" / "probe_qwen2.5-coder-0.5b"

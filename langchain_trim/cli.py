@@ -406,7 +406,7 @@ def _eval_problems(
     dataset: str, data: Path | None, split: str | None, limit: int | None, seed: int | None
 ) -> tuple[list[Any], str]:
     from langchain_trim.eval.datasets import DATASETS, DatasetLoadError, load_problems
-    from langchain_trim.eval.runner import default_data_path
+    from langchain_trim.eval.runner import DEFAULT_DATA_FILES, default_data_path
 
     if dataset not in DATASETS:
         raise InvalidInputError(
@@ -418,6 +418,12 @@ def _eval_problems(
     try:
         problems = load_problems(dataset, source, split=split, limit=limit, seed=seed)
     except (DatasetLoadError, ValueError) as exc:
+        if source is None:  # neither --data nor a copy in $TRIM_SHARED_DATA: the Hub failed
+            local = DEFAULT_DATA_FILES.get(dataset, f"{dataset}.jsonl")
+            raise InvalidInputError(
+                f"no local {dataset} data: pass --data PATH or set TRIM_SHARED_DATA to a folder "
+                f"holding {local} ({exc})"
+            ) from exc
         raise InvalidInputError(str(exc)) from exc
     if not problems:
         raise InvalidInputError(f"dataset {dataset} ({source}) holds no problems")
@@ -440,7 +446,9 @@ def eval_command(
         "gsm8k", help="gsm8k, math500, aime24, aime, olympiadbench or minerva."
     ),
     data: Path = typer.Option(
-        None, "--data", help="Local .jsonl/.json (default: ../shared/data copy, else the Hub)."
+        None,
+        "--data",
+        help="Local .jsonl/.json (default: the copy in $TRIM_SHARED_DATA, else the Hub).",
     ),
     split: str = typer.Option(None, help="Dataset split (aime: the official train/test)."),
     limit: int = typer.Option(None, "--limit", "-n", help="Evaluate at most N problems."),

@@ -118,3 +118,20 @@ def test_no_training_progress_frames_when_stderr_is_not_a_terminal(
     cfg = PPOConfig(epochs=1, train_questions=32, batch_questions=32, val_questions=16)
     train_ppo(AggPolicy.init(seed=0), env, cfg, progress=True)
     assert "\r" not in capsys.readouterr().err
+
+
+def test_eval_without_data_names_both_ways_to_give_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ``--data`` and no ``$TRIM_SHARED_DATA``: the package used to read the developer's
+    ``<repo>/../shared/data``; now the Hub is its only guess, and when that cannot load
+    the error says how to give the data."""
+    import sys
+
+    monkeypatch.delenv("TRIM_SHARED_DATA", raising=False)
+    monkeypatch.setitem(sys.modules, "datasets", None)  # the Hub loader is not installed
+    result = cli.invoke(app, ["eval", "--fake", "-q", "-p", "weak", "--out", str(tmp_path / "r")])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert "--data PATH or set TRIM_SHARED_DATA" in result.output
+    assert "gsm8k_test.jsonl" in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -59,6 +59,7 @@ from langchain_trim.errors import (
 )
 from langchain_trim.eval.cache import CacheStats, SQLiteLLMCache, llm_cache
 from langchain_trim.eval.datasets import Problem
+from langchain_trim.paths import shared_data_dir
 from langchain_trim.policies.base import RouteObservation, RoutingPolicy
 
 TRACE_VERSION = 1
@@ -76,31 +77,25 @@ DEFAULT_DATA_FILES: dict[str, str] = {
     "aime24": "aime24.jsonl",
     "aime": "aime_1983_2024_test.jsonl",
 }
-"""File of each dataset in the shared data folder (see :func:`default_data_path`)."""
+"""File of each dataset in ``$TRIM_SHARED_DATA`` (see :func:`default_data_path`)."""
 
 _SETTING_KEYS = ("dataset", "models", "prm", "budget", "max_steps", "step_max_tokens")
 """config.json keys that must match for a re-run to add to an existing ``out_dir``."""
 _SUBSET_KEYS = frozenset({"limit", "seed", "n_problems"})
 
 
-def shared_data_dir() -> Path:
-    """``$TRIM_SHARED_DATA``, else ``<repo>/../shared/data``."""
-    env = os.environ.get("TRIM_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
 def default_data_path(dataset: str) -> Path | None:
-    """The shared copy of ``dataset`` when it exists, else ``None`` (load from the Hub).
+    """The copy of ``dataset`` in ``$TRIM_SHARED_DATA`` when it is set and holds one, else
+    ``None`` (load from the Hub).  No other folder is looked at.
 
     >>> default_data_path("no-such-dataset") is None
     True
     """
     name = DEFAULT_DATA_FILES.get(dataset)
-    if name is None:
+    folder = shared_data_dir()
+    if name is None or folder is None:
         return None
-    path = shared_data_dir() / name
+    path = folder / name
     return path if path.is_file() else None
 
 
@@ -925,7 +920,6 @@ __all__ = [
     "read_config",
     "read_trace_file",
     "run_eval",
-    "shared_data_dir",
     "solve_problem",
     "trace_path",
     "write_atomic",

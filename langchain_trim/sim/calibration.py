@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from langchain_trim.paths import reference_file
+
 STATES = ("S0", "S1", "S2")
 """Hidden states: on track, derailed by an earlier step, only the latest step wrong."""
 
@@ -199,10 +201,10 @@ class Calibration(BaseModel):
         The release stores length pmfs starting at 2 steps (its hazard is 0 at 0 and 1
         steps); they are shifted to start at 1 step here.  It has no step lengths, so the
         mean step length is tokens per question of the always-weak/always-strong runs
-        divided by the mean solution length.  ``path`` defaults to
-        ``/work/shared/data/trim_reference/pomdp_calibration.json`` or ``$TRIM_REFERENCE``.
+        divided by the mean solution length.  ``path`` defaults to ``pomdp_calibration.json``
+        in the reference folder (``$TRIM_REFERENCE``, see :mod:`langchain_trim.paths`).
         """
-        path = Path(path) if path is not None else _default_reference_path()
+        path = Path(path) if path is not None else reference_file("pomdp_calibration.json")
         raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         model = raw["observation_model"][observation]
         bin_size = float(model["bin_size"])
@@ -281,13 +283,6 @@ def synthetic_calibration(
         strong_tokens=TokenModel(mean=strong_tokens, cv=0.5),
         source="synthetic_calibration",
     )
-
-
-def _default_reference_path() -> Path:
-    import os
-
-    root = os.environ.get("TRIM_REFERENCE", "/work/shared/data/trim_reference")
-    return Path(root) / "pomdp_calibration.json"
 
 
 __all__ = ["STATES", "Calibration", "TokenModel", "synthetic_calibration"]

@@ -52,7 +52,8 @@ def apply_correction(base: Calibration, correction: dict[str, Any]) -> Calibrati
 def official_calibration(path: str | Path | None = None, *, corrected: bool = True) -> Calibration:
     """The official tables, anchor-corrected unless ``corrected=False``.
 
-    Needs the reference data (``$TRIM_REFERENCE`` or ``/work/shared/data/trim_reference``).
+    Needs the reference tables: ``path``, or ``$TRIM_REFERENCE`` (see
+    :mod:`langchain_trim.paths`).
     """
     base = Calibration.from_official(path)
     return apply_correction(base, OFFICIAL_CORRECTION) if corrected else base
