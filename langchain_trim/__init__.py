@@ -14,12 +14,13 @@ from langchain_trim.errors import (
     StepTimeoutError,
     TrimError,
 )
+from langchain_trim.functional import TrimResult, asolve, solve
 from langchain_trim.generation import ChatStepGenerator, StepGenerator, StepOutput
 from langchain_trim.graph import create_trim_graph, recursion_limit
 from langchain_trim.models import vllm_prefill
 from langchain_trim.policies import RouteDecision, RouteObservation, RoutingPolicy, ThresholdPolicy
 from langchain_trim.prm import ProcessRewardModel
-from langchain_trim.runnables import TrimResult, asolve, solve, trim_answer, trim_input
+from langchain_trim.runnables import trim_answer, trim_input
 from langchain_trim.state import StepRecord, TrimSpend, TrimState
 
 __version__ = "0.1.0"

@@ -286,9 +286,9 @@ def _run(
     strong_step_format: str | None = None,
 ) -> int:
     """Solve each problem; a failing problem is reported and skipped.  Returns the failures."""
+    from langchain_trim.functional import TrimResult
     from langchain_trim.graph import create_trim_graph
     from langchain_trim.models import model_display_name
-    from langchain_trim.runnables import TrimResult
 
     try:  # validate before any model is built
         chosen = _policy(policy, 0.5 if threshold is None else threshold, None)
@@ -611,9 +611,56 @@ def report(
     console.print(wrote, markup=False)
 
 
-from langchain_trim.policies.train_cli import train as _train  # noqa: E402
-
-app.command("train")(_train)
+@app.command()
+def train(
+    policy: str = typer.Argument(..., help="agg (TRIM-Agg) or seq (TRIM-Seq)"),
+    lam: float = typer.Option(8e-4, "--lam", "--lambda", help="price of one strong token"),
+    env: str = typer.Option(
+        "sim:official",
+        help="sim:official, sim:official-raw, sim:<calibration.json> or replay:<traces.jsonl>",
+    ),
+    out: Path = typer.Option(
+        None, help="output .safetensors (default: <policy>_<lam>.safetensors)"
+    ),
+    seed: int = typer.Option(0, help="seed of the network, sampling and episodes"),
+    epochs: int = typer.Option(10, help="passes of --train-questions questions"),
+    train_questions: int = typer.Option(2048, help="questions per pass"),
+    val_questions: int = typer.Option(2000, help="validation questions"),
+    patience: int = typer.Option(
+        16, help="stop after this many validations without gain (0: never)"
+    ),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Train TRIM-Agg or TRIM-Seq with PPO and save safetensors weights + a JSON sidecar."""
+    if policy not in ("agg", "seq"):
+        raise typer.BadParameter(f"policy must be 'agg' or 'seq', got {policy!r}")
+    try:  # the training code and its dependencies load only here
+        from langchain_trim.lab.train import train_policy
+    except ImportError as exc:
+        hint = f"{exc}; pip install 'langchain-trim[train]'"
+        err.print(f"[red]missing dependency:[/] {escape(hint)}")
+        raise typer.Exit(EXIT_FAILED) from exc
+    target = out or Path(f"{policy}_{lam:g}.safetensors")
+    with _exit_codes():
+        result = train_policy(
+            policy,  # type: ignore[arg-type]
+            lam=lam,
+            env=env,
+            out=target,
+            seed=seed,
+            epochs=epochs,
+            train_questions=train_questions,
+            val_questions=val_questions,
+            progress=progress,
+            patience=patience or None,
+        )
+    best = result.best
+    console.print(
+        f"{policy} λ={lam:g}: validation accuracy {best.accuracy:.3f}, "
+        f"{best.mean_strong_tokens:.1f} strong tokens/question, objective {best.objective:.4f} "
+        f"(batch {best.batch}/{result.batches}, {result.seconds:.0f} s) -> {target}",
+        markup=False,
+    )
 
 
 def main() -> None:

@@ -109,14 +109,14 @@ def test_no_training_progress_frames_when_stderr_is_not_a_terminal(
 ) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("tqdm")
-    from langchain_trim.policies.agg import AggPolicy
-    from langchain_trim.policies.ppo import PPOConfig, train_ppo
-    from langchain_trim.sim import SimEnv
-    from langchain_trim.sim.calibration import synthetic_calibration
+    from langchain_trim.lab.nets import init_policy
+    from langchain_trim.lab.ppo import PPOConfig, train_ppo
+    from langchain_trim.lab.sim import SimEnv
+    from langchain_trim.policies.calibration import synthetic_calibration
 
     env = SimEnv(synthetic_calibration(mean_steps=3, max_steps=6))
     cfg = PPOConfig(epochs=1, train_questions=32, batch_questions=32, val_questions=16)
-    train_ppo(AggPolicy.init(seed=0), env, cfg, progress=True)
+    train_ppo(init_policy("agg", seed=0), env, cfg, progress=True)
     assert "\r" not in capsys.readouterr().err
 
 

@@ -25,7 +25,7 @@ Each trace file holds one line per accepted step (``{"type": "step", ...}``: eve
 final answer, gold, ``correct`` (:func:`~langchain_trim.eval.grading.is_equivalent`),
 termination, spend, seconds, and ``error`` (``None``, or why the problem failed).
 :func:`load_traces` turns the files back into the simulator's trace format, ready for
-:func:`langchain_trim.sim.fit_calibration`, policy training and the post-hoc baselines.
+:func:`langchain_trim.lab.sim.fit_calibration`, policy training and the post-hoc baselines.
 """
 
 from __future__ import annotations
@@ -338,7 +338,7 @@ async def solve_problem(
     ``callbacks`` (LangChain handlers) see every run of the graph; the runs carry the
     problem id and the policy as metadata (LangSmith can filter on them).
     """
-    from langchain_trim.runnables import TrimResult
+    from langchain_trim.functional import TrimResult
 
     started = _now()
     t0 = time.perf_counter()
@@ -898,11 +898,6 @@ def load_traces(
     return out
 
 
-def all_traces(out_dir: str | Path) -> list[dict[str, Any]]:
-    """:func:`load_traces` flattened (the input of ``fit_calibration``)."""
-    return [t for ts in load_traces(out_dir).values() for t in ts]
-
-
 __all__ = [
     "CONFIG_FILE",
     "DEFAULT_DATA_FILES",
@@ -910,7 +905,6 @@ __all__ = [
     "TRACE_VERSION",
     "EvalSummary",
     "GraphFactory",
-    "all_traces",
     "arun_eval",
     "default_data_path",
     "load_traces",
