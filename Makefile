@@ -10,7 +10,16 @@ STAMP := $(VENV)/.installed-$(INPUTS)
 MODELS_STAMP := $(VENV)/.models-$(INPUTS)
 QUESTION ?= Violetta wants to buy new crayons. She needs them in 5 different colors and prepared $$20 for this purchase. One crayon costs $$2. How much change will she get?
 
-.PHONY: install models demo test lint typecheck unit slow format clean
+# Python 3.10, the oldest version pyproject claims, runs the graph's own tests in a venv of
+# its own (found on PATH or in pyenv; set PYTHON310=... to choose one).
+PYTHON310 ?= $(shell for p in python3.10 "$$(pyenv root 2>/dev/null)"/versions/3.10*/bin/python; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+VENV310 ?= .venv-py310
+STAMP310 := $(VENV310)/.installed-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
+PY310_TESTS := tests/test_graph.py tests/test_graph_async_inline.py tests/test_ecosystem.py \
+	tests/test_errors.py tests/test_budget.py tests/test_langgraph_citizen.py tests/test_durability.py
+
+.PHONY: install models demo test lint typecheck unit unit-py310 slow format clean
 
 # torch is pinned to the CPU build that lies on these machines; an unpinned torch would
 # pull a multi-GB CUDA build.  llama-cpp-python compiles from source once (~6 min on 2
@@ -47,7 +56,18 @@ typecheck: install
 unit: install
 	$(PY) -m pytest --doctest-modules langchain_trim tests
 
-test: lint typecheck unit
+$(STAMP310):
+	@test -n "$(PYTHON310)" || { echo "no Python 3.10 found (pyproject claims >= 3.10): set PYTHON310=/path/to/python3.10"; exit 1; }
+	$(PYTHON310) -m venv $(VENV310)
+	$(VENV310)/bin/python -m pip install -q --upgrade pip
+	$(VENV310)/bin/python -m pip install -q -e . "pytest>=8" "pytest-asyncio>=0.23" \
+		"hypothesis>=6.100" "langchain>=1.0" "langgraph-checkpoint-sqlite>=2"
+	@rm -f $(VENV310)/.installed-*; touch $(STAMP310)
+
+unit-py310: $(STAMP310)
+	$(VENV310)/bin/python -m pytest -p no:cacheprovider $(PY310_TESTS)
+
+test: lint typecheck unit unit-py310
 
 slow: install
 	$(PY) -m pytest -m slow tests
@@ -57,4 +77,4 @@ format: install
 	$(VENV)/bin/ruff check --fix langchain_trim tests benchmarks
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(VENV310) .mypy_cache .ruff_cache .pytest_cache

@@ -19,7 +19,7 @@ cores).  Subcommands, each resumable (re-run the same command to continue):
     no accuracy" check pairs them with the in-graph ``weak``/``strong`` runs).
 ``run``
     ``trim eval`` of a policy list on a split through the graph (traces under
-    ``runs/real_routing/<split>_<dataset>/``, LLM cache in ``runs/cache/``).
+    ``results/real_routing/<split>_<dataset>/``, LLM cache in ``runs/cache/``).
 
 Example (what the committed results ran)::
 
@@ -43,7 +43,9 @@ from benchmarks.shared_data import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
-RUNS = ROOT / "runs" / "real_routing"
+RUNS = RESULTS / "real_routing"
+"""Traces and one-call files are committed: a later session (a fresh checkout) resumes
+from them; the LLM cache (``runs/cache``, not committed) only saves recomputation."""
 CACHE_DIR = ROOT / "runs" / "cache"
 SEED = {"dev": 1, "test": 0}
 FILES = {

@@ -27,7 +27,7 @@ import numpy as np
 
 from benchmarks.real_routing import RESULTS, RUNS
 
-OUT = RESULTS / "real_routing"
+OUT = RESULTS / "real_routing"  # next to the committed traces
 QUANTILES = tuple(q / 10 for q in range(1, 10))
 
 
@@ -115,14 +115,15 @@ def dev_choices(dev: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     for spec, name in (("weakscored", "weak"), ("strong", "strong")):
         cols[f"{name}:c"], cols[f"{name}:t"] = policy_columns(dev, ids, spec)
     out: dict[str, Any] = {"n_dev": len(ids)}
-    specs = thr_specs(dev)
-    for spec in specs:
-        cols[f"{spec}:c"], cols[f"{spec}:t"] = policy_columns(dev, ids, spec)
-    rep = curve(cols, specs)
-    best = max(
-        range(len(specs)), key=lambda i: rep.delta_ibc[i] if rep.delta_ibc[i] is not None else -1e9
-    )
-    out["thr"] = {"grid": specs, "chosen": specs[best], "dev_delta_ibc": rep.delta_ibc[best]}
+    from langchain_trim.eval.fit import fit_threshold
+
+    fit = fit_threshold({spec: list(traces.values()) for spec, traces in dev.items()})
+    out["thr"] = {
+        "grid": thr_specs(dev),
+        "chosen": fit.policy,
+        "dev_delta_ibc": fit.chosen.delta_ibc,
+        "rule": "the package's fit_threshold (best ΔIBC on dev), as `trim fit` does",
+    }
     for signal, fn in SIGNALS.items():
         values = [fn(dev["weakscored"][p]) for p in ids]
         finite = np.array([v for v in values if v is not None], dtype=float)

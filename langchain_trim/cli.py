@@ -212,7 +212,9 @@ def solve(
     prm_url: str = typer.Option(None, help="vLLM server URL whose /pooling serves --prm."),
     max_steps: int = typer.Option(30, help="Step limit."),
     step_max_tokens: int = typer.Option(256, help="Token cap per step."),
-    temperature: float = typer.Option(0.7, help="Sampling temperature of both models."),
+    temperature: float = typer.Option(
+        0.0, help="Sampling temperature of both models (0: greedy, reproducible; release: 0.7)."
+    ),
     step_format: str = typer.Option(
         None,
         "--step-format",
@@ -474,7 +476,9 @@ def eval_command(
     budget: int = typer.Option(None, help="Max strong-model output tokens per question."),
     max_steps: int = typer.Option(30, help="Step limit."),
     step_max_tokens: int = typer.Option(256, help="Token cap per step."),
-    temperature: float = typer.Option(0.7, help="Sampling temperature of both models."),
+    temperature: float = typer.Option(
+        0.0, help="Sampling temperature of both models (0: greedy, reproducible; release: 0.7)."
+    ),
     step_format: str = typer.Option(
         None,
         "--step-format",
@@ -609,6 +613,43 @@ def report(
         console.print(f"[dim]note: {escape(note)}[/]")
     wrote = f"wrote {files.markdown}, {files.metrics}, {len(files.figures)} figures"
     console.print(wrote, markup=False)
+
+
+@app.command()
+def fit(
+    run: Path = typer.Argument(
+        ..., help="Dev run folder written by trim eval (weak, strong, thr:k)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Policy file to write (JSON)."),
+    max_share: float = typer.Option(
+        None,
+        help="Pick the most accurate threshold within this share of strong's tokens "
+        "(default: the best ΔIBC).",
+    ),
+) -> None:
+    """Choose TRIM-Thr's threshold on your dev traces; write it with its expected curve."""
+    with _exit_codes():
+        from langchain_trim.eval.fit import fit_threshold, write_policy_file
+        from langchain_trim.eval.runner import load_traces
+
+        if not run.is_dir():
+            raise InvalidInputError(f"{run} is not a folder")
+        result = fit_threshold(
+            load_traces(run, include_errors=False),
+            criterion="delta_ibc" if max_share is None else "max_share",
+            max_share=max_share,
+            source=str(run),
+        )
+        write_policy_file(result, out)
+    c = result.chosen
+    share = "—" if c.normalized_cost is None else f"{c.normalized_cost:.0%}"
+    console.print(
+        f"{c.policy}: accuracy {c.accuracy:.1%} at {c.strong_tokens:.0f} strong tokens/question "
+        f"({share} of always-strong's; weak {result.weak.accuracy:.1%}, strong "
+        f"{result.strong.accuracy:.1%}) on {result.n_problems} dev problems",
+        markup=False,
+    )
+    console.print(f"wrote {out}; use it with --policy fit:{out}", markup=False)
 
 
 @app.command()

@@ -13,7 +13,8 @@ class TrimContext:
     """Per-run overrides of the factory's settings; ``None`` keeps the factory value.
 
     Pass as ``graph.invoke(inputs, context=TrimContext(max_steps=10))``.  The strong-token
-    budget of a question is state (``trim_budget``); ``budget`` here is only its default.
+    budget of one question is the input key ``trim_budget``; ``budget`` here is the default
+    for questions that give none.
     """
 
     budget: int | None = None

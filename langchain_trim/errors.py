@@ -21,7 +21,8 @@ class StepGenerationError(TrimError):
     """A step model raised, timed out or returned nothing usable.
 
     Raised for the draft (weak) model, which the graph cannot do without.  Failures of the
-    strong model fall back to keeping the draft, recorded on the step as ``fallback``.
+    strong model keep the draft, recorded on the step as ``fallback`` (and warned about),
+    unless ``on_strong_error="raise"``.
     """
 
     def __init__(self, message: str, *, role: str, step_index: int, tokens: int = 0) -> None:
@@ -113,6 +114,17 @@ class EvalStorageError(TrimError):
     """
 
 
+class TrimWarning(UserWarning):
+    """TRIM degraded but went on: a strong or PRM failure kept the draft, the strong model
+    overspent the budget, or the recursion limit ended a solution early.
+
+    The same event is logged on the ``langchain_trim`` logger and recorded in the output
+    (the step's ``fallback``, ``trim_spend`` counters, ``trim_overspent``,
+    ``trim_termination``).  Silence it with ``on_strong_error="keep_draft"`` /
+    ``on_prm_error="keep_draft"`` or :func:`warnings.filterwarnings`.
+    """
+
+
 __all__ = [
     "CacheCorruptError",
     "DataNotFoundError",
@@ -127,4 +139,5 @@ __all__ = [
     "StepGenerationError",
     "StepTimeoutError",
     "TrimError",
+    "TrimWarning",
 ]

@@ -23,9 +23,10 @@ class TrimResult:
     spend: TrimSpend = field(default_factory=new_spend)
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> TrimResult:
+    def from_state(cls, state: Mapping[str, Any], question: str | None = None) -> TrimResult:
+        """From a TRIM graph's output (which does not echo the question back)."""
         return cls(
-            question=state.get("question", ""),
+            question=question if question is not None else state.get("question", ""),
             final_answer=state.get("trim_final_answer"),
             solution=state.get("trim_solution") or "",
             termination=state.get("trim_termination"),
@@ -65,14 +66,15 @@ def solve(question: str, *, budget: int | None = None, **graph_kwargs: Any) -> T
     ('2', 0)
     """
     graph = _graph(dict(graph_kwargs))
-    return TrimResult.from_state(graph.invoke({"question": question, "trim_budget": budget}))
+    state = graph.invoke({"question": question, "trim_budget": budget})
+    return TrimResult.from_state(state, question)
 
 
 async def asolve(question: str, *, budget: int | None = None, **graph_kwargs: Any) -> TrimResult:
     """Async :func:`solve`."""
     graph = _graph(dict(graph_kwargs))
     state = await graph.ainvoke({"question": question, "trim_budget": budget})
-    return TrimResult.from_state(state)
+    return TrimResult.from_state(state, question)
 
 
 __all__ = ["TrimResult", "asolve", "solve"]

@@ -8,8 +8,12 @@ The loop, one step at a time::
 ``draft`` asks the weak model for the next step, ``score`` asks the PRM, ``route`` asks
 the policy and enforces the budget, ``escalate`` has the strong model rewrite the step
 from the same accepted prefix (the weak draft is never shown to it), ``accept`` keeps the
-draft.  Every node writes only ``trim_*`` keys (plus ``question`` and, at the end,
-``messages``), so the graph nests in any parent.
+draft.  Only the output schema's keys (``trim_*`` and, by ``output_mode``, ``messages``)
+reach a caller or parent graph, so the graph nests in any parent.
+
+The builder compiles to a :class:`CompiledTrimGraph`: a ``CompiledStateGraph`` that needs
+no ``recursion_limit`` from its callers and checkpoints every step before the next one
+starts (``durability="sync"``) when a checkpointer is in use.
 """
 
 from __future__ import annotations
@@ -19,19 +23,37 @@ import concurrent.futures
 import contextvars
 import logging
 import math
-from collections.abc import Callable, Sequence
+import random
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from langchain_core.callbacks import BaseCallbackManager
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import ensure_config, var_child_runnable_config
+from langchain_core.tools import BaseTool
+from langgraph._internal._constants import CONFIG_KEY_CHECKPOINTER, CONFIG_KEY_DURABILITY
 from langgraph._internal._runnable import RunnableCallable
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.func import task
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite
+from langgraph.types import Overwrite, RetryPolicy
 
 from langchain_trim.context import TrimContext, TrimSettings, check_budget
-from langchain_trim.errors import InvalidInputError, PRMError, StepGenerationError
+from langchain_trim.errors import (
+    InvalidInputError,
+    PRMError,
+    StepGenerationError,
+    StepTimeoutError,
+    TrimWarning,
+)
 from langchain_trim.generation import (
     GenerationMode,
     StepGenerator,
@@ -42,10 +64,12 @@ from langchain_trim.models import ChatModelLike
 from langchain_trim.policies.base import RouteDecision, RouteObservation, RoutingPolicy
 from langchain_trim.prm.base import ProcessRewardModel, StepObserver, validate_scores
 from langchain_trim.state import (
+    OutputMode,
     PendingDraft,
     StepRecord,
     Termination,
     TrimInput,
+    TrimOnlyOutput,
     TrimOutput,
     TrimSpend,
     TrimState,
@@ -54,9 +78,47 @@ from langchain_trim.state import (
 from langchain_trim.step_format import StepFormat, get_step_format
 from langchain_trim.steps import extract_boxed, has_final_answer, logical_steps, render_solution
 
-PRMErrorMode = Literal["keep_draft", "raise"]
+FailureMode = Literal["raise", "warn", "keep_draft"]
+"""What a strong-model or PRM failure does: ``"raise"`` a typed error, ``"warn"`` (keep the
+draft, record it, and ``warnings.warn`` + log it) or ``"keep_draft"`` (record and log it)."""
+
+PRMErrorMode = FailureMode  # the name of earlier versions
+
+_FAILURE_MODES = ("raise", "warn", "keep_draft")
+_OUTPUT_MODES = ("full", "last_message", "trim_only")
+SUPER_STEPS_PER_STEP = 4
+"""LangGraph super-steps one TRIM step takes at most (draft, score, route, accept/escalate)."""
+# a commit with fewer super-steps left ends the solution: the next step and ``finish``
+# must still fit under the recursion limit
+_MIN_REMAINING = SUPER_STEPS_PER_STEP + 2
+# Python < 3.11 does not carry context variables into asyncio tasks, and LangGraph's
+# stream writer and task calls read the config from one: set it around them there.
+_SET_CONFIG_VAR = sys.version_info < (3, 11)
 
 logger = logging.getLogger("langchain_trim")
+_task: Any = task  # LangGraph's decorator, typed loosely: closures of any signature
+
+
+def _retry_any(exc: BaseException) -> bool:
+    return True
+
+
+DEFAULT_STRONG_RETRY = RetryPolicy(
+    max_attempts=2, initial_interval=0.5, backoff_factor=2.0, max_interval=8.0, retry_on=_retry_any
+)
+"""Two attempts per escalation, 0.5 s (+ up to 1 s jitter) apart, whatever the failure."""
+
+
+def recursion_limit(max_steps: int = 30) -> int:
+    """A LangGraph ``recursion_limit`` that fits a TRIM run of ``max_steps`` steps.
+
+    A compiled TRIM graph raises a smaller limit to this one by itself, so callers need
+    not pass it (``batch``/``abatch`` and LCEL chains pass LangChain's default of 25).
+
+    >>> recursion_limit(30)
+    130
+    """
+    return SUPER_STEPS_PER_STEP * max_steps + 10
 
 
 def _call_with_timeout(fn: Callable[[], Any], timeout: float | None) -> Any:
@@ -72,6 +134,122 @@ def _call_with_timeout(fn: Callable[[], Any], timeout: float | None) -> Any:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _degrade(mode: FailureMode, message: str) -> None:
+    """Make a kept-draft fallback loud: warn and log (``"warn"``) or log (``"keep_draft"``)."""
+    if mode == "warn":
+        logger.warning(message)
+        warnings.warn(message, TrimWarning, stacklevel=3)
+    else:
+        logger.info(message)
+
+
+@contextmanager
+def _in_runnable_context(config: RunnableConfig | None) -> Iterator[None]:
+    """Make ``config`` what ``langgraph.config.get_config()`` returns (Python < 3.11 only)."""
+    if not _SET_CONFIG_VAR or config is None:
+        yield
+        return
+    token = var_child_runnable_config.set(config)
+    try:
+        yield
+    finally:
+        var_child_runnable_config.reset(token)
+
+
+def _spend_view(state: TrimState) -> Mapping[str, Any]:
+    """The spend so far, read-only (empty before ``prepare``)."""
+    return state.get("trim_spend") or {}
+
+
+def _checkpointed(config: RunnableConfig | None) -> bool:
+    """Whether this run persists checkpoints (its own checkpointer or a parent's)."""
+    conf = (config or {}).get("configurable") or {}
+    return conf.get(CONFIG_KEY_CHECKPOINTER) is not None
+
+
+def _retryable(policy: RetryPolicy, exc: BaseException) -> bool:
+    """``policy.retry_on`` applied to the error or the model error it wraps."""
+    candidates = [exc]
+    if isinstance(exc.__cause__, Exception):
+        candidates.append(exc.__cause__)
+    rule: Any = policy.retry_on
+    for candidate in candidates:
+        if isinstance(rule, type) and issubclass(rule, BaseException):
+            hit = isinstance(candidate, rule)
+        elif isinstance(rule, Sequence):
+            hit = isinstance(candidate, tuple(rule))
+        else:
+            hit = bool(rule(candidate))
+        if hit:
+            return True
+    return False
+
+
+def _backoff(policy: RetryPolicy, failures: int) -> float:
+    """Seconds to wait after ``failures`` failed attempts, as LangGraph's RetryPolicy does."""
+    interval = min(
+        policy.max_interval, policy.initial_interval * policy.backoff_factor ** (failures - 1)
+    )
+    return interval + (random.uniform(0, 1) if policy.jitter else 0.0)
+
+
+@dataclass
+class _Escalation:
+    """What the attempts of one escalation cost and produced."""
+
+    calls: int = 0
+    failed_tokens: int = 0
+    abandoned: int = 0
+    output: StepOutput | None = None
+    error: StepGenerationError | None = None
+    error_record: dict[str, Any] | None = None
+    stopped: str | None = None
+    """Why no further attempt was made although the last one failed (the budget)."""
+
+
+def _output_record(out: StepOutput) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "text": out.text,
+        "tokens": out.tokens,
+        "tokens_estimated": out.tokens_estimated,
+        "stop": out.stop,
+        "model": out.model,
+        "logprobs": list(out.logprobs) if out.logprobs is not None else None,
+        "usage_note": out.usage_note,
+        "overran": out.overran,
+    }
+
+
+def _error_record(exc: StepGenerationError, retry: bool) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "step_index": exc.step_index,
+        "tokens": int(exc.tokens),
+        "retry": retry,
+    }
+
+
+def _from_record(record: dict[str, Any]) -> StepOutput | StepGenerationError:
+    """Rebuild an attempt's outcome from its (JSON-safe, checkpointed) record."""
+    if record["ok"]:
+        fields = {k: v for k, v in record.items() if k != "ok"}
+        if fields["logprobs"] is not None:
+            fields["logprobs"] = tuple(fields["logprobs"])
+        return StepOutput(**fields)
+    cls = StepTimeoutError if record["type"] == "StepTimeoutError" else StepGenerationError
+    error = cls(record["message"], role="strong", step_index=record["step_index"])
+    error.tokens = record["tokens"]
+    return error
+
+
+def _error_text(exc: StepGenerationError, record: dict[str, Any] | None) -> str:
+    kind = record["type"] if record is not None and not record["ok"] else type(exc).__name__
+    return f"{kind}: {exc}"
+
+
 class _TrimNodes:
     """The node functions, closed over the models, the PRM, the policy and settings."""
 
@@ -84,8 +262,10 @@ class _TrimNodes:
         policy: RoutingPolicy,
         settings: TrimSettings,
         delimiter: str,
-        on_prm_error: PRMErrorMode,
-        strong_max_retries: int,
+        on_prm_error: FailureMode,
+        on_strong_error: FailureMode,
+        strong_retry: RetryPolicy,
+        output_mode: OutputMode,
         timeout: float | None = None,
     ) -> None:
         self.timeout = timeout
@@ -96,7 +276,9 @@ class _TrimNodes:
         self.defaults = settings
         self.delimiter = delimiter
         self.on_prm_error = on_prm_error
-        self.strong_max_retries = strong_max_retries
+        self.on_strong_error = on_strong_error
+        self.strong_retry = strong_retry
+        self.output_mode = output_mode
         # RunnableCallable, not RunnableLambda: same traced runs, but it inspects the
         # function signature once instead of on every call (~0.2 ms/step of router time).
         self.prm_runnable = RunnableCallable(self._prm_call, self._aprm_call, name="trim.prm")
@@ -109,6 +291,20 @@ class _TrimNodes:
     @staticmethod
     def spend(state: TrimState) -> TrimSpend:
         return TrimSpend(**(state.get("trim_spend") or new_spend()))
+
+    @staticmethod
+    def budget(state: TrimState) -> int | None:
+        """The budget the current question runs under (resolved by ``prepare``)."""
+        return _spend_view(state).get("budget")
+
+    @staticmethod
+    def write(runtime: Runtime[Any], config: RunnableConfig | None, event: dict[str, Any]) -> None:
+        """``runtime.stream_writer(event)``, made to work in async code on Python 3.10."""
+        if not _SET_CONFIG_VAR:
+            runtime.stream_writer(event)
+            return
+        with _in_runnable_context(config):
+            runtime.stream_writer(event)
 
     def prefix(self, state: TrimState) -> tuple[list[str], bool]:
         """The accepted steps as the models see them, and whether the last one is open."""
@@ -135,14 +331,15 @@ class _TrimNodes:
         self, state: TrimState, draft: PendingDraft, settings: TrimSettings
     ) -> RouteObservation:
         steps = state.get("trim_steps") or []
+        spend = _spend_view(state)
         return RouteObservation(
             step_index=draft["index"],
             score=draft.get("score"),
             previous_scores=tuple(s["score"] for s in steps),
             step_tokens=draft["tokens"],
             previous_step_tokens=tuple(s["tokens"] for s in steps),
-            strong_tokens_spent=self.spend(state)["strong_tokens"],
-            budget=state.get("trim_budget"),
+            strong_tokens_spent=spend.get("strong_tokens", 0),
+            budget=spend.get("budget"),
             max_steps=settings.max_steps,
             previous_authors=tuple(s["author"] for s in steps),
             step_max_tokens=settings.step_max_tokens,
@@ -172,6 +369,7 @@ class _TrimNodes:
     def prepare(
         self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
     ) -> dict[str, Any]:
+        """Validate the question and budget, and reset every per-question key."""
         settings = self.settings(runtime)
         question = state.get("question")
         messages = state.get("messages") or []
@@ -191,21 +389,25 @@ class _TrimNodes:
                 f"question has {len(question)} characters, more than max_question_chars="
                 f"{settings.max_question_chars}"
             )
-        budget = state["trim_budget"] if state.get("trim_budget") is not None else settings.budget
-        budget = check_budget(budget)
+        # ``trim_budget`` is an ephemeral input: only this question's own value is seen.
+        given = state.get("trim_budget")
+        budget = check_budget(given if given is not None else settings.budget)
+        _check_budget_covers_a_step(budget, settings.step_max_tokens)
         if self.prm is None and self.policy.needs_score(
             RouteObservation(0, None, (), 0, (), 0, budget, settings.max_steps)
         ):
             raise InvalidInputError(f"policy {self.policy.name} needs PRM scores but prm is None")
+        spend = new_spend()
+        spend["budget"] = budget
         return {
             "question": question,
-            "trim_budget": budget,
             "trim_steps": Overwrite([]),
             "trim_draft": None,
-            "trim_spend": new_spend(),
+            "trim_spend": spend,
             "trim_final_answer": None,
             "trim_solution": None,
             "trim_termination": None,
+            "trim_overspent": False,
         }
 
     # -- draft -------------------------------------------------------------------------
@@ -214,7 +416,7 @@ class _TrimNodes:
     ) -> dict[str, Any]:
         spend = self.spend(state)
         spend["weak_calls"] += 1
-        self._check_usage(spend, out, "draft", None)
+        self._check_usage(spend, out, "draft")
         spend["weak_tokens"] += out.tokens
         spend["weak_tokens_estimated"] = spend["weak_tokens_estimated"] or out.tokens_estimated
         index = len(state.get("trim_steps") or [])
@@ -299,17 +501,22 @@ class _TrimNodes:
             draft["score"] = None
             draft["fallback"] = f"prm_error: {type(error).__name__}: {error}"
             spend["fallbacks"] += 1
+            spend["prm_errors"] = spend.get("prm_errors", 0) + 1
+            _degrade(
+                self.on_prm_error,
+                f"PRM failed at step {draft['index']} ({type(error).__name__}: {error}); "
+                "the draft is routed unscored",
+            )
         else:
             assert isinstance(scores, list)
             draft["score"] = scores[-1]
-            # Fill in scores of accepted steps that had none (strong rewrites).
-            filled = [
-                StepRecord(**{**s, "score": scores[i]})
-                for i, s in enumerate(steps)
-                if s["score"] is None
-            ]
-            if filled:
-                update["trim_steps"] = filled
+            # Fill in scores of accepted steps that had none (strong rewrites): the whole
+            # trajectory goes back, since an update from step 0 replaces (merge_steps).
+            if any(s["score"] is None for s in steps):
+                update["trim_steps"] = [
+                    StepRecord(**{**s, "score": scores[i]}) if s["score"] is None else s
+                    for i, s in enumerate(steps)
+                ]
         update["trim_draft"] = draft
         return update
 
@@ -346,7 +553,7 @@ class _TrimNodes:
         settings = self.settings(runtime)
         draft = PendingDraft(**state["trim_draft"])  # type: ignore[typeddict-item]
         obs = self.observation(state, draft, settings)
-        untrusted = bool(self.spend(state).get("strong_untrusted"))
+        untrusted = bool(_spend_view(state).get("strong_untrusted"))
         if untrusted:  # not asked: a policy may reserve shared budget for an escalation
             decision = RouteDecision("escalate", "strong model distrusted")
         else:
@@ -417,6 +624,17 @@ class _TrimNodes:
             total = sum(s["tokens"] for s in state.get("trim_steps") or []) + record["tokens"]
             if total >= settings.max_total_tokens:
                 return "token_cap"
+        remaining = state.get("trim_remaining_steps")
+        if remaining is not None and remaining < _MIN_REMAINING:
+            message = (
+                f"the LangGraph recursion limit leaves {remaining} super-steps after step "
+                f"{record['index']}: the solution ends here (termination 'recursion_limit'); "
+                f"a TRIM run of max_steps={settings.max_steps} needs "
+                f"recursion_limit >= {recursion_limit(settings.max_steps)}"
+            )
+            logger.warning(message)
+            warnings.warn(message, TrimWarning, stacklevel=2)
+            return "recursion_limit"
         return None
 
     def _commit(
@@ -425,11 +643,15 @@ class _TrimNodes:
         record: StepRecord,
         spend: TrimSpend,
         runtime: Runtime[Any],
+        config: RunnableConfig | None,
     ) -> dict[str, Any]:
         settings = self.settings(runtime)
         termination = self._termination(state, record, settings)
-        budget = state.get("trim_budget")
-        runtime.stream_writer(
+        budget = spend.get("budget")
+        overspent = bool(spend.get("overspent", False))
+        self.write(
+            runtime,
+            config,
             {
                 "trim_event": "step",
                 "index": record["index"],
@@ -443,16 +665,19 @@ class _TrimNodes:
                 "strong_tokens": spend["strong_tokens"],
                 "budget": budget,
                 "budget_left": None if budget is None else budget - spend["strong_tokens"],
-                "overspent": bool(spend.get("overspent", False)),
+                "overspent": overspent,
                 "text": record["text"],
-            }
+            },
         )
-        return {
+        update: dict[str, Any] = {
             "trim_steps": [record],
             "trim_draft": None,
             "trim_spend": spend,
             "trim_termination": termination,
         }
+        if overspent:
+            update["trim_overspent"] = True
+        return update
 
     @staticmethod
     def _weak_record(draft: PendingDraft, fallback: str | None) -> StepRecord:
@@ -475,7 +700,7 @@ class _TrimNodes:
         )
 
     @staticmethod
-    def _check_usage(spend: TrimSpend, out: StepOutput, role: str, budget: int | None) -> None:
+    def _check_usage(spend: TrimSpend, out: StepOutput, role: str) -> None:
         """Count untrusted usage; a strong model that overran ``max_tokens`` is distrusted.
 
         Once distrusted, the route node keeps every later draft of the question (the hard
@@ -487,50 +712,266 @@ class _TrimNodes:
         if role == "strong" and (out.overran or "over_cap" in (out.usage_note or "")):
             spend["strong_untrusted"] = True
 
-    def accept(self, state: TrimState, runtime: Runtime[Any]) -> dict[str, Any]:
+    def accept(
+        self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
+    ) -> dict[str, Any]:
         draft = state["trim_draft"]
         assert draft is not None
-        return self._commit(state, self._weak_record(draft, None), self.spend(state), runtime)
+        record = self._weak_record(draft, None)
+        return self._commit(state, record, self.spend(state), runtime, config)
+
+    # -- escalate ----------------------------------------------------------------------
+    def _can_attempt(self, state: TrimState, esc: _Escalation, settings: TrimSettings) -> bool:
+        """Whether the budget still covers one more strong call of this escalation."""
+        budget = self.budget(state)
+        if budget is None or esc.calls == 0:
+            return True  # the route node checked the first attempt
+        spent = _spend_view(state).get("strong_tokens", 0) + esc.failed_tokens
+        return budget - spent >= settings.step_max_tokens
+
+    def _settle(
+        self,
+        esc: _Escalation,
+        record: dict[str, Any],
+        live: StepOutput | StepGenerationError | None,
+        abandoned: bool,
+        settings: TrimSettings,
+        index: int,
+    ) -> bool:
+        """Fold one attempt into ``esc``; return whether another attempt may follow."""
+        if abandoned:
+            # An attempt began before the process stopped and left no result: the call was
+            # probably made and billed.  Charge it as a whole step, estimated.
+            esc.calls += 1
+            esc.abandoned += 1
+            esc.failed_tokens += settings.step_max_tokens
+            logger.warning(
+                "a strong call for step %d was in flight when the run stopped; charged its "
+                "max_tokens=%d on resume",
+                index,
+                settings.step_max_tokens,
+            )
+        if record.get("skipped"):
+            esc.stopped = record["skipped"]
+            return False
+        esc.calls += 1
+        outcome = live if live is not None else _from_record(record)
+        if isinstance(outcome, StepOutput):
+            esc.output, esc.error = outcome, None
+            return False
+        esc.error, esc.error_record = outcome, record
+        esc.failed_tokens += outcome.tokens
+        return bool(record["retry"])
+
+    def _attempt(
+        self, question: str, prefix: Sequence[str], kwargs: dict[str, Any]
+    ) -> tuple[dict[str, Any], StepOutput | StepGenerationError]:
+        try:
+            out = self.strong_gen.generate(question, prefix, **kwargs)
+        except StepGenerationError as exc:
+            return _error_record(exc, _retryable(self.strong_retry, exc)), exc
+        return _output_record(out), out
+
+    async def _aattempt(
+        self, question: str, prefix: Sequence[str], kwargs: dict[str, Any]
+    ) -> tuple[dict[str, Any], StepOutput | StepGenerationError]:
+        try:
+            out = await self.strong_gen.agenerate(question, prefix, **kwargs)
+        except StepGenerationError as exc:
+            return _error_record(exc, _retryable(self.strong_retry, exc)), exc
+        return _output_record(out), out
+
+    def _durable_attempt(
+        self,
+        state: TrimState,
+        esc: _Escalation,
+        settings: TrimSettings,
+        call_args: tuple[str, Sequence[str], dict[str, Any]],
+    ) -> tuple[dict[str, Any], StepOutput | StepGenerationError | None, bool]:
+        """One strong attempt as two LangGraph tasks: a marker, then the call.
+
+        A task's result is saved when it returns, and a resumed run gets saved results
+        back instead of running the task again.  A marker saved by an earlier run with no
+        call result after it is a call that was in flight when that run died: it is
+        reported as abandoned (and the new call is made only if the budget still covers
+        it).  Returns the attempt's record, its live outcome (``None`` when replayed) and
+        whether an earlier attempt was abandoned.
+        """
+        live: dict[str, Any] = {}
+
+        def begin() -> bool:
+            live["began"] = True
+            return True
+
+        def call(resumed: bool) -> dict[str, Any]:
+            live["called"] = True
+            if resumed and not self._can_attempt(state, _abandon(esc, settings), settings):
+                return {"skipped": "budget"}
+            record, live["outcome"] = self._attempt(*call_args)
+            return record
+
+        _task(name="trim.strong_attempt_begin")(begin)().result()
+        resumed = "began" not in live
+        record = _task(name="trim.strong_attempt")(call)(resumed).result()
+        return record, live.get("outcome"), resumed and "called" in live
+
+    async def _adurable_attempt(
+        self,
+        state: TrimState,
+        esc: _Escalation,
+        settings: TrimSettings,
+        call_args: tuple[str, Sequence[str], dict[str, Any]],
+        config: RunnableConfig,
+    ) -> tuple[dict[str, Any], StepOutput | StepGenerationError | None, bool]:
+        """Async :meth:`_durable_attempt`."""
+        live: dict[str, Any] = {}
+
+        async def begin() -> bool:
+            live["began"] = True
+            return True
+
+        async def call(resumed: bool) -> dict[str, Any]:
+            live["called"] = True
+            if resumed and not self._can_attempt(state, _abandon(esc, settings), settings):
+                return {"skipped": "budget"}
+            record, live["outcome"] = await self._aattempt(*call_args)
+            return record
+
+        with _in_runnable_context(config):
+            began = _task(name="trim.strong_attempt_begin")(begin)()
+        await began
+        resumed = "began" not in live
+        with _in_runnable_context(config):
+            called = _task(name="trim.strong_attempt")(call)(resumed)
+        record: dict[str, Any] = await called
+        return record, live.get("outcome"), resumed and "called" in live
+
+    def escalate(
+        self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
+    ) -> dict[str, Any]:
+        """Have the strong model write the step: up to ``strong_retry.max_attempts`` calls.
+
+        With a checkpointer each attempt runs as LangGraph tasks
+        (:meth:`_durable_attempt`), so a resumed run never pays again for an attempt
+        that returned, and charges one that was in flight when the process died.
+        """
+        settings = self.settings(runtime)
+        prefix, open_step = self.prefix(state)
+        call_args = (state["question"], prefix, self._gen_kwargs(settings, open_step, config))
+        index = state["trim_draft"]["index"]  # type: ignore[index]
+        durable = _checkpointed(config)
+        esc = _Escalation()
+        for attempt in range(1, self.strong_retry.max_attempts + 1):
+            if not self._can_attempt(state, esc, settings):
+                esc.stopped = "budget"
+                break
+            if durable:
+                record, outcome, abandoned = self._durable_attempt(state, esc, settings, call_args)
+            else:
+                (record, outcome), abandoned = self._attempt(*call_args), False
+            again = self._settle(esc, record, outcome, abandoned, settings, index)
+            if not again or attempt == self.strong_retry.max_attempts:
+                break
+            time.sleep(_backoff(self.strong_retry, attempt))
+        return self._after_strong(state, esc, runtime, config)
+
+    async def aescalate(
+        self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
+    ) -> dict[str, Any]:
+        settings = self.settings(runtime)
+        prefix, open_step = self.prefix(state)
+        call_args = (state["question"], prefix, self._gen_kwargs(settings, open_step, config))
+        index = state["trim_draft"]["index"]  # type: ignore[index]
+        durable = _checkpointed(config)
+        esc = _Escalation()
+        for attempt in range(1, self.strong_retry.max_attempts + 1):
+            if not self._can_attempt(state, esc, settings):
+                esc.stopped = "budget"
+                break
+            if durable:
+                record, outcome, abandoned = await self._adurable_attempt(
+                    state, esc, settings, call_args, config
+                )
+            else:
+                (record, outcome), abandoned = await self._aattempt(*call_args), False
+            again = self._settle(esc, record, outcome, abandoned, settings, index)
+            if not again or attempt == self.strong_retry.max_attempts:
+                break
+            await asyncio.sleep(_backoff(self.strong_retry, attempt))
+        return self._after_strong(state, esc, runtime, config)
+
+    def _strong_failed(
+        self,
+        state: TrimState,
+        draft: PendingDraft,
+        spend: TrimSpend,
+        fallback: str,
+        error: StepGenerationError,
+        runtime: Runtime[Any],
+        config: RunnableConfig | None,
+    ) -> dict[str, Any]:
+        if self.on_strong_error == "raise":
+            raise error
+        spend["fallbacks"] += 1
+        spend["strong_errors"] = spend.get("strong_errors", 0) + 1
+        _degrade(
+            self.on_strong_error,
+            f"strong model failed to rewrite step {draft['index']} ({fallback}); "
+            "the weak draft is kept",
+        )
+        return self._commit(state, self._weak_record(draft, fallback), spend, runtime, config)
 
     def _after_strong(
         self,
         state: TrimState,
-        outcome: StepOutput | BaseException,
-        attempts: int,
-        failed_tokens: int,
+        esc: _Escalation,
         runtime: Runtime[Any],
+        config: RunnableConfig | None,
     ) -> dict[str, Any]:
         draft = state["trim_draft"]
         assert draft is not None
         spend = self.spend(state)
-        spend["strong_calls"] += attempts
-        if failed_tokens:
-            # Failed or abandoned attempts may have decoded tokens: they count.
-            spend["strong_tokens"] += failed_tokens
+        spend["strong_calls"] += esc.calls
+        spend["abandoned_strong_calls"] = spend.get("abandoned_strong_calls", 0) + esc.abandoned
+        if esc.failed_tokens:
+            # Failed, abandoned or timed-out attempts may have decoded tokens: they count.
+            spend["strong_tokens"] += esc.failed_tokens
             spend["strong_tokens_estimated"] = True
-        if not isinstance(outcome, BaseException):
-            self._check_usage(spend, outcome, "strong", state.get("trim_budget"))
-        if isinstance(outcome, BaseException):
-            spend["fallbacks"] += 1
-            fallback = f"strong_error: {type(outcome).__name__}: {outcome}"
-            return self._commit(state, self._weak_record(draft, fallback), spend, runtime)
-        spend["strong_tokens"] += outcome.tokens
-        spend["strong_tokens_estimated"] = (
-            spend["strong_tokens_estimated"] or outcome.tokens_estimated
-        )
-        budget = state.get("trim_budget")
-        if budget is not None and spend["strong_tokens"] > budget:
-            spend["overspent"] = True
-            logger.warning(
-                "strong model %s overspent the budget: %d > %d strong tokens",
-                outcome.model,
-                spend["strong_tokens"],
-                budget,
+        outcome = esc.output
+        if outcome is not None:
+            self._check_usage(spend, outcome, "strong")
+            spend["strong_tokens"] += outcome.tokens
+            spend["strong_tokens_estimated"] = (
+                spend["strong_tokens_estimated"] or outcome.tokens_estimated
             )
+        budget = spend.get("budget")
+        if budget is not None and spend["strong_tokens"] > budget and not spend.get("overspent"):
+            spend["overspent"] = True
+            message = (
+                f"the strong model overspent the budget: {spend['strong_tokens']} > {budget} "
+                "strong tokens (it does not honour max_tokens); no further step is escalated"
+            )
+            logger.warning(message)
+            warnings.warn(message, TrimWarning, stacklevel=2)
+        if outcome is None:
+            error = esc.error or StepGenerationError(
+                f"strong model not called for step {draft['index']}: the budget left cannot "
+                "cover another attempt",
+                role="strong",
+                step_index=draft["index"],
+            )
+            fallback = "strong_error: " + _error_text(error, esc.error_record)
+            if esc.stopped == "budget" and esc.error is not None:
+                fallback += "; no retry: the budget left cannot cover another attempt"
+            return self._strong_failed(state, draft, spend, fallback, error, runtime, config)
         if not outcome.text:
-            spend["fallbacks"] += 1
             fallback = "strong_empty: the strong model returned no text; draft kept"
-            return self._commit(state, self._weak_record(draft, fallback), spend, runtime)
+            error = StepGenerationError(
+                f"strong model {outcome.model} returned no text for step {draft['index']}",
+                role="strong",
+                step_index=draft["index"],
+            )
+            return self._strong_failed(state, draft, spend, fallback, error, runtime, config)
         spend["escalations"] += 1
         spend["discarded_draft_tokens"] += draft["tokens"]
         self._observe(state["question"], outcome.text, outcome.logprobs)
@@ -551,50 +992,16 @@ class _TrimNodes:
             budget_blocked=False,
             fallback=draft.get("fallback"),
         )
-        return self._commit(state, record, spend, runtime)
-
-    def escalate(
-        self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
-    ) -> dict[str, Any]:
-        settings = self.settings(runtime)
-        outcome: StepOutput | BaseException = RuntimeError("not attempted")
-        attempts = failed_tokens = 0
-        prefix, open_step = self.prefix(state)
-        for attempts in range(1, self.strong_max_retries + 2):  # noqa: B007
-            try:
-                outcome = self.strong_gen.generate(
-                    state["question"], prefix, **self._gen_kwargs(settings, open_step, config)
-                )
-                break
-            except StepGenerationError as exc:
-                outcome = exc
-                failed_tokens += exc.tokens
-        return self._after_strong(state, outcome, attempts, failed_tokens, runtime)
-
-    async def aescalate(
-        self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
-    ) -> dict[str, Any]:
-        settings = self.settings(runtime)
-        outcome: StepOutput | BaseException = RuntimeError("not attempted")
-        attempts = failed_tokens = 0
-        prefix, open_step = self.prefix(state)
-        for attempts in range(1, self.strong_max_retries + 2):  # noqa: B007
-            try:
-                outcome = await self.strong_gen.agenerate(
-                    state["question"], prefix, **self._gen_kwargs(settings, open_step, config)
-                )
-                break
-            except StepGenerationError as exc:
-                outcome = exc
-                failed_tokens += exc.tokens
-        return self._after_strong(state, outcome, attempts, failed_tokens, runtime)
+        return self._commit(state, record, spend, runtime, config)
 
     @staticmethod
     def after_commit(state: TrimState) -> Literal["draft", "finish"]:
         return "finish" if state.get("trim_termination") else "draft"
 
     # -- finish ------------------------------------------------------------------------
-    def finish(self, state: TrimState, runtime: Runtime[Any]) -> dict[str, Any]:
+    def finish(
+        self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
+    ) -> dict[str, Any]:
         steps = state.get("trim_steps") or []
         solution = render_solution(
             [s["text"] for s in steps], [s["stop"] == "length" for s in steps], self.delimiter
@@ -602,34 +1009,50 @@ class _TrimNodes:
         answer = extract_boxed(solution)
         spend = self.spend(state)
         termination = state.get("trim_termination") or "end_of_text"
-        runtime.stream_writer(
+        overspent = bool(spend.get("overspent", False))
+        self.write(
+            runtime,
+            config,
             {
                 "trim_event": "done",
                 "final_answer": answer,
                 "termination": termination,
+                "overspent": overspent,
                 "spend": spend,
-            }
-        )
-        message = AIMessage(
-            content=solution,
-            name="trim",
-            response_metadata={
-                "trim": {
-                    "final_answer": answer,
-                    "termination": termination,
-                    "steps": len(steps),
-                    "escalated_steps": sum(s["author"] == "strong" for s in steps),
-                    "spend": dict(spend),
-                }
             },
         )
-        return {
-            "messages": [message],
+        update: dict[str, Any] = {
             "trim_final_answer": answer,
             "trim_solution": solution,
             "trim_termination": termination,
+            "trim_overspent": overspent,
             "trim_draft": None,
         }
+        if self.output_mode != "trim_only":
+            message = AIMessage(
+                content=solution,
+                name="trim",
+                response_metadata={
+                    "trim": {
+                        "final_answer": answer,
+                        "termination": termination,
+                        "steps": len(steps),
+                        "escalated_steps": sum(s["author"] == "strong" for s in steps),
+                        "overspent": overspent,
+                        "spend": dict(spend),
+                    }
+                },
+            )
+            # "last_message": the conversation that came in is not handed back.
+            update["messages"] = [message] if self.output_mode == "full" else Overwrite([message])
+        return update
+
+
+def _abandon(esc: _Escalation, settings: TrimSettings) -> _Escalation:
+    """``esc`` with one abandoned attempt charged (for the budget check before re-calling)."""
+    return _Escalation(
+        calls=esc.calls + 1, failed_tokens=esc.failed_tokens + settings.step_max_tokens
+    )
 
 
 def _identity(value: Any) -> Any:
@@ -655,18 +1078,146 @@ def _inline(path: Callable[..., Any]) -> RunnableCallable:
     return RunnableCallable(path, name=path.__name__)
 
 
-def recursion_limit(max_steps: int = 30) -> int:
-    """A LangGraph ``recursion_limit`` that fits a TRIM run of ``max_steps`` steps.
+def _check_budget_covers_a_step(budget: int | None, step_max_tokens: int) -> None:
+    if budget is not None and budget < step_max_tokens:
+        raise InvalidInputError(
+            f"budget {budget} < step_max_tokens {step_max_tokens}: no step could ever be "
+            "escalated (a strong step may cost step_max_tokens); raise the budget, lower "
+            "step_max_tokens, or use ThresholdPolicy(0) for always-weak"
+        )
 
-    Each step takes up to four super-steps (draft, score, route, accept/escalate).
-    ``invoke``/``stream`` use LangGraph's generous default, but ``batch``/``abatch`` get
-    LangChain's default of 25, which stops a run after about six steps: pass
-    ``config={"recursion_limit": recursion_limit(max_steps)}`` there.
 
-    >>> recursion_limit(30)
-    130
+class CompiledTrimGraph(CompiledStateGraph[Any, Any, Any, Any]):
+    """A compiled TRIM graph: a ``CompiledStateGraph`` with two defaults of its own.
+
+    * **Recursion limit.**  A ``recursion_limit`` below what ``max_steps`` needs
+      (:func:`recursion_limit`) is raised to it: ``batch``/``abatch``, LCEL chains and
+      parent graphs pass LangChain's default of 25, which would stop a run after about six
+      steps.  ``max_steps`` (or ``TrimContext(max_steps=...)``) bounds the loop instead.
+    * **Durability.**  With a checkpointer and no ``durability`` chosen by the caller (or
+      a parent graph), every step is checkpointed before the next one starts
+      (``durability="sync"``), so a strong call whose step completed is never made again
+      after a crash.
     """
-    return 4 * max_steps + 10
+
+    def _trim_defaults(
+        self, config: RunnableConfig | None, context: Any, durability: Any
+    ) -> tuple[RunnableConfig | None, Any]:
+        settings: TrimSettings | None = getattr(self.builder, "trim_settings", None)
+        if settings is not None:
+            with suppress(InvalidInputError):  # the prepare node reports it
+                settings = settings.with_context(context)
+            need = recursion_limit(settings.max_steps)
+            limit = (config or {}).get("recursion_limit")
+            if limit is None:
+                limit = (self.config or {}).get("recursion_limit")
+            if limit is None:
+                parent = var_child_runnable_config.get()
+                limit = parent.get("recursion_limit") if parent else None
+            if limit is not None and limit < need:
+                config = {**(config or {}), "recursion_limit": need}
+        if durability is None:
+            conf = ensure_config(config).get("configurable") or {}
+            if CONFIG_KEY_DURABILITY not in conf and self._persists(conf):
+                durability = "sync"
+        return config, durability
+
+    def _persists(self, conf: dict[str, Any]) -> bool:
+        """Whether the run will have a checkpointer (resolved as ``Pregel`` does)."""
+        if self.checkpointer is False:
+            return False
+        if CONFIG_KEY_CHECKPOINTER in conf:
+            return isinstance(conf[CONFIG_KEY_CHECKPOINTER], BaseCheckpointSaver)
+        return isinstance(self.checkpointer, BaseCheckpointSaver)
+
+    def stream(
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        context: Any = None,
+        durability: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        config, durability = self._trim_defaults(config, context, durability)
+        return super().stream(input, config, context=context, durability=durability, **kwargs)
+
+    def astream(
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        context: Any = None,
+        durability: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        config, durability = self._trim_defaults(config, context, durability)
+        return super().astream(input, config, context=context, durability=durability, **kwargs)
+
+    def as_tool(
+        self,
+        args_schema: Any = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        arg_types: Any = None,
+    ) -> BaseTool:
+        """The TRIM tool for agents (:func:`~langchain_trim.tools.create_trim_tool`).
+
+        Its one argument is ``question``; ``args_schema``/``arg_types`` are not supported.
+        """
+        from langchain_trim.tools import DEFAULT_DESCRIPTION, DEFAULT_NAME, create_trim_tool
+
+        if args_schema is not None or arg_types is not None:
+            raise InvalidInputError("a TRIM tool takes one argument, 'question': no args_schema")
+        return create_trim_tool(
+            self, name=name or DEFAULT_NAME, description=description or DEFAULT_DESCRIPTION
+        )
+
+
+class TrimStateGraph(StateGraph[Any, Any, Any, Any]):
+    """The uncompiled TRIM graph; :meth:`compile` returns a :class:`CompiledTrimGraph`."""
+
+    trim_settings: TrimSettings | None = None
+
+    def compile(self, *args: Any, **kwargs: Any) -> CompiledTrimGraph:
+        """``StateGraph.compile``, same arguments (checkpointer, ``name``, ...)."""
+        compiled = super().compile(*args, **kwargs)
+        attrs = {k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"}
+        return CompiledTrimGraph(**attrs)
+
+
+_REQUIRED_KEYS = (
+    "question",
+    "messages",
+    "trim_budget",
+    "trim_steps",
+    "trim_spend",
+    "trim_draft",
+    "trim_final_answer",
+    "trim_solution",
+    "trim_termination",
+    "trim_overspent",
+    "trim_remaining_steps",
+)
+
+
+def _check_state_schema(state_schema: type[Any]) -> None:
+    """A custom ``state_schema`` must declare the keys the nodes read and write."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(state_schema, include_extras=True)
+    except Exception as exc:  # unresolvable annotations
+        raise InvalidInputError(
+            f"state_schema {getattr(state_schema, '__name__', state_schema)!r}: {exc}"
+        ) from exc
+    missing = [key for key in _REQUIRED_KEYS if key not in hints]
+    if missing:
+        raise InvalidInputError(
+            f"state_schema {state_schema.__name__} lacks the keys {missing}; subclass "
+            "langchain_trim.TrimState to add your own"
+        )
 
 
 def create_trim_graph(
@@ -685,13 +1236,16 @@ def create_trim_graph(
     mode: GenerationMode = "auto",
     strong_mode: GenerationMode | None = None,
     step_timeout: float | None = None,
-    strong_max_retries: int = 1,
-    on_prm_error: PRMErrorMode = "keep_draft",
+    strong_retry: RetryPolicy | None = None,
+    strong_max_retries: int | None = None,
+    on_strong_error: FailureMode = "warn",
+    on_prm_error: FailureMode = "warn",
+    output_mode: OutputMode = "last_message",
     token_counter: Callable[[str], int] | None = None,
     max_question_chars: int = 20_000,
     state_schema: type[Any] = TrimState,
     context_schema: type[Any] = TrimContext,
-) -> StateGraph[Any, Any, Any, Any]:
+) -> TrimStateGraph:
     """Build the TRIM subgraph (uncompiled): weak drafts, PRM scores, targeted escalation.
 
     Args:
@@ -701,10 +1255,11 @@ def create_trim_graph(
         prm: process reward model scoring each draft; may be ``None`` only for policies
             that never need scores (``ThresholdPolicy(0)`` / ``ThresholdPolicy(1)``).
         policy: a :class:`~langchain_trim.policies.RoutingPolicy`.
-        budget: default hard cap on strong output tokens per question (state key
-            ``trim_budget`` overrides it per question).  A step is escalated only while
-            the budget still covers ``step_max_tokens``; otherwise the draft is kept and
-            the step is marked ``budget_blocked``.
+        budget: default hard cap on strong output tokens per question (input key
+            ``trim_budget`` overrides it for one question).  A step is escalated only
+            while the budget still covers ``step_max_tokens``; otherwise the draft is kept
+            and the step is marked ``budget_blocked``.  A budget below ``step_max_tokens``
+            could never escalate anything and is rejected.
         max_steps: trajectory length limit in steps (the paper uses 30).
         step_max_tokens: per-step output cap sent to both models as ``max_tokens``.  A
             step that reaches it is kept and the next call continues it.
@@ -719,17 +1274,42 @@ def create_trim_graph(
         mode / strong_mode: ``"prefill"``, ``"instruct"`` or ``"auto"`` step generation
             for the draft / strong model (``strong_mode`` defaults to ``mode``).
         step_timeout: seconds per model or PRM call.  A draft timeout raises
-            :class:`~langchain_trim.errors.StepTimeoutError`; a strong timeout keeps the
-            draft (recorded as ``fallback``) and charges the budget the call's
-            ``max_tokens``; a PRM timeout is a PRM error (``on_prm_error``).
-        strong_max_retries: extra attempts for a failing strong call before the fallback.
-        on_prm_error: ``"keep_draft"`` (record the failure, keep the unscored draft) or
-            ``"raise"`` (:class:`~langchain_trim.errors.PRMError`).
+            :class:`~langchain_trim.errors.StepTimeoutError`; a strong timeout is a
+            strong failure charged the call's ``max_tokens``; a PRM timeout is a PRM
+            failure.
+        strong_retry: LangGraph's ``RetryPolicy`` for the strong call of an escalation:
+            ``max_attempts``, backoff (``initial_interval``, ``backoff_factor``,
+            ``max_interval``, ``jitter``) and ``retry_on`` (tested on the error and the
+            model error it wraps).  Every attempt's tokens are charged, and no retry is
+            made when the budget left cannot cover one.  Default
+            :data:`DEFAULT_STRONG_RETRY` (two attempts).
+        strong_max_retries: shorthand for ``strong_retry`` with ``max_attempts`` of
+            ``strong_max_retries + 1`` and the default backoff.
+        on_strong_error: when the strong model fails every attempt or returns nothing:
+            ``"warn"`` (default: keep the draft, record ``fallback`` and
+            ``trim_spend["strong_errors"]``, ``warnings.warn`` a
+            :class:`~langchain_trim.errors.TrimWarning` and log it), ``"keep_draft"``
+            (the same, logged at INFO only) or ``"raise"`` the
+            :class:`~langchain_trim.errors.StepGenerationError`.
+        on_prm_error: the same choice for a PRM that raises, times out or returns NaN,
+            out-of-range or the wrong number of scores (counted in
+            ``trim_spend["prm_errors"]``; ``"raise"`` raises
+            :class:`~langchain_trim.errors.PRMError`).
+        output_mode: what reaches the caller or a parent graph besides the ``trim_*``
+            keys: ``"last_message"`` (default) only the solution ``AIMessage`` in
+            ``messages``, ``"full"`` the incoming conversation with it appended,
+            ``"trim_only"`` no ``messages``.
         token_counter: counts tokens of models that report no ``usage_metadata``.
         max_question_chars: longer questions are rejected.
+        state_schema: a subclass of :class:`~langchain_trim.TrimState` with your own keys.
+        context_schema: the run-time settings schema (:class:`~langchain_trim.TrimContext`).
 
     Returns:
-        An uncompiled ``StateGraph``; compile it with your checkpointer and ``name``.
+        An uncompiled :class:`TrimStateGraph`; compile it with your checkpointer and
+        ``name``.  Its input schema is :class:`~langchain_trim.state.TrimInput`
+        (``question`` or ``messages``, ``trim_budget``), its output schema
+        :class:`~langchain_trim.state.TrimOutput` (:class:`~langchain_trim.state.TrimOnlyOutput`
+        with ``output_mode="trim_only"``).
 
     Example:
         >>> from langchain_trim import create_trim_graph
@@ -742,18 +1322,34 @@ def create_trim_graph(
         >>> out["trim_final_answer"], [s["author"] for s in out["trim_steps"]]
         ('4', ['strong', 'strong'])
     """
-    if on_prm_error not in ("keep_draft", "raise"):
+    for name, value in (("on_prm_error", on_prm_error), ("on_strong_error", on_strong_error)):
+        if value not in _FAILURE_MODES:
+            raise InvalidInputError(f"{name} must be one of {_FAILURE_MODES}, got {value!r}")
+    if output_mode not in _OUTPUT_MODES:
+        raise InvalidInputError(f"output_mode must be one of {_OUTPUT_MODES}, got {output_mode!r}")
+    if strong_max_retries is not None:
+        if strong_retry is not None:
+            raise InvalidInputError("pass strong_retry or strong_max_retries, not both")
+        if (
+            isinstance(strong_max_retries, bool)
+            or not isinstance(strong_max_retries, int)
+            or strong_max_retries < 0
+        ):
+            raise InvalidInputError(f"strong_max_retries must be >= 0, got {strong_max_retries!r}")
+        strong_retry = DEFAULT_STRONG_RETRY._replace(max_attempts=strong_max_retries + 1)
+    strong_retry = strong_retry or DEFAULT_STRONG_RETRY
+    if not isinstance(strong_retry, RetryPolicy) or strong_retry.max_attempts < 1:
         raise InvalidInputError(
-            f"on_prm_error must be 'keep_draft' or 'raise', got {on_prm_error!r}"
+            f"strong_retry must be a langgraph.types.RetryPolicy with max_attempts >= 1, "
+            f"got {strong_retry!r}"
         )
-    if not isinstance(strong_max_retries, int) or strong_max_retries < 0:
-        raise InvalidInputError(f"strong_max_retries must be >= 0, got {strong_max_retries!r}")
     if not hasattr(policy, "decide") or not hasattr(policy, "needs_score"):
         raise InvalidInputError(f"policy must implement RoutingPolicy, got {type(policy).__name__}")
     if prm is not None and not (hasattr(prm, "score") and hasattr(prm, "ascore")):
         raise InvalidInputError(f"prm must implement ProcessRewardModel, got {type(prm).__name__}")
     if step_timeout is not None and (not math.isfinite(step_timeout) or step_timeout <= 0):
         raise InvalidInputError(f"step_timeout must be positive, got {step_timeout}")
+    _check_state_schema(state_schema)
     settings = TrimSettings(
         budget=budget,
         max_steps=max_steps,
@@ -761,6 +1357,7 @@ def create_trim_graph(
         max_total_tokens=max_total_tokens,
         max_question_chars=max_question_chars,
     )
+    _check_budget_covers_a_step(settings.budget, settings.step_max_tokens)
     draft_format = get_step_format(step_format)
     strong_format = get_step_format(strong_step_format or draft_format)
     if delimiter is None and strong_format.delimiter != draft_format.delimiter:
@@ -796,15 +1393,18 @@ def create_trim_graph(
         settings=settings,
         delimiter=delimiter,
         on_prm_error=on_prm_error,
-        strong_max_retries=strong_max_retries,
+        on_strong_error=on_strong_error,
+        strong_retry=strong_retry,
+        output_mode=output_mode,
         timeout=step_timeout,
     )
-    builder: StateGraph[Any, Any, Any, Any] = StateGraph(
+    builder = TrimStateGraph(
         state_schema,
         context_schema=context_schema,
         input_schema=TrimInput,
-        output_schema=TrimOutput,
+        output_schema=TrimOnlyOutput if output_mode == "trim_only" else TrimOutput,
     )
+    builder.trim_settings = settings
 
     builder.add_node("prepare", _node("prepare", nodes.prepare))
     builder.add_node("draft", _node("draft", nodes.draft, nodes.adraft))
@@ -832,4 +1432,11 @@ def create_trim_graph(
     return builder
 
 
-__all__ = ["create_trim_graph", "recursion_limit"]
+__all__ = [
+    "DEFAULT_STRONG_RETRY",
+    "CompiledTrimGraph",
+    "FailureMode",
+    "TrimStateGraph",
+    "create_trim_graph",
+    "recursion_limit",
+]

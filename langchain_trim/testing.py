@@ -63,6 +63,9 @@ class FakeStepModel(BaseChatModel):
     hang_seconds: float = 5.0
     token_logprob: Callable[[str], float] | None = None
     """When set, report OpenAI-style token logprobs: ``token_logprob(word)`` per word."""
+    ignore_max_tokens: bool = False
+    """Write the whole step whatever ``max_tokens`` says (and report it), as a provider
+    that does not honour the cap would."""
 
     _calls: list[int] = PrivateAttr(default_factory=list)
 
@@ -130,7 +133,7 @@ class FakeStepModel(BaseChatModel):
                 text = text.split(s, 1)[0]
         words = text.split(" ") if text else []
         max_tokens = kwargs.get("max_tokens")
-        if isinstance(max_tokens, int) and len(words) > max_tokens:
+        if isinstance(max_tokens, int) and len(words) > max_tokens and not self.ignore_max_tokens:
             words, finish = words[:max_tokens], "length"
             text = " ".join(words)
         meta: dict[str, Any] = {"model_name": self.model_name, "finish_reason": finish}

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from langchain_trim import ThresholdPolicy, create_trim_graph
+from langchain_trim import InvalidInputError, ThresholdPolicy, create_trim_graph
 from langchain_trim.budget import BudgetedStepGenerator, GlobalBudget, GlobalBudgetPolicy
 from langchain_trim.generation import as_step_generator
 from langchain_trim.prm import FunctionPRM
@@ -50,16 +51,22 @@ def test_budget_never_exceeded_and_policy_followed(
             out.append(traj[i][0] if text.startswith(f"w{i}_") else 1.0)
         return out
 
-    graph = create_trim_graph(
-        weak,
-        strong,
-        FunctionPRM(score),
-        ThresholdPolicy(threshold),
-        budget=budget,
-        step_max_tokens=step_cap,
-        max_steps=30,
-    ).compile()
-    out = graph.invoke({"question": "q"})
+    def build() -> Any:
+        return create_trim_graph(
+            weak,
+            strong,
+            FunctionPRM(score),
+            ThresholdPolicy(threshold),
+            budget=budget,
+            step_max_tokens=step_cap,
+            max_steps=30,
+        ).compile()
+
+    if budget is not None and budget < step_cap:  # could never escalate: rejected, loudly
+        with pytest.raises(InvalidInputError, match="step_max_tokens"):
+            build()
+        return
+    out = build().invoke({"question": "q"})
     spend = out["trim_spend"]
     steps = out["trim_steps"]
 
@@ -186,6 +193,10 @@ def test_budget_holds_with_blank_chunks_lying_usage_and_shared_budgets(
         strong_model = BudgetedStepGenerator(
             as_step_generator(strong, role="strong", run_name="trim.strong"), pool
         )
+    if not shared and budget < step_cap:  # could never escalate: rejected, loudly
+        with pytest.raises(InvalidInputError, match="step_max_tokens"):
+            create_trim_graph(weak, strong, None, policy, budget=budget, step_max_tokens=step_cap)
+        return
     graph = create_trim_graph(
         weak,
         strong_model,

@@ -189,19 +189,3 @@ def test_checkpoint_resume_recomputes_and_charges_nothing_twice(
     assert out["trim_spend"] == reference["trim_spend"]
     assert out["trim_steps"] == reference["trim_steps"]
     assert out["trim_final_answer"] == reference["trim_final_answer"]
-
-
-def test_batch_needs_and_gets_a_recursion_limit_for_long_runs() -> None:
-    from langgraph.errors import GraphRecursionError
-
-    from langchain_trim import recursion_limit
-
-    steps = [f"step {i}" for i in range(12)] + [r"\boxed{1}"]
-    graph = create_trim_graph(
-        FakeStepModel(steps=steps), FakeStepModel(steps=steps), KeywordPRM({}), ThresholdPolicy(0.5)
-    ).compile()
-    assert len(graph.invoke({"question": "q"})["trim_steps"]) == 13
-    with pytest.raises(GraphRecursionError):  # LangChain's batch default of 25
-        graph.batch([{"question": "q"}])
-    out = graph.batch([{"question": "q"}], config={"recursion_limit": recursion_limit(30)})
-    assert len(out[0]["trim_steps"]) == 13

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from langgraph.types import RetryPolicy
 
 from langchain_trim import (
     InvalidInputError,
@@ -19,12 +20,15 @@ from langchain_trim import (
     StepTimeoutError,
     ThresholdPolicy,
     TrimError,
+    TrimWarning,
     create_trim_graph,
 )
 from langchain_trim.prm import FunctionPRM, validate_scores
 from langchain_trim.testing import FakeStepModel, KeywordPRM
 
 from .conftest import STRONG_STEPS, WEAK_STEPS
+
+FAST_RETRY = RetryPolicy(max_attempts=2, initial_interval=0.0, jitter=False)
 
 
 def graph(**kw: Any) -> Any:
@@ -69,6 +73,14 @@ def test_bad_input_is_a_typed_error(inputs: dict[str, Any], match: str) -> None:
         ({"max_steps": 0}, "max_steps"),
         ({"step_max_tokens": -1}, "step_max_tokens"),
         ({"on_prm_error": "ignore"}, "on_prm_error"),
+        ({"on_strong_error": "skip"}, "on_strong_error"),
+        ({"output_mode": "everything"}, "output_mode"),
+        ({"strong_retry": RetryPolicy(max_attempts=0)}, "max_attempts"),
+        ({"strong_max_retries": -1}, "strong_max_retries"),
+        ({"budget": 100, "step_max_tokens": 512}, "step_max_tokens"),
+        ({"strong_model": "local:no-such-model"}, "unknown embedded model"),
+        ({"strong_model": "local:/no/such/file.gguf"}, "does not exist"),
+        ({"strong_model": "opneai:gpt-4o-mini"}, "strong model 'opneai:gpt-4o-mini'"),
         ({"step_timeout": 0}, "step_timeout"),
         ({"policy": object()}, "RoutingPolicy"),
         ({"prm": object()}, "ProcessRewardModel"),
@@ -114,13 +126,16 @@ def bad_prm(value: Any) -> FunctionPRM:
 @pytest.mark.parametrize("use_async", [False, True])
 def test_prm_failure_keeps_draft_and_says_so(prm: FunctionPRM, use_async: bool) -> None:
     g = graph(prm=prm)
-    out = asyncio.run(g.ainvoke({"question": "q"})) if use_async else g.invoke({"question": "q"})
+    with pytest.warns(TrimWarning, match="PRM failed"):
+        out = (
+            asyncio.run(g.ainvoke({"question": "q"})) if use_async else g.invoke({"question": "q"})
+        )
     failed = [s for s in out["trim_steps"] if s["fallback"]]
     assert failed, "a PRM failure must be recorded"
     for s in failed:
         assert s["fallback"].startswith("prm_error:")
         assert s["author"] == "weak" and s["draft_score"] is None
-    assert out["trim_spend"]["fallbacks"] == len(failed)
+    assert out["trim_spend"]["fallbacks"] == len(failed) == out["trim_spend"]["prm_errors"]
 
 
 def test_prm_failure_raises_when_asked() -> None:
@@ -139,24 +154,29 @@ def test_validate_scores() -> None:
 @pytest.mark.parametrize("use_async", [False, True])
 def test_strong_failure_after_retries_keeps_draft(use_async: bool) -> None:
     strong = FakeStepModel(steps=STRONG_STEPS, fail_on_steps=frozenset({1}))
-    g = graph(strong_model=strong, strong_max_retries=2)
-    out = asyncio.run(g.ainvoke({"question": "q"})) if use_async else g.invoke({"question": "q"})
+    g = graph(strong_model=strong, strong_retry=FAST_RETRY._replace(max_attempts=3))
+    with pytest.warns(TrimWarning, match="strong model failed to rewrite step 1"):
+        out = (
+            asyncio.run(g.ainvoke({"question": "q"})) if use_async else g.invoke({"question": "q"})
+        )
     step = out["trim_steps"][1]
     assert step["author"] == "weak" and step["decision"] == "escalate"
     assert step["fallback"].startswith("strong_error:") and "failed at step 1" in step["fallback"]
     assert strong.calls == [1, 1, 1]
     assert out["trim_spend"]["strong_calls"] == 3 and out["trim_spend"]["strong_tokens"] == 0
+    assert out["trim_spend"]["strong_errors"] == 1
 
 
 def test_strong_retry_succeeds() -> None:
     strong = FakeStepModel(steps=STRONG_STEPS, fail_on_steps=frozenset({1}), failures_left=1)
-    out = graph(strong_model=strong).invoke({"question": "q"})
+    out = graph(strong_model=strong, strong_retry=FAST_RETRY).invoke({"question": "q"})
     assert out["trim_steps"][1]["author"] == "strong" and out["trim_steps"][1]["fallback"] is None
 
 
 def test_strong_returns_nothing_keeps_draft() -> None:
     strong = FakeStepModel(steps=[])
-    out = graph(strong_model=strong).invoke({"question": "q"})
+    with pytest.warns(TrimWarning, match="strong_empty"):
+        out = graph(strong_model=strong).invoke({"question": "q"})
     step = out["trim_steps"][1]
     assert step["author"] == "weak" and step["fallback"].startswith("strong_empty")
 
@@ -165,7 +185,10 @@ def test_strong_returns_nothing_keeps_draft() -> None:
 def test_timeouts(use_async: bool) -> None:
     slow_strong = FakeStepModel(steps=STRONG_STEPS, hang_on_steps=frozenset({1}), hang_seconds=2)
     g = graph(strong_model=slow_strong, step_timeout=0.2, strong_max_retries=0)
-    out = asyncio.run(g.ainvoke({"question": "q"})) if use_async else g.invoke({"question": "q"})
+    with pytest.warns(TrimWarning, match="StepTimeoutError"):
+        out = (
+            asyncio.run(g.ainvoke({"question": "q"})) if use_async else g.invoke({"question": "q"})
+        )
     assert out["trim_steps"][1]["fallback"].startswith("strong_error: StepTimeoutError")
 
     slow_weak = FakeStepModel(steps=WEAK_STEPS, hang_on_steps=frozenset({0}), hang_seconds=2)
@@ -218,3 +241,72 @@ def test_custom_policy_protocol() -> None:
     out = graph(policy=LastTwoPolicy(), prm=prm).invoke({"question": "q"})
     # step 1 (0.1) is kept: only one low score; step 2 (0.2) follows it: escalate
     assert [s["author"] for s in out["trim_steps"]] == ["weak", "weak", "strong", "weak"]
+
+
+class _HangingPRM(KeywordPRM):
+    """Scores like ``KeywordPRM`` but never answers the second call (issue 13, point 3)."""
+
+    def __init__(self) -> None:
+        super().__init__({"WRONG": 0.1}, default=0.9)
+        self.n = 0
+
+    def score_batch(self, items: Any) -> list[list[float]]:
+        self.n += 1
+        if self.n == 2:
+            import time
+
+            time.sleep(3)
+        return super().score_batch(items)
+
+    async def ascore_batch(self, items: Any) -> list[list[float]]:
+        self.n += 1
+        if self.n == 2:
+            await asyncio.sleep(3)
+        return await super().ascore_batch(items)
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_prm_that_never_answers_is_bounded_by_step_timeout(use_async: bool) -> None:
+    import time
+
+    g = graph(prm=_HangingPRM(), step_timeout=0.3)
+    t0 = time.perf_counter()
+    out = asyncio.run(g.ainvoke({"question": "q"})) if use_async else g.invoke({"question": "q"})
+    assert time.perf_counter() - t0 < 2.5
+    step = out["trim_steps"][1]
+    assert step["fallback"].startswith("prm_error") and "did not answer" in step["fallback"]
+    with pytest.raises(PRMError, match="did not answer"):
+        g2 = graph(prm=_HangingPRM(), step_timeout=0.3, on_prm_error="raise")
+        asyncio.run(g2.ainvoke({"question": "q"})) if use_async else g2.invoke({"question": "q"})
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_timed_out_strong_call_is_charged_its_cap(use_async: bool) -> None:
+    slow_strong = FakeStepModel(steps=STRONG_STEPS, hang_on_steps=frozenset({1}), hang_seconds=2)
+    g = graph(strong_model=slow_strong, step_timeout=0.2, strong_max_retries=0, budget=10_000)
+    out = asyncio.run(g.ainvoke({"question": "q"})) if use_async else g.invoke({"question": "q"})
+    spend = out["trim_spend"]
+    assert out["trim_steps"][1]["fallback"].startswith("strong_error: StepTimeoutError")
+    # the abandoned call may have decoded up to its max_tokens: the budget is charged that
+    assert spend["strong_tokens"] >= 512 and spend["strong_tokens_estimated"]
+
+
+def test_an_over_reporting_strong_model_is_flagged_and_stops_escalating() -> None:
+    class OverReporting(FakeStepModel):
+        def _generate(
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> Any:
+            result = super()._generate(messages, stop, run_manager, **kw)
+            message = result.generations[0].message
+            message.usage_metadata = {"input_tokens": 1, "output_tokens": 10**6, "total_tokens": 1}
+            return result
+
+    weak = FakeStepModel(steps=["WRONG a", "WRONG b", "WRONG c", r"\boxed{1}"])
+    strong = OverReporting(steps=["s a", "s b", "s c", r"\boxed{2}"], model_name="liar")
+    out = graph(draft_model=weak, strong_model=strong).invoke({"question": "q"})
+    spend = out["trim_spend"]
+    assert spend["strong_untrusted"] and spend["usage_flags"] >= 1
+    assert spend["strong_tokens"] <= 512  # charged the cap, not the reported million
+    authors = [s["author"] for s in out["trim_steps"]]
+    assert authors.count("strong") == 1
+    assert any("did not honour max_tokens" in s["reason"] for s in out["trim_steps"][1:])

@@ -270,3 +270,36 @@ def test_random_policy_rate_and_reproducibility() -> None:
     assert other.mean_strong_tokens != run.mean_strong_tokens
     with pytest.raises(TypeError):
         RandomPolicy("0.3")  # type: ignore[arg-type]
+
+
+def test_trim_fit_chooses_on_dev_traces_and_the_file_drives_a_policy(tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from langchain_trim.cli import app
+    from langchain_trim.eval.datasets import Problem
+    from langchain_trim.eval.fake import fake_setting
+    from langchain_trim.eval.fit import read_policy_file
+    from langchain_trim.eval.runner import run_eval
+    from langchain_trim.policies.registry import make_policy
+
+    probs = [Problem(f"p{i}", f"{i} + {i}?", str(2 * i)) for i in range(12)]
+    setting = fake_setting({p.question: p.answer for p in probs}, slip_rate=0.5)
+    run_eval(
+        probs,
+        ["weakscored", "strong", "thr:0.3", "thr:0.6", "thr:0.9"],
+        setting=setting,
+        out_dir=tmp_path / "dev",
+        progress=False,
+    )
+    out = tmp_path / "policy.json"
+    result = CliRunner().invoke(app, ["fit", str(tmp_path / "dev"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = read_policy_file(out)
+    assert data["policy"].startswith("thr:") and data["n_problems"] == 12
+    assert make_policy(f"fit:{out}").name == data["policy"]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"kind": "something else"}')
+    result = CliRunner().invoke(app, ["fit", str(tmp_path / "nowhere"), "--out", str(bad)])
+    assert result.exit_code == 2
+    with pytest.raises(InvalidInputError):
+        make_policy(f"fit:{bad}")

@@ -166,15 +166,19 @@ def test_context_overrides_factory_settings() -> None:
 def test_messages_in_messages_out(
     weak: FakeStepModel, strong: FakeStepModel, prm: KeywordPRM
 ) -> None:
-    graph = create_trim_graph(weak, strong, prm, ThresholdPolicy(0.3)).compile()
+    graph = create_trim_graph(weak, strong, prm, ThresholdPolicy(0.3), output_mode="full").compile()
     out = graph.invoke({"messages": [HumanMessage("How many apples?")]})
-    assert out["question"] == "How many apples?"
+    assert "question" not in out  # an input, never handed back
     assert isinstance(out["messages"][-1], AIMessage)
     assert out["messages"][-1].response_metadata["trim"]["final_answer"] == "13"
     # a second turn on the same state starts afresh
     out2 = graph.invoke({"messages": [*out["messages"], HumanMessage("Again?")]})
-    assert out2["question"] == "Again?" and len(out2["trim_steps"]) == 4
+    assert len(out2["trim_steps"]) == 4
     assert len([m for m in out2["messages"] if isinstance(m, AIMessage)]) == 2
+    # the default output_mode hands back only the solution
+    last = create_trim_graph(weak, strong, prm, ThresholdPolicy(0.3)).compile()
+    out3 = last.invoke({"messages": [HumanMessage("How many apples?")]})
+    assert [type(m).__name__ for m in out3["messages"]] == ["AIMessage"]
 
 
 def test_estimated_tokens_are_marked_never_zero(prm: KeywordPRM) -> None:

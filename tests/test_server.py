@@ -59,7 +59,7 @@ def test_graph_is_built_from_env_once(env: dict[str, str]) -> None:
     assert server.graph is graph
     out = graph.invoke({"question": QUESTION})
     assert [s["author"] for s in out["trim_steps"]] == ["weak", "strong", "weak", "weak"]
-    assert out["trim_budget"] == 400
+    assert out["trim_spend"]["budget"] == 400
     assert out["trim_steps"][1]["model"] == "env-strong"
 
 
@@ -124,11 +124,103 @@ def test_langgraph_json_points_at_the_graph(env: dict[str, str]) -> None:
     config = json.loads((ROOT / "langgraph.json").read_text())
     path, _, attr = config["graphs"]["trim"].partition(":")
     assert "." in config["dependencies"]
-    # load the file the way LangGraph Server does: by path, not as a package module
+    # load the file the way LangGraph Server does: by path, reading the module's namespace
     spec = importlib.util.spec_from_file_location("trim_server_entry", ROOT / path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    graph = getattr(module, attr)
-    assert isinstance(graph, Pregel)
+    factory = module.__dict__[attr]  # not a lazy module __getattr__
+    graph = factory({"configurable": {}})
+    assert isinstance(graph, Pregel) and factory({}) is graph  # built once
     assert graph.invoke({"question": QUESTION})["trim_final_answer"] == "13"
+
+
+def test_langgraph_json_installs_the_default_configuration() -> None:
+    """``langgraph build``/``up`` install what the default (embedded) configuration needs."""
+    import tomllib
+
+    config = json.loads((ROOT / "langgraph.json").read_text())
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    needed = {req for extra in ("local", "embedded") for req in extras[extra]}
+    assert needed <= set(config["dependencies"])
+    assert any("cmake" in line for line in config.get("dockerfile_lines", []))  # llama.cpp
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_langgraph_dev_loads_every_graph_and_answers_runs() -> None:
+    """LangGraph Server's own loader (``langgraph dev``) serves each graph of langgraph.json."""
+    pytest.importorskip("langgraph_api")
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from .server_fakes import ENV
+
+    cli = Path(sys.executable).with_name("langgraph")
+    if not cli.exists():
+        pytest.skip("langgraph-cli is not installed")
+    port = _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(server.ENV_PREFIX)},
+        **ENV,
+        "PYTHONPATH": str(ROOT),
+        "LANGSMITH_TRACING": "false",
+        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+    }
+    cmd = [str(cli), "dev", "--no-browser", "--no-reload", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*cmd, "--config", str(ROOT / "langgraph.json")],
+        cwd=ROOT,  # graph paths are resolved from here; state goes to .langgraph_api/
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def post(path: str, body: dict[str, Any]) -> Any:
+        request = urllib.request.Request(
+            base + path,
+            data=json.dumps(body).encode(),
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/ok", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[0][-4000:]
+                assert time.monotonic() < deadline, "langgraph dev did not start"
+                time.sleep(0.25)
+        graphs = json.loads((ROOT / "langgraph.json").read_text())["graphs"]
+        for graph_id in graphs:
+            out = post("/runs/wait", {"assistant_id": graph_id, "input": {"question": QUESTION}})
+            assert out["trim_final_answer"] == "13", out
+            assert [s["author"] for s in out["trim_steps"]] == ["weak", "strong", "weak", "weak"]
+            thread = post("/threads", {})["thread_id"]  # a run on the server's checkpointer
+            body = {"assistant_id": graph_id, "input": {"question": QUESTION}}
+            out = post(f"/threads/{thread}/runs/wait", body)
+            assert out["trim_final_answer"] == "13" and out["trim_spend"]["budget"] == 400
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

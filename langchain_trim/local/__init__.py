@@ -13,9 +13,23 @@ from langchain_trim.local.registry import (
 
 
 def load_local_chat_model(name: str, **kwargs: Any) -> Any:
-    """``local:<name>`` model strings: an embedded model name or a ``.gguf`` path."""
+    """``local:<name>`` model strings: an embedded model name or a ``.gguf`` path.
+
+    The name is checked now (an unknown embedded name or a missing file raises
+    :class:`~langchain_trim.errors.ModelNotFoundError`); the weights load on first use.
+    """
+    import os
+    from pathlib import Path
+
+    from langchain_trim.errors import ModelNotFoundError
     from langchain_trim.local.llama import LlamaCppChatModel
 
+    path = Path(os.path.expanduser(name))
+    if path.suffix == ".gguf" or os.sep in name:
+        if not path.is_file():
+            raise ModelNotFoundError(f"model file {path} does not exist")
+    else:
+        get_embedded(name)
     return LlamaCppChatModel(model=name, **kwargs)
 
 

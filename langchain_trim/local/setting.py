@@ -32,7 +32,7 @@ def local_setting(
     prm: str = "probe",
     judge: str | None = None,
     n_threads: int | None = None,
-    temperature: float = 0.7,
+    temperature: float = 0.0,
     step_format: str = EMBEDDED_STEP_FORMAT,
 ) -> LocalSetting:
     """Build the embedded weak/strong llama.cpp models and a PRM.
@@ -46,7 +46,8 @@ def local_setting(
             ``"confidence"`` (the weak model's own token probabilities, free),
             ``"arithmetic"`` (exact equation checker) or ``"none"`` (only for
             always-weak/always-strong).
-        temperature: sampling temperature of both models (the release uses 0.7).
+        temperature: sampling temperature of both models (0: greedy, as the benchmarks;
+            the release samples at 0.7).
         step_format: how both models are asked for steps (see
             :mod:`langchain_trim.step_format`).
     """

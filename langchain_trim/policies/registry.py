@@ -64,6 +64,17 @@ def _threshold(arg: str | None) -> RoutingPolicy:
 
 
 register_policy("thr", _threshold)  # TRIM-Thr: escalate when the PRM score < threshold
+
+
+def _fitted(arg: str | None) -> RoutingPolicy:
+    if arg is None:
+        raise ValueError("fit needs a file written by `trim fit`, e.g. fit:policy.json")
+    from langchain_trim.eval.fit import read_policy_file
+
+    return make_policy(str(read_policy_file(arg)["policy"]))
+
+
+register_policy("fit", _fitted)  # the threshold chosen by `trim fit` on your dev traces
 register_policy("weak", lambda _: ThresholdPolicy(0.0))  # always weak (no PRM calls)
 register_policy("strong", lambda _: ThresholdPolicy(1.0))  # always strong (no PRM calls)
 
