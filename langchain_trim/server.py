@@ -20,9 +20,10 @@ variable                    meaning                                             
                             comma-separated URLs make a least-busy, sticky pool
 ``TRIM_STRONG``             strong model, as ``TRIM_WEAK``                        ``strong``
 ``TRIM_STRONG_URL``         as ``TRIM_WEAK_URL``                                  (embedded)
-``TRIM_PRM``                ``judge``, ``confidence``, ``probe``, ``arithmetic``, ``judge``
-                            ``none``, ``py:module:attr``, or the served PRM
-                            model when ``TRIM_PRM_URL`` is set
+``TRIM_PRM``                a PRM spec (:mod:`langchain_trim.prm.registry`:       ``judge``
+                            ``judge``, ``confidence``, ``probe``, ``arithmetic``,
+                            ``none``, ``vllm:<model>@<url>``), ``py:module:attr``,
+                            or the served PRM model when ``TRIM_PRM_URL`` is set
 ``TRIM_PRM_URL``            vLLM ``/pooling`` server URL(s), comma-separated      (none)
 ``TRIM_PRM_BATCH``          > 1: wrap the PRM in ``MicroBatchingPRM`` with this   ``0`` (off)
                             ``max_batch`` (concurrent runs share PRM calls)
