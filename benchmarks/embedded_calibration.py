@@ -1,6 +1,6 @@
 """The embedded setting's simulator calibration, and how faithful it is.
 
-Fits a :class:`~langchain_trim.sim.Calibration` for Qwen2.5-Coder-0.5B → 1.5B with the
+Fits a :class:`~langchain_trim.lab.sim.Calibration` for Qwen2.5-Coder-0.5B → 1.5B with the
 probe PRM from the real-model benchmark's traces (step accuracies, solution lengths, step
 token lengths: ``fit_calibration``), with the probe's observation tables fit on
 ProcessBench step labels (``benchmarks/results/probe_observation.json``, MATH-500
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from langchain_trim.eval.runner import load_traces
+from langchain_trim.lab.sim import Calibration, SimEnv, fit_calibration
 from langchain_trim.policies import ThresholdPolicy
-from langchain_trim.sim import Calibration, SimEnv, fit_calibration
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

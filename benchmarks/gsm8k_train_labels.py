@@ -1,5 +1,5 @@
 """In-domain training data for the probe PRM: the weak model's GSM8K-*train* solutions,
-labelled against the reference solutions (:mod:`langchain_trim.prm.weak_labels`).
+labelled against the reference solutions (:mod:`langchain_trim.lab.weak_labels`).
 
 Why: ProcessBench's hand-labelled splits that may be trained on (math, olympiadbench,
 omnimath) are competition maths; its GSM8K split is a test set.  GSM8K's *train* split
@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.shared_data import SHARED_DATA
 from langchain_trim.eval.datasets import gsm8k_final_answer
+from langchain_trim.lab.weak_labels import weak_first_error
 from langchain_trim.local.registry import resolve_model_path
-from langchain_trim.prm.weak_labels import weak_first_error
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("TRIM_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DATA = SHARED_DATA
 OUT = ROOT / "runs" / "gsm8k_train"
 RESULTS = ROOT / "benchmarks" / "results"
 SYSTEM = (

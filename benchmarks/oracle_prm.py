@@ -2,7 +2,7 @@
 
 It knows each GSM8K problem's worked reference solution and scores a step 0 when the
 step writes a false equation or states a result that is none of the question's or the
-reference's numbers (the rule of :func:`langchain_trim.prm.weak_labels.weak_first_error`,
+reference's numbers (the rule of :func:`langchain_trim.lab.weak_labels.weak_first_error`,
 applied step by step), else 1.  It separates "the PRM cannot tell" from "step routing
 cannot help": TRIM-Thr with this scorer is what a near-perfect number checker buys.
 It never ships in the package: it needs the answers.
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from langchain_trim.prm.arithmetic import check_step
 from langchain_trim.prm.base import BaseProcessRewardModel, PRMItem
-from langchain_trim.prm.weak_labels import (
+from langchain_trim.lab.weak_labels import (
     ALWAYS_ALLOWED,
     _known,
     reference_values,

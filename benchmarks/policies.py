@@ -28,7 +28,6 @@ import itertools
 import json
 import math
 import os
-import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,27 +35,30 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.shared_data import REFERENCE, use_shared_data
 from langchain_trim.eval.metrics import OperatingPoint, frontier, summarize_curve
-from langchain_trim.policies import RouteDecision, RouteObservation, ThresholdPolicy
+from langchain_trim.lab.sim import SimEnv
+from langchain_trim.lab.sim.labelled import fit_observation_model
+from langchain_trim.lab.sim.official import make_env
+from langchain_trim.lab.train import train_policy
+from langchain_trim.policies import ThresholdPolicy
 from langchain_trim.policies.agg import DEFAULT_WEIGHTS as AGG_DEFAULT
 from langchain_trim.policies.agg import AggPolicy
+from langchain_trim.policies.baselines import RandomPolicy
+from langchain_trim.policies.calibration import official_calibration
 from langchain_trim.policies.learned import LearnedPolicy
 from langchain_trim.policies.pomdp import BeliefMode, PomdpPolicy
 from langchain_trim.policies.pomdp_model import (
     PomdpModel,
-    fit_observation_model,
     parametric_observation,
     table_distance,
 )
 from langchain_trim.policies.pomdp_solver import default_cache_dir
 from langchain_trim.policies.seq import DEFAULT_WEIGHTS as SEQ_DEFAULT
 from langchain_trim.policies.seq import SeqPolicy
-from langchain_trim.policies.train_cli import train_policy
-from langchain_trim.sim import SimEnv
-from langchain_trim.sim.official import make_env, official_calibration
 
 RESULTS = Path(__file__).resolve().parent / "results"
-REFERENCE = Path(os.environ.get("TRIM_REFERENCE", "/work/shared/data/trim_reference"))
+use_shared_data()  # the official tables: $TRIM_REFERENCE, else next to the checkout
 ENV = "sim:official"
 EVAL_SEED = 7
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -75,30 +77,6 @@ PAPER = {
     "MATH-500 ΔIBC": {"TRIM-POMDP": 5.86, "TRIM-Agg": 5.67, "TRIM-Thr": 4.75},
     "note": "paper: Qwen2.5-3B-Instruct → Claude 3.7 Sonnet; not the release's model pair",
 }
-
-
-class RandomPolicy:
-    """Escalate each step with probability ``p`` (no PRM), seeded per question and step."""
-
-    def __init__(self, p: float, seed: int = 0) -> None:
-        self.p, self.seed = p, seed
-
-    @property
-    def name(self) -> str:
-        return f"random:{self.p:g}"
-
-    def needs_score(self, observation: RouteObservation) -> bool:
-        return False
-
-    def decide(self, observation: RouteObservation) -> RouteDecision:
-        key = (
-            self.seed,
-            observation.step_index,
-            observation.previous_step_tokens,
-            observation.step_tokens,
-        )
-        u = random.Random(hash(key) & 0xFFFFFFFF).random()
-        return RouteDecision("escalate" if u < self.p else "continue", f"u={u:.3f}")
 
 
 def run(env: SimEnv, policy: Any, n: int) -> dict[str, Any]:

@@ -31,10 +31,10 @@ import numpy as np
 
 from benchmarks.policies import THRESHOLDS, family_metrics, run
 from langchain_trim.eval.metrics import OperatingPoint
+from langchain_trim.lab.sim.official import make_env
 from langchain_trim.policies import ThresholdPolicy
 from langchain_trim.policies.pomdp import PomdpPolicy
 from langchain_trim.policies.pomdp_model import PomdpModel
-from langchain_trim.sim.official import make_env
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LAMBDAS = (

@@ -26,17 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from langchain_trim.prm.arithmetic import check_step
-from langchain_trim.prm.encoder import (
-    FEATURE_VERSION,
-    MODEL_FEATURE_VERSION,
-    SCALAR_FEATURES,
-    TEXT_FEATURES,
-    LlamaStepEncoder,
-    text_features,
-)
-from langchain_trim.prm.probe import ProbeHead, number_confidence, with_context
-from langchain_trim.prm.training import (
+from benchmarks.shared_data import SHARED_DATA
+from langchain_trim.lab.prm_training import (
     LabelledSolution,
     best_threshold,
     cross_fit_f1,
@@ -49,9 +40,19 @@ from langchain_trim.prm.training import (
     stack_steps,
     subsample,
 )
+from langchain_trim.prm.arithmetic import check_step
+from langchain_trim.prm.encoder import (
+    FEATURE_VERSION,
+    MODEL_FEATURE_VERSION,
+    SCALAR_FEATURES,
+    TEXT_FEATURES,
+    LlamaStepEncoder,
+    text_features,
+)
+from langchain_trim.prm.probe import ProbeHead, number_confidence, with_context
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("TRIM_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DATA = SHARED_DATA
 CACHE = ROOT / "runs" / "prm_features"
 RESULTS = ROOT / "benchmarks" / "results"
 HEAD_STEM = ROOT / "langchain_trim" / "data" / "probe_qwen2.5-coder-0.5b"
@@ -667,7 +668,7 @@ def plot_thresholds(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from langchain_trim.prm.training import processbench_f1
+    from langchain_trim.lab.prm_training import processbench_f1
 
     grid = [i / 100 for i in range(5, 96)]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
@@ -724,7 +725,7 @@ def fit_observation(
     S0/S2 come from every training solution (scored up to its first error); S1 needs the
     steps after the first error, so a subset of erroneous solutions is encoded in full.
     """
-    from langchain_trim.sim.labelled import observation_tables_from_labels
+    from langchain_trim.lab.sim.labelled import observation_tables_from_labels
 
     sols = data["fit"] + data["val"] + data["gtrain"]
     # the saved head selects its own columns from the full feature rows

@@ -102,9 +102,11 @@ def estimate_seconds(args: argparse.Namespace) -> float:
 
 
 def load_subset(dataset: str, n: int, seed: int) -> tuple[list[Any], Path]:
+    from benchmarks.shared_data import use_shared_data
     from langchain_trim.eval.datasets import load_problems
     from langchain_trim.eval.runner import DEFAULT_DATA_FILES, default_data_path
 
+    use_shared_data()
     path = default_data_path(dataset)
     if path is None:
         raise SystemExit(

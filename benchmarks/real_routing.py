@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from benchmarks.shared_data import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -63,8 +64,7 @@ MAX_STEPS = 30
 
 def data_dir() -> Path:
     """The shared data folder: ``$TRIM_SHARED_DATA``, else ``<repo>/../shared/data``."""
-    env = os.environ.get("TRIM_SHARED_DATA")
-    return Path(env) if env else ROOT.parent / "shared" / "data"
+    return SHARED_DATA
 
 
 def load_split(split: str, dataset: str, n: int) -> list[Any]:

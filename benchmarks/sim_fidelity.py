@@ -27,17 +27,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Literal
 
+from benchmarks.shared_data import REFERENCE
 from langchain_trim.eval.metrics import OperatingPoint, summarize_curve
+from langchain_trim.lab.sim import Calibration, SimEnv
+from langchain_trim.lab.sim.fit import solve_step_accuracy
 from langchain_trim.policies import ThresholdPolicy
-from langchain_trim.sim import Calibration, SimEnv
-from langchain_trim.sim.fit import solve_step_accuracy
 
-REFERENCE = Path(os.environ.get("TRIM_REFERENCE", "/work/shared/data/trim_reference"))
 REAL_THR = REFERENCE / "official_thr_math500_qwen1.5b_to_7b.jsonl"
 RESULTS = Path(__file__).resolve().parent / "results"
 ANCHORS = (0.0, 0.5, 1.0)

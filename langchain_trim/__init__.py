@@ -15,6 +15,7 @@ from langchain_trim.errors import (
     TrimError,
     TrimWarning,
 )
+from langchain_trim.functional import TrimResult, asolve, solve
 from langchain_trim.generation import ChatStepGenerator, StepGenerator, StepOutput
 from langchain_trim.graph import (
     CompiledTrimGraph,
@@ -25,7 +26,7 @@ from langchain_trim.graph import (
 from langchain_trim.models import vllm_prefill
 from langchain_trim.policies import RouteDecision, RouteObservation, RoutingPolicy, ThresholdPolicy
 from langchain_trim.prm import ProcessRewardModel
-from langchain_trim.runnables import TrimResult, asolve, solve, trim_answer, trim_input
+from langchain_trim.runnables import trim_answer, trim_input
 from langchain_trim.state import StepRecord, TrimInput, TrimOutput, TrimSpend, TrimState
 from langchain_trim.tools import create_trim_tool
 

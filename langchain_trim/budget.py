@@ -126,8 +126,8 @@ def calibrate_threshold(
 ) -> CalibrationResult:
     """The TRIM-Thr threshold whose strong-token share is ``target`` (share rises with it).
 
-    >>> from langchain_trim.sim import SimEnv
-    >>> from langchain_trim.sim.calibration import synthetic_calibration
+    >>> from langchain_trim.lab.sim import SimEnv
+    >>> from langchain_trim.policies.calibration import synthetic_calibration
     >>> share = sim_strong_fraction(SimEnv(synthetic_calibration()), n_episodes=300)
     >>> r = calibrate_threshold(share, 0.3, tol=0.02)
     >>> abs(r.fraction - 0.3) <= 0.02
@@ -173,7 +173,7 @@ def calibrate_lambda(
 
 
 def sim_strong_fraction(env: Any, n_episodes: int = 2000, *, seed: int = 0) -> StrongFraction:
-    """Share measured in a :class:`~langchain_trim.sim.SimEnv` (common random numbers)."""
+    """Share measured in a :class:`~langchain_trim.lab.sim.SimEnv` (common random numbers)."""
     strong = env.run(ThresholdPolicy(1.0), n_episodes, seed=seed).mean_strong_tokens
     if strong <= 0:
         raise ValueError("always-strong spends no strong tokens in this simulator")

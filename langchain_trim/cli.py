@@ -32,8 +32,10 @@ app = typer.Typer(
     no_args_is_help=True,
     help="TRIM: a cheap model drafts each step, a PRM scores it, a strong model fixes bad ones.",
 )
-console = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# user and model text is printed through markup.escape (or markup=False): a question with
+# "[/x]" must not crash the command, and ":smile:" must not turn into an emoji
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NO_MODEL = 1, 2, 3
 
@@ -44,13 +46,13 @@ def _exit_codes() -> Iterator[None]:
     try:
         yield
     except InvalidInputError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_BAD_INPUT) from exc
     except ModelNotFoundError as exc:
-        err.print(f"[red]missing model:[/] {exc}")
+        err.print(f"[red]missing model:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_NO_MODEL) from exc
     except (TrimError, ValueError) as exc:
-        err.print(f"[red]failed:[/] {type(exc).__name__}: {exc}")
+        err.print(f"[red]failed:[/] {type(exc).__name__}: {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILED) from exc
 
 
@@ -132,8 +134,8 @@ def _setting(
     strong_step_format: str | None = None,
 ) -> Any:
     """Local models by default; a ``*_url`` swaps that role for a served model."""
-    from langchain_trim.local.setting import PRM_CHOICES, LocalSetting, local_setting
-    from langchain_trim.prm import ChatJudgePRM, SelfConfidencePRM
+    from langchain_trim.local.setting import EMBEDDED_STEP_FORMAT, LocalSetting, local_setting
+    from langchain_trim.prm.registry import check_prm_spec, make_prm, served_prm_spec
     from langchain_trim.remote import openai_compatible
 
     def chat(spec: tuple[str, str | None], local: Any) -> Any:
@@ -141,25 +143,17 @@ def _setting(
         return openai_compatible(name, url, temperature=temperature) if url else local
 
     prm_name, prm_url = prm
-    if prm_url is None and prm_name not in PRM_CHOICES:
-        raise InvalidInputError(f"--prm must be one of {PRM_CHOICES} without --prm-url")
+    prm_spec = prm_name if prm_url is None else served_prm_spec(prm_name, prm_url)
+    try:
+        check_prm_spec(prm_spec)  # before any model loads
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"--prm: {exc} (or a served model name with --prm-url)") from exc
     local = None
     if weak[1] is None or strong[1] is None:
         local = local_setting(weak=weak[0], strong=strong[0], prm="none", temperature=temperature)
     weak_model = chat(weak, local.weak if local else None)
     strong_model = chat(strong, local.strong if local else None)
-    scorer: Any = None
-    if prm_url is not None:
-        from langchain_trim.prm.vllm_prm import VLLMServerPRM
-
-        scorer = VLLMServerPRM(prm_url, prm_name)
-    elif prm_name == "judge":
-        scorer = ChatJudgePRM(strong_model)
-    elif prm_name == "confidence":
-        scorer = SelfConfidencePRM()
-    elif prm_name != "none":
-        scorer = local_setting(prm=prm_name).prm
-    from langchain_trim.local.setting import EMBEDDED_STEP_FORMAT
+    scorer = make_prm(prm_spec, strong=strong_model)
     from langchain_trim.step_format import get_step_format
 
     if step_format is None:
@@ -212,7 +206,8 @@ def solve(
     strong: str = typer.Option("strong", help="Strong model: embedded name or .gguf path."),
     prm: str = typer.Option(
         "probe",
-        help="PRM: probe, judge, confidence, arithmetic or none; with --prm-url the served model.",
+        help="PRM: probe, judge, confidence, arithmetic, none, vllm:<model>@<url>; "
+        "with --prm-url the served model.",
     ),
     weak_url: str = typer.Option(None, help="OpenAI-compatible URL serving --weak (vLLM)."),
     strong_url: str = typer.Option(None, help="OpenAI-compatible URL serving --strong (vLLM)."),
@@ -295,9 +290,9 @@ def _run(
     strong_step_format: str | None = None,
 ) -> int:
     """Solve each problem; a failing problem is reported and skipped.  Returns the failures."""
+    from langchain_trim.functional import TrimResult
     from langchain_trim.graph import create_trim_graph
     from langchain_trim.models import model_display_name
-    from langchain_trim.runnables import TrimResult
 
     try:  # validate before any model is built
         chosen = _policy(policy, 0.5 if threshold is None else threshold, None)
@@ -311,12 +306,12 @@ def _run(
         if hasattr(model, "load"):
             model.load()
     if not as_json:
-        console.print(
-            f"[dim]weak {model_display_name(setting.weak)} · "
+        names = (
+            f"weak {model_display_name(setting.weak)} · "
             f"strong {model_display_name(setting.strong)} · "
-            f"prm {getattr(setting.prm, 'name', 'none')} · policy {chosen.name} · "
-            f"loaded in {time.perf_counter() - t0:.1f}s[/]"
+            f"prm {getattr(setting.prm, 'name', 'none')} · policy {chosen.name}"
         )
+        console.print(f"[dim]{escape(names)} · loaded in {time.perf_counter() - t0:.1f}s[/]")
     graph = create_trim_graph(
         setting.weak,
         setting.strong,
@@ -333,9 +328,9 @@ def _run(
         start = time.perf_counter()
         final: dict[str, Any] = {}
         if not as_json and len(problems) > 1:
-            console.rule(f"problem {problem['id']}")
+            console.rule(f"problem {escape(str(problem['id']))}")
         if not as_json:
-            console.print(f"[bold]Q:[/] {problem['question']}", markup=True)
+            console.print(f"[bold]Q:[/] {escape(problem['question'])}")
         stream: Any = graph.stream(
             {"question": problem["question"], "trim_budget": budget},
             stream_mode=["custom", "values"],
@@ -376,10 +371,13 @@ def _run(
         verdict = ""
         if "correct" in record:
             verdict = (
-                " [green]✓[/]" if record["correct"] else f" [red]✗ (gold {problem['answer']})[/]"
+                " [green]✓[/]"
+                if record["correct"]
+                else f" [red]✗ (gold {escape(str(problem['answer']))})[/]"
             )
         console.print(
-            f"[bold]answer:[/] {result.final_answer}{verdict}  [dim]({result.termination})[/]"
+            f"[bold]answer:[/] {escape(str(result.final_answer))}{verdict}  "
+            f"[dim]({result.termination})[/]"
         )
         console.print(
             f"[dim]cost:[/] strong tokens {est}{spend['strong_tokens']}"
@@ -399,8 +397,11 @@ def models() -> None:
         try:
             where = str(resolve_model_path(model.name))
         except ModelNotFoundError as exc:
-            where = f"[red]missing[/] — {exc}"
-        console.print(f"[bold]{model.name}[/] ({', '.join(model.aliases)}): {model.description}")
+            where = f"[red]missing[/] — {escape(str(exc))}"
+        else:
+            where = escape(where)
+        about = f"({', '.join(model.aliases)}): {model.description}"
+        console.print(f"[bold]{escape(model.name)}[/] {escape(about)}")
         console.print(f"    {where}")
 
 
@@ -409,7 +410,7 @@ def _eval_problems(
     dataset: str, data: Path | None, split: str | None, limit: int | None, seed: int | None
 ) -> tuple[list[Any], str]:
     from langchain_trim.eval.datasets import DATASETS, DatasetLoadError, load_problems
-    from langchain_trim.eval.runner import default_data_path
+    from langchain_trim.eval.runner import DEFAULT_DATA_FILES, default_data_path
 
     if dataset not in DATASETS:
         raise InvalidInputError(
@@ -421,6 +422,12 @@ def _eval_problems(
     try:
         problems = load_problems(dataset, source, split=split, limit=limit, seed=seed)
     except (DatasetLoadError, ValueError) as exc:
+        if source is None:  # neither --data nor a copy in $TRIM_SHARED_DATA: the Hub failed
+            local = DEFAULT_DATA_FILES.get(dataset, f"{dataset}.jsonl")
+            raise InvalidInputError(
+                f"no local {dataset} data: pass --data PATH or set TRIM_SHARED_DATA to a folder "
+                f"holding {local} ({exc})"
+            ) from exc
         raise InvalidInputError(str(exc)) from exc
     if not problems:
         raise InvalidInputError(f"dataset {dataset} ({source}) holds no problems")
@@ -443,22 +450,26 @@ def eval_command(
         "gsm8k", help="gsm8k, math500, aime24, aime, olympiadbench or minerva."
     ),
     data: Path = typer.Option(
-        None, "--data", help="Local .jsonl/.json (default: ../shared/data copy, else the Hub)."
+        None,
+        "--data",
+        help="Local .jsonl/.json (default: the copy in $TRIM_SHARED_DATA, else the Hub).",
     ),
     split: str = typer.Option(None, help="Dataset split (aime: the official train/test)."),
     limit: int = typer.Option(None, "--limit", "-n", help="Evaluate at most N problems."),
     seed: int = typer.Option(None, help="Draw a seeded subset of --limit problems (else first N)."),
-    policies: str = typer.Option(
-        "thr:0.1,0.3,0.5 weak strong weakscored",
+    policies: list[str] = typer.Option(
+        ["thr:0.1,0.3,0.5 weak strong weakscored"],
         "--policies",
         "-p",
-        help="Policy specs; 'thr:0.1,0.3' expands to thr:0.1 thr:0.3. Also random:p.",
+        help="Policy specs (repeatable); 'thr:0.1,0.3' expands to thr:0.1 thr:0.3. Also random:p.",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (re-running resumes it)."),
     weak: str = typer.Option("weak", help="Weak model: embedded name or .gguf path."),
     strong: str = typer.Option("strong", help="Strong model: embedded name or .gguf path."),
     prm: str = typer.Option(
-        "probe", help="PRM: probe, judge, confidence, arithmetic or none; with --prm-url served."
+        "probe",
+        help="PRM: probe, judge, confidence, arithmetic, none, vllm:<model>@<url>; "
+        "with --prm-url the served model.",
     ),
     weak_url: str = typer.Option(None, help="OpenAI-compatible URL serving --weak (vLLM)."),
     strong_url: str = typer.Option(None, help="OpenAI-compatible URL serving --strong (vLLM)."),
@@ -491,7 +502,7 @@ def eval_command(
         from langchain_trim.policies import baselines as _baselines  # noqa: F401
         from langchain_trim.policies.registry import expand_specs, make_policy
 
-        specs = expand_specs(policies)
+        specs = expand_specs(" ".join(policies))
         if not specs:
             raise InvalidInputError("--policies is empty")
         for spec in specs:
@@ -529,7 +540,8 @@ def eval_command(
             "fake": fake,
         }
         if not quiet:
-            err.print(f"[dim]{len(problems)} {dataset} problems × {len(specs)} policies → {out}[/]")
+            plan = f"{len(problems)} {dataset} problems × {len(specs)} policies → {out}"
+            err.print(f"[dim]{escape(plan)}[/]")
         summary = run_eval(
             problems,
             specs,
@@ -555,8 +567,9 @@ def eval_command(
         n = len(traces)
         acc = sum(t["correct"] for t in traces) / n
         tokens = sum(t["spend"].get("strong_tokens", 0) for t in traces) / n
-        console.print(f"  {spec:<14} n={n:<4} accuracy {acc:6.1%}  strong tokens/q {tokens:8.1f}")
-    console.print(f"[dim]next: trim report {out}[/]")
+        line = f"  {spec:<14} n={n:<4} accuracy {acc:6.1%}  strong tokens/q {tokens:8.1f}"
+        console.print(line, markup=False)
+    console.print(f"[dim]next: trim report {escape(str(out))}[/]")
     for warning in summary.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}")
     if summary.errors:
@@ -584,10 +597,10 @@ def report(
             raise InvalidInputError(f"{run} is not a folder")
         files = write_report(run, problem=problem, policy=policy, baselines=baselines)
     except (InvalidInputError, FileNotFoundError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_BAD_INPUT) from exc
     except (TrimError, ValueError) as exc:
-        err.print(f"[red]failed:[/] {type(exc).__name__}: {exc}")
+        err.print(f"[red]failed:[/] {type(exc).__name__}: {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILED) from exc
     metrics = json.loads(files.metrics.read_text())
     for name, fam in metrics["families"].items():
@@ -595,11 +608,13 @@ def report(
         best = fam["delta_ibc_best"]
         console.print(
             f"  {name:<28} CPT(95%) {'—' if cpt is None else f'{cpt:.1%}':>7}  "
-            f"ΔIBC best {'—' if best is None else f'{best:.2f}':>6}"
+            f"ΔIBC best {'—' if best is None else f'{best:.2f}':>6}",
+            markup=False,
         )
     for note in metrics["notes"]:
-        console.print(f"[dim]note: {note}[/]")
-    console.print(f"wrote {files.markdown}, {files.metrics}, {len(files.figures)} figures")
+        console.print(f"[dim]note: {escape(note)}[/]")
+    wrote = f"wrote {files.markdown}, {files.metrics}, {len(files.figures)} figures"
+    console.print(wrote, markup=False)
 
 
 @app.command()
@@ -639,9 +654,56 @@ def fit(
     console.print(f"wrote {out}; use it with --policy fit:{out}", markup=False)
 
 
-from langchain_trim.policies.train_cli import train as _train  # noqa: E402
-
-app.command("train")(_train)
+@app.command()
+def train(
+    policy: str = typer.Argument(..., help="agg (TRIM-Agg) or seq (TRIM-Seq)"),
+    lam: float = typer.Option(8e-4, "--lam", "--lambda", help="price of one strong token"),
+    env: str = typer.Option(
+        "sim:official",
+        help="sim:official, sim:official-raw, sim:<calibration.json> or replay:<traces.jsonl>",
+    ),
+    out: Path = typer.Option(
+        None, help="output .safetensors (default: <policy>_<lam>.safetensors)"
+    ),
+    seed: int = typer.Option(0, help="seed of the network, sampling and episodes"),
+    epochs: int = typer.Option(10, help="passes of --train-questions questions"),
+    train_questions: int = typer.Option(2048, help="questions per pass"),
+    val_questions: int = typer.Option(2000, help="validation questions"),
+    patience: int = typer.Option(
+        16, help="stop after this many validations without gain (0: never)"
+    ),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Train TRIM-Agg or TRIM-Seq with PPO and save safetensors weights + a JSON sidecar."""
+    if policy not in ("agg", "seq"):
+        raise typer.BadParameter(f"policy must be 'agg' or 'seq', got {policy!r}")
+    try:  # the training code and its dependencies load only here
+        from langchain_trim.lab.train import train_policy
+    except ImportError as exc:
+        hint = f"{exc}; pip install 'langchain-trim[train]'"
+        err.print(f"[red]missing dependency:[/] {escape(hint)}")
+        raise typer.Exit(EXIT_FAILED) from exc
+    target = out or Path(f"{policy}_{lam:g}.safetensors")
+    with _exit_codes():
+        result = train_policy(
+            policy,  # type: ignore[arg-type]
+            lam=lam,
+            env=env,
+            out=target,
+            seed=seed,
+            epochs=epochs,
+            train_questions=train_questions,
+            val_questions=val_questions,
+            progress=progress,
+            patience=patience or None,
+        )
+    best = result.best
+    console.print(
+        f"{policy} λ={lam:g}: validation accuracy {best.accuracy:.3f}, "
+        f"{best.mean_strong_tokens:.1f} strong tokens/question, objective {best.objective:.4f} "
+        f"(batch {best.batch}/{result.batches}, {result.seconds:.0f} s) -> {target}",
+        markup=False,
+    )
 
 
 def main() -> None:

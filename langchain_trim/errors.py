@@ -90,6 +90,15 @@ class PolicyFileError(InvalidInputError):
     """
 
 
+class DataNotFoundError(InvalidInputError, FileNotFoundError):
+    """Data the package does not ship (a dataset copy, the official reference tables) is not
+    where the arguments or the environment say, or nothing says where it is.
+
+    The package never guesses a machine path: data comes by argument or environment
+    variable (:mod:`langchain_trim.paths`).
+    """
+
+
 class RunLockedError(InvalidInputError):
     """Another process holds the eval output folder; two runs must not share one."""
 
@@ -118,6 +127,7 @@ class TrimWarning(UserWarning):
 
 __all__ = [
     "CacheCorruptError",
+    "DataNotFoundError",
     "EvalStorageError",
     "InvalidInputError",
     "ModelNotFoundError",

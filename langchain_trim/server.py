@@ -20,9 +20,10 @@ variable                    meaning                                             
                             comma-separated URLs make a least-busy, sticky pool
 ``TRIM_STRONG``             strong model, as ``TRIM_WEAK``                        ``strong``
 ``TRIM_STRONG_URL``         as ``TRIM_WEAK_URL``                                  (embedded)
-``TRIM_PRM``                ``judge``, ``confidence``, ``probe``, ``arithmetic``, ``judge``
-                            ``none``, ``py:module:attr``, or the served PRM
-                            model when ``TRIM_PRM_URL`` is set
+``TRIM_PRM``                a PRM spec (:mod:`langchain_trim.prm.registry`:       ``judge``
+                            ``judge``, ``confidence``, ``probe``, ``arithmetic``,
+                            ``none``, ``vllm:<model>@<url>``), ``py:module:attr``,
+                            or the served PRM model when ``TRIM_PRM_URL`` is set
 ``TRIM_PRM_URL``            vLLM ``/pooling`` server URL(s), comma-separated      (none)
 ``TRIM_PRM_BATCH``          > 1: wrap the PRM in ``MicroBatchingPRM`` with this   ``0`` (off)
                             ``max_batch`` (concurrent runs share PRM calls)
@@ -58,7 +59,6 @@ from langchain_core.runnables import RunnableConfig
 from langchain_trim.errors import InvalidInputError
 
 ENV_PREFIX = "TRIM_"
-_EMBEDDED_PRMS = ("judge", "confidence", "probe", "arithmetic", "none")
 _cached: Any = None
 _built: dict[tuple[tuple[str, str], ...], Any] = {}
 _lock = threading.Lock()
@@ -139,35 +139,16 @@ def _prm(env: Mapping[str, str], strong: Any) -> Any:
     prm: Any
     if name.startswith("py:"):
         prm = load_object(name)
-    elif url is not None:
-        from langchain_trim.pool import vllm_prm_pool
-        from langchain_trim.prm.vllm_prm import VLLMServerPRM
-
-        urls = [u.strip() for u in url.split(",") if u.strip()]
-        prm = VLLMServerPRM(urls[0], name) if len(urls) == 1 else vllm_prm_pool(urls, name)
-    elif name == "judge":
-        from langchain_trim.prm import ChatJudgePRM
-
-        prm = ChatJudgePRM(strong)
-    elif name == "confidence":
-        from langchain_trim.prm import SelfConfidencePRM
-
-        prm = SelfConfidencePRM()
-    elif name == "probe":
-        from langchain_trim.prm.probe import ProbePRM
-
-        prm = ProbePRM()
-    elif name == "arithmetic":
-        from langchain_trim.prm.arithmetic import ArithmeticPRM
-
-        prm = ArithmeticPRM()
-    elif name == "none":
-        prm = None
     else:
-        raise InvalidInputError(
-            f"{ENV_PREFIX}PRM={name!r}: expected one of {_EMBEDDED_PRMS}, py:module:attr, "
-            f"or a served model name with {ENV_PREFIX}PRM_URL"
-        )
+        from langchain_trim.prm.registry import make_prm, served_prm_spec
+
+        try:
+            prm = make_prm(name if url is None else served_prm_spec(name, url), strong=strong)
+        except InvalidInputError as exc:
+            raise InvalidInputError(
+                f"{ENV_PREFIX}PRM={name!r}: {exc}; or py:module:attr, "
+                f"or a served model name with {ENV_PREFIX}PRM_URL"
+            ) from exc
     batch = _number(env, "PRM_BATCH", int, 0)
     if prm is not None and batch > 1:
         from langchain_trim.prm.batching import MicroBatchingPRM

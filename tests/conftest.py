@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from langchain_trim.testing import FakeStepModel, KeywordPRM
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+"""The development machines' data folder next to the checkout (the package itself names no
+path: it reads $TRIM_SHARED_DATA, which the tests point here when it is not set)."""
+if not os.environ.get("TRIM_SHARED_DATA") and SHARED_DATA.is_dir():
+    os.environ["TRIM_SHARED_DATA"] = str(SHARED_DATA)
 
 WEAK_STEPS = [
     "Let x be the number of apples.",

@@ -22,11 +22,11 @@ from langchain_trim.budget import (
     trace_strong_fraction,
 )
 from langchain_trim.generation import as_step_generator
+from langchain_trim.lab.sim import SimEnv
 from langchain_trim.policies import RouteObservation, ThresholdPolicy
+from langchain_trim.policies.calibration import synthetic_calibration
 from langchain_trim.policies.pomdp import PomdpPolicy
 from langchain_trim.prm import FunctionPRM
-from langchain_trim.sim import SimEnv
-from langchain_trim.sim.calibration import synthetic_calibration
 from langchain_trim.testing import FakeStepModel
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from langchain_trim.errors import InvalidInputError
-from langchain_trim.eval.baselines import (
+from langchain_trim.eval.query_routers import (
     automix_prm,
     difficulty_router,
     first_error,
@@ -19,11 +19,11 @@ from langchain_trim.eval.baselines import (
 )
 from langchain_trim.eval.report import compute_metrics, family_of, render_markdown, write_report
 from langchain_trim.eval.runner import load_traces, trace_path, write_atomic
+from langchain_trim.lab.sim import SimEnv
 from langchain_trim.policies import ThresholdPolicy
 from langchain_trim.policies.baselines import RandomPolicy, ScoreOnlyPolicy
+from langchain_trim.policies.calibration import synthetic_calibration
 from langchain_trim.policies.registry import make_policy
-from langchain_trim.sim import SimEnv
-from langchain_trim.sim.calibration import synthetic_calibration
 
 
 def write_trace(

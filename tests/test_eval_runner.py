@@ -27,7 +27,7 @@ from langchain_trim.eval.runner import (
     run_eval,
     trace_path,
 )
-from langchain_trim.sim import fit_calibration
+from langchain_trim.lab.sim import fit_calibration
 from langchain_trim.state import StepRecord
 
 PROBLEMS = [

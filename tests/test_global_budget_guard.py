@@ -25,10 +25,10 @@ from langchain_trim.errors import (
     StepTimeoutError,
 )
 from langchain_trim.generation import StepOutput, as_step_generator
+from langchain_trim.lab.sim import SimEnv
 from langchain_trim.policies import RouteObservation, ThresholdPolicy
+from langchain_trim.policies.calibration import synthetic_calibration
 from langchain_trim.prm import FunctionPRM
-from langchain_trim.sim import SimEnv
-from langchain_trim.sim.calibration import synthetic_calibration
 from langchain_trim.testing import FakeStepModel
 
 

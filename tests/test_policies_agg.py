@@ -5,21 +5,22 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import langchain_trim.policies.named  # noqa: F401  (registers agg, seq, pomdp)
+from langchain_trim.lab.ppo import MissingBranchError, PPOConfig, evaluate, train_ppo
+from langchain_trim.lab.replay import ReplayEnv
+from langchain_trim.lab.sim import SimEnv
 from langchain_trim.policies import RouteDecision, RouteObservation, ThresholdPolicy
 from langchain_trim.policies.agg import AggPolicy
+from langchain_trim.policies.calibration import synthetic_calibration
 from langchain_trim.policies.features import agg_features, budget_feature, seq_history
 from langchain_trim.policies.learned import CONFIG_KEY
-from langchain_trim.policies.ppo import MissingBranchError, PPOConfig, evaluate, train_ppo
 from langchain_trim.policies.registry import make_policy
-from langchain_trim.policies.replay import ReplayEnv
 from langchain_trim.policies.seq import SeqPolicy
-from langchain_trim.sim import SimEnv
-from langchain_trim.sim.calibration import synthetic_calibration
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,10 +63,18 @@ def test_seq_history_by_hand() -> None:
     assert seq_history(obs(0, 0.3)).shape == (0, 3)
 
 
+def fresh(kind: str, **kwargs: Any) -> Any:
+    """A freshly initialised TRIM-Agg/Seq (the lab's torch init)."""
+    pytest.importorskip("torch")
+    from langchain_trim.lab.nets import init_policy
+
+    return init_policy(kind, **kwargs)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("cls", [AggPolicy, SeqPolicy])
 def test_numpy_inference_matches_torch(cls: type[AggPolicy] | type[SeqPolicy]) -> None:
     torch = pytest.importorskip("torch")
-    policy = cls.init(seed=1)
+    policy = fresh(cls.kind, seed=1)
     rng = np.random.default_rng(0)
     policy.params["actor.weight"] = rng.normal(size=policy.params["actor.weight"].shape).astype(
         np.float32
@@ -76,7 +85,9 @@ def test_numpy_inference_matches_torch(cls: type[AggPolicy] | type[SeqPolicy]) -
     ]
     x = np.stack([policy.encode(o) for o in observations])
     logits, values = policy.forward(x)
-    t_logits, t_values = policy.torch_module()(torch.from_numpy(x))
+    from langchain_trim.lab.nets import torch_module
+
+    t_logits, t_values = torch_module(policy)(torch.from_numpy(x))
     assert np.allclose(logits, t_logits.detach().numpy(), atol=1e-5)
     assert np.allclose(values, t_values.detach().numpy(), atol=1e-5)
     for i, o in enumerate(observations):  # the cached single-observation path agrees
@@ -92,7 +103,7 @@ def test_save_load_round_trip_without_pickle(
 ) -> None:
     from safetensors import safe_open
 
-    policy = cls.init(seed=2, lam=1e-3, label=f"{cls.kind}-test")
+    policy = fresh(cls.kind, seed=2, lam=1e-3, label=f"{cls.kind}-test")
     path = policy.save(tmp_path / "p", record={"note": "hi"})
     assert path.suffix == ".safetensors" and path.with_suffix(".json").exists()
     raw = path.read_bytes()
@@ -112,7 +123,7 @@ def test_save_load_round_trip_without_pickle(
 
 
 def test_unscored_draft_is_kept() -> None:
-    decision = AggPolicy.init(seed=0).decide(obs(0, None))
+    decision = fresh("agg", seed=0).decide(obs(0, None))
     assert decision.action == "continue" and "unscored" in decision.reason
 
 
@@ -128,7 +139,7 @@ def test_ppo_improves_a_policy_quickly_and_reproducibly() -> None:
         seed=3,
         budget_prob=0.0,
     )
-    start = AggPolicy.init(seed=3)
+    start = fresh("agg", seed=3)
     before = evaluate(start, env, range(300), seed=2_000_003, lam=cfg.lam)
     result = train_ppo(start, env, cfg, progress=False)
     assert result.seconds < 30
@@ -137,7 +148,7 @@ def test_ppo_improves_a_policy_quickly_and_reproducibly() -> None:
     for fixed in (ThresholdPolicy(0.0), ThresholdPolicy(1.0)):
         ev = evaluate(fixed, env, range(300), seed=2_000_003, lam=cfg.lam)
         assert result.best.objective >= ev.objective - 0.01
-    again = train_ppo(AggPolicy.init(seed=3), env, cfg, progress=False)
+    again = train_ppo(fresh("agg", seed=3), env, cfg, progress=False)
     for k, v in result.policy.params.items():
         assert np.array_equal(v, again.policy.params[k])
 
@@ -153,12 +164,12 @@ def test_default_weights_route_sensibly() -> None:
 
 
 def test_registry_loads_a_path(tmp_path: Path) -> None:
-    path = SeqPolicy.init(seed=0, label="mine").save(tmp_path / "mine.safetensors")
+    path = fresh("seq", seed=0, label="mine").save(tmp_path / "mine.safetensors")
     assert make_policy(f"seq:{path}").name == "mine"
 
 
 def test_official_correction_matches_sim_fidelity_result() -> None:
-    from langchain_trim.sim.official import OFFICIAL_CORRECTION
+    from langchain_trim.policies.calibration import OFFICIAL_CORRECTION
 
     result = ROOT / "benchmarks/results/sim_fidelity.json"
     if not result.exists():
@@ -218,7 +229,7 @@ class Scripted:
 
 def test_train_policy_writes_files(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from langchain_trim.policies.train_cli import train_policy
+    from langchain_trim.lab.train import train_policy
 
     cal = tmp_path / "cal.json"
     synthetic_calibration(max_steps=10).save(cal)
@@ -240,14 +251,10 @@ def test_train_policy_writes_files(tmp_path: Path) -> None:
 
 def test_train_command_runs_under_typer(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    import typer
     from typer.testing import CliRunner
 
-    from langchain_trim.policies.train_cli import train
+    from langchain_trim.cli import app
 
-    app = typer.Typer()
-    app.command("train")(train)
-    app.command("noop")(lambda: None)  # two commands: ``train`` is a sub-command
     cal = tmp_path / "cal.json"
     synthetic_calibration(max_steps=8).save(cal)
     out = tmp_path / "seq.safetensors"

@@ -9,20 +9,20 @@ import numpy as np
 import pytest
 
 import langchain_trim.policies.named  # noqa: F401  (registers pomdp)
+from langchain_trim.lab.sim import SimEnv
+from langchain_trim.lab.sim.labelled import fit_observation_model
 from langchain_trim.policies import RouteObservation
+from langchain_trim.policies.calibration import synthetic_calibration
 from langchain_trim.policies.pomdp import PomdpPolicy
 from langchain_trim.policies.pomdp_model import (
     PomdpModel,
     accepted_transition,
-    fit_observation_model,
     parametric_observation,
     table_distance,
     transition,
 )
 from langchain_trim.policies.pomdp_solver import solve
 from langchain_trim.policies.registry import make_policy
-from langchain_trim.sim import SimEnv
-from langchain_trim.sim.calibration import synthetic_calibration
 
 OFFICIAL = Path("/work/shared/data/trim_reference/pomdp_calibration.json")
 
@@ -115,7 +115,7 @@ def test_lower_price_buys_more_strong_tokens() -> None:
 
 def test_full_problem_solves_within_ten_seconds() -> None:
     if OFFICIAL.exists():
-        from langchain_trim.sim.official import official_calibration
+        from langchain_trim.policies.calibration import official_calibration
 
         cal = official_calibration()
     else:

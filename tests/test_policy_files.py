@@ -22,12 +22,12 @@ from langchain_trim.cli import EXIT_BAD_INPUT, app
 from langchain_trim.errors import InvalidInputError, PolicyFileError
 from langchain_trim.policies import RouteObservation
 from langchain_trim.policies.agg import AggPolicy
+from langchain_trim.policies.calibration import synthetic_calibration
 from langchain_trim.policies.learned import CONFIG_KEY, LearnedPolicy
 from langchain_trim.policies.pomdp_model import PomdpModel
 from langchain_trim.policies.pomdp_solver import solve
 from langchain_trim.policies.registry import make_policy
 from langchain_trim.policies.seq import SeqPolicy
-from langchain_trim.sim.calibration import synthetic_calibration
 
 OBS = RouteObservation(1, 0.02, (0.95,), 80, (50,), 0, None, 30)
 cli = CliRunner()

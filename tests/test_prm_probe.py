@@ -10,10 +10,7 @@ import numpy as np
 import pytest
 
 from langchain_trim.errors import ModelNotFoundError
-from langchain_trim.prm.arithmetic import ArithmeticPRM, check_step, evaluate
-from langchain_trim.prm.encoder import FEATURE_VERSION
-from langchain_trim.prm.probe import Blend, ProbeHead, ProbePRM
-from langchain_trim.prm.training import (
+from langchain_trim.lab.prm_training import (
     LabelledSolution,
     auroc,
     best_threshold,
@@ -27,6 +24,9 @@ from langchain_trim.prm.training import (
     split_by_problem,
     step_targets,
 )
+from langchain_trim.prm.arithmetic import ArithmeticPRM, check_step, evaluate
+from langchain_trim.prm.encoder import FEATURE_VERSION
+from langchain_trim.prm.probe import Blend, ProbeHead, ProbePRM
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from langchain_trim.prm.weak_labels import (
+from langchain_trim.lab.weak_labels import (
     final_answer,
     numbers,
     stated_results,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from langchain_trim.lab.sim import Calibration, SimEnv, TokenModel, fit_calibration
+from langchain_trim.lab.sim.fit import smooth_table, solve_step_accuracy
 from langchain_trim.policies import RouteDecision, RouteObservation, ThresholdPolicy
-from langchain_trim.sim import Calibration, SimEnv, TokenModel, fit_calibration
-from langchain_trim.sim.calibration import synthetic_calibration
-from langchain_trim.sim.fit import smooth_table, solve_step_accuracy
+from langchain_trim.policies.calibration import synthetic_calibration
 from langchain_trim.state import StepRecord
 
 OFFICIAL = Path("/work/shared/data/trim_reference/pomdp_calibration.json")

@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from langchain_trim.eval.baselines import RouterPoint, query_level_baselines
 from langchain_trim.eval.metrics import OperatingPoint, summarize_curve
+from langchain_trim.eval.query_routers import RouterPoint, query_level_baselines
 from langchain_trim.eval.runner import load_traces, policy_dirname, read_config
 
 FAMILY_NAMES = {

@@ -25,7 +25,7 @@ Each trace file holds one line per accepted step (``{"type": "step", ...}``: eve
 final answer, gold, ``correct`` (:func:`~langchain_trim.eval.grading.is_equivalent`),
 termination, spend, seconds, and ``error`` (``None``, or why the problem failed).
 :func:`load_traces` turns the files back into the simulator's trace format, ready for
-:func:`langchain_trim.sim.fit_calibration`, policy training and the post-hoc baselines.
+:func:`langchain_trim.lab.sim.fit_calibration`, policy training and the post-hoc baselines.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ from langchain_trim.errors import (
 from langchain_trim.eval.cache import CacheStats, SQLiteLLMCache, llm_cache
 from langchain_trim.eval.datasets import Problem
 from langchain_trim.events import is_step_event
+from langchain_trim.paths import shared_data_dir
 from langchain_trim.policies.base import RouteObservation, RoutingPolicy
 from langchain_trim.setting import Setting
 
@@ -78,31 +79,25 @@ DEFAULT_DATA_FILES: dict[str, str] = {
     "aime24": "aime24.jsonl",
     "aime": "aime_1983_2024_test.jsonl",
 }
-"""File of each dataset in the shared data folder (see :func:`default_data_path`)."""
+"""File of each dataset in ``$TRIM_SHARED_DATA`` (see :func:`default_data_path`)."""
 
 _SETTING_KEYS = ("dataset", "models", "prm", "budget", "max_steps", "step_max_tokens")
 """config.json keys that must match for a re-run to add to an existing ``out_dir``."""
 _SUBSET_KEYS = frozenset({"limit", "seed", "n_problems"})
 
 
-def shared_data_dir() -> Path:
-    """``$TRIM_SHARED_DATA``, else ``<repo>/../shared/data``."""
-    env = os.environ.get("TRIM_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
 def default_data_path(dataset: str) -> Path | None:
-    """The shared copy of ``dataset`` when it exists, else ``None`` (load from the Hub).
+    """The copy of ``dataset`` in ``$TRIM_SHARED_DATA`` when it is set and holds one, else
+    ``None`` (load from the Hub).  No other folder is looked at.
 
     >>> default_data_path("no-such-dataset") is None
     True
     """
     name = DEFAULT_DATA_FILES.get(dataset)
-    if name is None:
+    folder = shared_data_dir()
+    if name is None or folder is None:
         return None
-    path = shared_data_dir() / name
+    path = folder / name
     return path if path.is_file() else None
 
 
@@ -345,7 +340,7 @@ async def solve_problem(
     ``callbacks`` (LangChain handlers) see every run of the graph; the runs carry the
     problem id and the policy as metadata (LangSmith can filter on them).
     """
-    from langchain_trim.runnables import TrimResult
+    from langchain_trim.functional import TrimResult
 
     started = _now()
     t0 = time.perf_counter()
@@ -473,7 +468,8 @@ def _format_name(spec: Any) -> str | None:
 
 
 def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
+    """A tqdm bar on stderr, only when someone watches: a log file gets no ``\\r`` frames."""
+    if not enabled or not sys.stderr.isatty():
         return None
     try:
         from tqdm import tqdm
@@ -906,11 +902,6 @@ def load_traces(
     return out
 
 
-def all_traces(out_dir: str | Path) -> list[dict[str, Any]]:
-    """:func:`load_traces` flattened (the input of ``fit_calibration``)."""
-    return [t for ts in load_traces(out_dir).values() for t in ts]
-
-
 __all__ = [
     "CONFIG_FILE",
     "DEFAULT_DATA_FILES",
@@ -918,7 +909,6 @@ __all__ = [
     "TRACE_VERSION",
     "EvalSummary",
     "GraphFactory",
-    "all_traces",
     "arun_eval",
     "default_data_path",
     "load_traces",
@@ -928,7 +918,6 @@ __all__ = [
     "read_config",
     "read_trace_file",
     "run_eval",
-    "shared_data_dir",
     "solve_problem",
     "trace_path",
     "write_atomic",

@@ -7,9 +7,6 @@ from typing import Any
 
 from langchain_trim.prm.base import ProcessRewardModel
 
-PRM_CHOICES = ("probe", "judge", "confidence", "arithmetic", "none")
-"""PRM backends the embedded setting can build without extra files."""
-
 EMBEDDED_STEP_FORMAT = "paragraphs"
 """Step format of the embedded models: measured best on GSM8K-train (dev), see
 ``benchmarks/results/step_formats.md``."""
@@ -42,42 +39,29 @@ def local_setting(
 
     Args:
         weak / strong: embedded model names (``weak``, ``strong``, ``tiny``) or GGUF paths.
-        prm: ``"probe"`` (the trained probe PRM shipped with the package: a logistic head
-            on the weak model's step features; the best CPU scorer measured in
-            ``benchmarks/prm_quality``), ``"judge"`` (LLM-as-judge on the ``judge`` model,
-            by default the strong one), ``"confidence"`` (the weak model's own token
-            probabilities, free), ``"arithmetic"`` (exact equation checker) or ``"none"``
-            (only for always-weak/always-strong).
+        prm: a PRM spec (:mod:`langchain_trim.prm.registry`): ``"probe"`` (the trained
+            probe PRM shipped with the package: a logistic head on the weak model's step
+            features; the best CPU scorer measured in ``benchmarks/prm_quality``),
+            ``"judge"`` (LLM-as-judge on the ``judge`` model, by default the strong one),
+            ``"confidence"`` (the weak model's own token probabilities, free),
+            ``"arithmetic"`` (exact equation checker) or ``"none"`` (only for
+            always-weak/always-strong).
         temperature: sampling temperature of both models (0: greedy, as the benchmarks;
             the release samples at 0.7).
         step_format: how both models are asked for steps (see
             :mod:`langchain_trim.step_format`).
     """
     from langchain_trim.local.llama import LlamaCppChatModel
-    from langchain_trim.prm.confidence import SelfConfidencePRM
-    from langchain_trim.prm.judge import ChatJudgePRM
+    from langchain_trim.prm.registry import check_prm_spec, make_prm
 
-    if prm not in PRM_CHOICES:
-        raise ValueError(f"prm must be one of {PRM_CHOICES}, got {prm!r}")
+    kind = check_prm_spec(prm)  # a bad name fails before any model is built
     weak_model = LlamaCppChatModel(model=weak, n_threads=n_threads, temperature=temperature)
     strong_model = LlamaCppChatModel(model=strong, n_threads=n_threads, temperature=temperature)
-    scorer: ProcessRewardModel | None = None
-    if prm == "judge":
-        judge_model = strong_model
-        if judge is not None and judge != strong:
-            judge_model = LlamaCppChatModel(model=judge, n_threads=n_threads)
-        scorer = ChatJudgePRM(judge_model)
-    elif prm == "confidence":
-        scorer = SelfConfidencePRM()
-    elif prm == "probe":
-        from langchain_trim.prm.probe import ProbePRM
-
-        scorer = ProbePRM(n_threads=n_threads)
-    elif prm == "arithmetic":
-        from langchain_trim.prm.arithmetic import ArithmeticPRM
-
-        scorer = ArithmeticPRM()
+    judge_model = strong_model
+    if kind == "judge" and judge is not None and judge != strong:
+        judge_model = LlamaCppChatModel(model=judge, n_threads=n_threads)
+    scorer = make_prm(prm, strong=judge_model, n_threads=n_threads)
     return LocalSetting(weak=weak_model, strong=strong_model, prm=scorer, step_format=step_format)
 
 
-__all__ = ["EMBEDDED_STEP_FORMAT", "PRM_CHOICES", "LocalSetting", "local_setting"]
+__all__ = ["EMBEDDED_STEP_FORMAT", "LocalSetting", "local_setting"]

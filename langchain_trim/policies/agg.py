@@ -5,7 +5,7 @@ the current score, step tokens / 300, step index / 30) plus the strong tokens le
 that a per-question budget can change the decision (see
 :mod:`langchain_trim.policies.features`).  The network is the release's: two
 Linear(·→64)+LayerNorm+Tanh layers with actor and critic heads.  It is trained with PPO
-(:mod:`langchain_trim.policies.ppo`) for one cost per token λ; greedy at evaluation.
+(:mod:`langchain_trim.lab.ppo`) for one cost per token λ; greedy at evaluation.
 
 >>> policy = AggPolicy.default()
 >>> obs = RouteObservation(step_index=1, score=0.02, previous_scores=(0.95,),
@@ -18,7 +18,6 @@ Linear(·→64)+LayerNorm+Tanh layers with actor and critic heads.  It is traine
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -38,7 +37,8 @@ DEFAULT_WEIGHTS = DATA / "agg_official.safetensors"
 
 
 class AggPolicy(LearnedPolicy):
-    """TRIM-Agg with numpy inference; build with :meth:`init`, :meth:`load` or :meth:`default`."""
+    """TRIM-Agg with numpy inference; build with :meth:`load` or :meth:`default` (a fresh one
+    for training: :func:`langchain_trim.lab.nets.init_policy`)."""
 
     kind = "agg"
 
@@ -54,25 +54,6 @@ class AggPolicy(LearnedPolicy):
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return mlp_heads(self.params, x)
-
-    def torch_module(self) -> Any:
-        """A trainable torch twin holding these weights (imports torch)."""
-        from langchain_trim.policies.nets import AggNet, load_numpy
-
-        net = AggNet(self.input_size, int(self.config.get("hidden", 64)))
-        load_numpy(net, self.params)
-        return net
-
-    @classmethod
-    def init(cls, seed: int = 0, *, hidden: int = 64, **config: Any) -> AggPolicy:
-        """Freshly initialised (PyTorch default init, seeded; near-uniform actor)."""
-        import torch
-
-        from langchain_trim.policies.nets import AggNet, to_numpy
-
-        torch.manual_seed(seed)
-        net = AggNet(len(AGG_FEATURES), hidden)
-        return cls(to_numpy(net), {"hidden": hidden, "budget_scale": BUDGET_SCALE, **config})
 
     @classmethod
     def default(cls) -> AggPolicy:

@@ -2,7 +2,7 @@
 
 * :class:`ScoreOnlyPolicy` (``"weakscored"``) never escalates but asks the PRM for every
   draft, so an always-weak run also records the scores that post-hoc query-level routers
-  (difficulty routing, AutoMix-PRM, see :mod:`langchain_trim.eval.baselines`) and
+  (difficulty routing, AutoMix-PRM, see :mod:`langchain_trim.eval.query_routers`) and
   simulator calibration need.  It costs PRM calls, not strong tokens.
 * :class:`RandomPolicy` (``"random:p"``) escalates each step with probability ``p``: the
   floor any score-driven policy must beat at the same cost.  Its coin is a hash of
@@ -112,9 +112,7 @@ def _random(arg: str | None) -> RandomPolicy:
     return RandomPolicy(float(arg))
 
 
-register_policy(
-    "weakscored", lambda _: ScoreOnlyPolicy(), "always weak, PRM-scored (for post-hoc routers)"
-)
-register_policy("random", _random, "escalate each step with probability p (seeded)")
+register_policy("weakscored", lambda _: ScoreOnlyPolicy())  # always weak, PRM-scored
+register_policy("random", _random)  # escalate each step with probability p (seeded)
 
 __all__ = ["RandomPolicy", "ScoreOnlyPolicy", "uniform"]

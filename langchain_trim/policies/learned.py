@@ -53,7 +53,7 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarra
 def mlp_heads(params: Mapping[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Two Linear+LayerNorm+Tanh layers, then the actor logits and the critic value.
 
-    Parameter names match :mod:`langchain_trim.policies.nets` (``enc1``, ``ln1``, ...).
+    Parameter names match :mod:`langchain_trim.lab.nets` (``enc1``, ``ln1``, ...).
     """
     h = x
     for i in (1, 2):
@@ -174,10 +174,6 @@ class LearnedPolicy(ABC):
     @abstractmethod
     def expected_shapes(self, source: str = "policy weights") -> Shapes:
         """Every tensor's name and shape for this config (raises on a bad config)."""
-
-    @abstractmethod
-    def torch_module(self) -> Any:
-        """A trainable torch twin holding these weights (imports torch; training only)."""
 
     # -- RoutingPolicy -------------------------------------------------------------------
     @property

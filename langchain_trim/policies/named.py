@@ -50,7 +50,7 @@ def _pomdp(arg: str | None) -> RoutingPolicy:
     if cal_path:
         cal = _load_calibration(cal_path)
     else:
-        from langchain_trim.sim.official import official_calibration
+        from langchain_trim.policies.calibration import official_calibration
 
         try:
             cal = official_calibration()
@@ -66,7 +66,7 @@ def _load_calibration(path: str) -> Any:
     """A calibration file, or a one-line :class:`PolicyFileError` saying what is wrong."""
     from pydantic import ValidationError
 
-    from langchain_trim.sim.calibration import Calibration
+    from langchain_trim.policies.calibration import Calibration
 
     if not Path(path).is_file():
         raise PolicyFileError(f"calibration {path} does not exist")
@@ -83,10 +83,8 @@ def _load_calibration(path: str) -> Any:
         raise PolicyFileError(f"calibration {path} cannot be read: {exc}") from exc
 
 
-register_policy("agg", _agg, "TRIM-Agg (PPO MLP on aggregates); agg:<weights.safetensors>")
-register_policy("seq", _seq, "TRIM-Seq (PPO GRU on the score history); seq:<weights.safetensors>")
-register_policy(
-    "pomdp", _pomdp, "TRIM-POMDP solved for price lambda; pomdp:<lambda>[:reset][@<cal.json>]"
-)
+register_policy("agg", _agg)  # TRIM-Agg (PPO MLP on aggregates); agg:<weights.safetensors>
+register_policy("seq", _seq)  # TRIM-Seq (PPO GRU on the score history); seq:<weights>
+register_policy("pomdp", _pomdp)  # TRIM-POMDP for price λ; pomdp:<λ>[:reset][@<cal.json>]
 
 __all__: list[str] = []

@@ -6,13 +6,14 @@ S1 derailed earlier, S2 only this step wrong) from the scores it sees, and compa
 (:mod:`langchain_trim.policies.pomdp_solver`) at the current step, pricing the
 escalation with the draft's length.  Nothing is trained: λ (the price of one strong
 token in correct answers) is the only knob, and changing it means a new solve
-(seconds, cached).  The model comes from a :class:`~langchain_trim.sim.Calibration`.
+(seconds, cached).  The model comes from a
+:class:`~langchain_trim.policies.calibration.Calibration`.
 
 The observation a policy gets does not say which earlier steps the strong model wrote;
 the filter assumes weak ones (slightly pessimistic) unless ``previous_strong`` is known.
 Unscored previous steps (``None``) are skipped; an unscored draft is kept.
 
->>> from langchain_trim.sim.calibration import synthetic_calibration
+>>> from langchain_trim.policies.calibration import synthetic_calibration
 >>> policy = PomdpPolicy(synthetic_calibration(), lam=1e-4, cache_dir=False)
 >>> obs = RouteObservation(step_index=0, score=0.05, previous_scores=(),
 ...     step_tokens=50, previous_step_tokens=(), strong_tokens_spent=0,
@@ -29,9 +30,9 @@ from typing import Literal
 import numpy as np
 
 from langchain_trim.policies.base import RouteDecision, RouteObservation
+from langchain_trim.policies.calibration import Calibration
 from langchain_trim.policies.pomdp_model import PomdpModel, Termination
 from langchain_trim.policies.pomdp_solver import PomdpSolution, solve
-from langchain_trim.sim.calibration import Calibration
 from langchain_trim.state import Action
 
 BeliefMode = Literal["filter", "reset"]

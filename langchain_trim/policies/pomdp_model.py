@@ -15,13 +15,14 @@ probability p_s).  An escalation costs λ × the strong step's expected tokens, 
 depend on the draft's length when the calibration correlates lengths.
 
 Observations are (min previous score, current score) in 0.05 bins, with one table per
-state (:func:`fit_observation_model` fits them from labelled solutions such as
-ProcessBench's; :func:`parametric_observation` is a Beta-shaped default).  The planner
-treats each step's pair as a fresh observation, as the release does.  At run time the
-belief is filtered properly across steps (:meth:`PomdpModel.filter_belief`: the
-current score is weighed by ``P(score | min previous, state)``, since the min previous
-score is already known from the history), or, as in the release, restarted from a
-uniform prior every step (:meth:`PomdpModel.reset_belief`).
+state (:func:`langchain_trim.lab.sim.labelled.fit_observation_model` fits them from
+labelled solutions such as ProcessBench's; :func:`parametric_observation` is a
+Beta-shaped default).  The planner treats each step's pair as a fresh observation, as
+the release does.  At run time the belief is filtered properly across steps
+(:meth:`PomdpModel.filter_belief`: the current score is weighed by
+``P(score | min previous, state)``, since the min previous score is already known from
+the history), or, as in the release, restarted from a uniform prior every step
+(:meth:`PomdpModel.reset_belief`).
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
 
-from langchain_trim.sim.calibration import Calibration
+from langchain_trim.policies.calibration import Calibration
 
 S0, S1, S2 = 0, 1, 2
 Termination = Literal["author", "weak"]
@@ -88,50 +89,6 @@ def parametric_observation(n_bins: int = 20) -> np.ndarray:
         pm = np.diff(beta.cdf(edges, am, bm))
         pc = np.diff(beta.cdf(edges, ac, bc))
         out[s] = np.outer(pm, pc)
-        out[s] /= out[s].sum()
-    return out
-
-
-def fit_observation_model(
-    solutions: Iterable[tuple[Sequence[float], int]],
-    *,
-    bin_size: float = 0.05,
-    smoothing_bins: float = 1.0,
-    pseudo_count: float = 0.01,
-) -> np.ndarray:
-    """Per-state (min previous, current) tables from labelled solutions.
-
-    Each solution is ``(step scores, first wrong step index or -1)`` (ProcessBench's
-    ``label``).  Steps before the first error are S0, the first error S2, later steps
-    S1.  Histograms are blurred with a Gaussian kernel mirrored at the edges (like the
-    release's reflected KDE) plus ``pseudo_count`` per cell, then normalised.
-
-    >>> t = fit_observation_model([([0.9, 0.2, 0.1], 1)] * 50, smoothing_bins=0)
-    >>> [int(np.argmax(t[s].sum(axis=0))) for s in range(3)]
-    [18, 2, 4]
-    """
-    from langchain_trim.sim.fit import smooth_table
-
-    n = round(1.0 / bin_size)
-    counts = np.zeros((3, n, n))
-
-    def cell(x: float) -> int:
-        return min(max(int(x / bin_size), 0), n - 1)
-
-    for scores, first_error in solutions:
-        for i, score in enumerate(scores):
-            if first_error < 0 or i < first_error:
-                state = S0
-            elif i == first_error:
-                state = S2
-            else:
-                state = S1
-            m = min(scores[:i]) if i else 1.0
-            counts[state, cell(m), cell(score)] += 1
-    out = np.zeros_like(counts)
-    for s in range(3):
-        base = counts[s] if counts[s].sum() > 0 else counts.sum(axis=0)
-        out[s] = np.asarray(smooth_table(base.tolist(), smoothing_bins, pseudo_count))
         out[s] /= out[s].sum()
     return out
 
@@ -266,7 +223,7 @@ class PomdpModel:
         weighs known scores by :meth:`conditional`, and returns the belief over the
         current draft's state.
 
-        >>> from langchain_trim.sim.calibration import synthetic_calibration
+        >>> from langchain_trim.policies.calibration import synthetic_calibration
         >>> model = PomdpModel.from_calibration(synthetic_calibration())
         >>> [int(model.filter_belief([0.9], s).argmax()) for s in (0.05, 0.95)]
         [2, 0]
@@ -302,7 +259,6 @@ __all__ = [
     "PomdpModel",
     "Termination",
     "accepted_transition",
-    "fit_observation_model",
     "parametric_observation",
     "table_distance",
     "transition",

@@ -16,15 +16,13 @@ from langchain_trim.policies.threshold import ThresholdPolicy
 PolicyFactory = Callable[[str | None], RoutingPolicy]
 
 _REGISTRY: dict[str, PolicyFactory] = {}
-_DOCS: dict[str, str] = {}
 
 
-def register_policy(name: str, factory: PolicyFactory, doc: str = "") -> None:
+def register_policy(name: str, factory: PolicyFactory) -> None:
     """Make ``name[:arg]`` resolvable by :func:`make_policy`."""
     if not name or ":" in name or "," in name:
         raise ValueError(f"invalid policy name {name!r}")
     _REGISTRY[name] = factory
-    _DOCS[name] = doc
 
 
 def make_policy(spec: str) -> RoutingPolicy:
@@ -59,18 +57,13 @@ def expand_specs(specs: str) -> list[str]:
     return out
 
 
-def policy_names() -> dict[str, str]:
-    """Registered names with their one-line descriptions."""
-    return dict(_DOCS)
-
-
 def _threshold(arg: str | None) -> RoutingPolicy:
     if arg is None:
         raise ValueError("thr needs a threshold, e.g. thr:0.5")
     return ThresholdPolicy(float(arg))
 
 
-register_policy("thr", _threshold, "TRIM-Thr: escalate when the PRM score < threshold")
+register_policy("thr", _threshold)  # TRIM-Thr: escalate when the PRM score < threshold
 
 
 def _fitted(arg: str | None) -> RoutingPolicy:
@@ -81,8 +74,8 @@ def _fitted(arg: str | None) -> RoutingPolicy:
     return make_policy(str(read_policy_file(arg)["policy"]))
 
 
-register_policy("fit", _fitted, "the threshold chosen by `trim fit` on your dev traces")
-register_policy("weak", lambda _: ThresholdPolicy(0.0), "always weak (no PRM calls)")
-register_policy("strong", lambda _: ThresholdPolicy(1.0), "always strong (no PRM calls)")
+register_policy("fit", _fitted)  # the threshold chosen by `trim fit` on your dev traces
+register_policy("weak", lambda _: ThresholdPolicy(0.0))  # always weak (no PRM calls)
+register_policy("strong", lambda _: ThresholdPolicy(1.0))  # always strong (no PRM calls)
 
-__all__ = ["PolicyFactory", "expand_specs", "make_policy", "policy_names", "register_policy"]
+__all__ = ["PolicyFactory", "expand_specs", "make_policy", "register_policy"]

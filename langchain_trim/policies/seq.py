@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -49,7 +48,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class SeqPolicy(LearnedPolicy):
-    """TRIM-Seq with numpy inference; build with :meth:`init`, :meth:`load` or :meth:`default`.
+    """TRIM-Seq with numpy inference; build with :meth:`load` or :meth:`default` (a fresh one
+    for training: :func:`langchain_trim.lab.nets.init_policy`).
 
     The encoded input is the current features, the history length, then ``max_history``
     zero-padded rows of :data:`SEQ_STEP_FEATURES` (the most recent steps if longer).
@@ -134,38 +134,6 @@ class SeqPolicy(LearnedPolicy):
         h = self._hidden(np.ascontiguousarray(hist))
         logits, value = mlp_heads(self.params, np.concatenate([h, x[None, :n_cur]], axis=-1))
         return x, logits[0], float(value[0])
-
-    def torch_module(self) -> Any:
-        """A trainable torch twin holding these weights (imports torch)."""
-        from langchain_trim.policies.nets import SeqNet, load_numpy
-
-        net = SeqNet(
-            int(self.config.get("hidden", 64)),
-            int(self.config.get("gru_hidden", 32)),
-            self.max_history,
-        )
-        load_numpy(net, self.params)
-        return net
-
-    @classmethod
-    def init(
-        cls,
-        seed: int = 0,
-        *,
-        hidden: int = 64,
-        gru_hidden: int = 32,
-        max_history: int = 32,
-        **config: Any,
-    ) -> SeqPolicy:
-        """Freshly initialised (PyTorch default init, seeded; near-uniform actor)."""
-        import torch
-
-        from langchain_trim.policies.nets import SeqNet, to_numpy
-
-        torch.manual_seed(seed)
-        net = SeqNet(hidden, gru_hidden, max_history)
-        base = {"hidden": hidden, "gru_hidden": gru_hidden, "max_history": max_history}
-        return cls(to_numpy(net), {**base, "budget_scale": BUDGET_SCALE, **config})
 
     @classmethod
     def default(cls) -> SeqPolicy:

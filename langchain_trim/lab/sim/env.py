@@ -1,6 +1,6 @@
 """The simulator: one TRIM episode per question, routed by any :class:`RoutingPolicy`.
 
-Per step (TRIM-POMDP, ``PAPER.md``): the weak model drafts from the accepted prefix;
+Per step (TRIM-POMDP, arXiv:2601.10245): the weak model drafts from the accepted prefix;
 from an on-track prefix the draft is right with probability ``p_weak`` (state S0) or
 wrong (S2), from a derailed prefix the state is S1.  The PRM score of the draft is drawn
 from the state's observation table conditioned on the current min previous score.  The
@@ -32,7 +32,7 @@ from statistics import NormalDist
 from typing import Any, Literal
 
 from langchain_trim.policies.base import RouteDecision, RouteObservation, RoutingPolicy
-from langchain_trim.sim.calibration import STATES, Calibration, TokenModel
+from langchain_trim.policies.calibration import STATES, Calibration, TokenModel
 
 _SLOTS = 9
 """Uniforms per step: weak right/score bin/score jitter/tokens, strong the same, end."""
@@ -139,7 +139,7 @@ class SimEnv:
     """A calibrated TRIM environment.
 
     >>> from langchain_trim.policies import ThresholdPolicy
-    >>> from langchain_trim.sim.calibration import synthetic_calibration
+    >>> from langchain_trim.policies.calibration import synthetic_calibration
     >>> env = SimEnv(synthetic_calibration())
     >>> weak, strong = env.run(ThresholdPolicy(0), 200), env.run(ThresholdPolicy(1), 200)
     >>> weak.mean_strong_tokens, weak.accuracy < strong.accuracy

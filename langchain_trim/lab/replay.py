@@ -10,11 +10,11 @@ What a replay can answer: the draft at step t after any recorded action prefix, 
 what follows an action that some run took after that same prefix.  What it cannot:
 "what if we escalated step t" when no run escalated step t after exactly that prefix —
 that needs the strong rewrite *and* every weak continuation after it.  Such a step
-raises :class:`~langchain_trim.policies.ppo.MissingBranchError`; PPO skips the
+raises :class:`~langchain_trim.lab.ppo.MissingBranchError`; PPO skips the
 episode and counts it, evaluation reports how many were skipped.  So a replay trains
 only policies that stay close to the recorded ones (a dense threshold sweep covers
 threshold-like behaviour); train on a simulator fitted to the same traces
-(:func:`~langchain_trim.sim.fit_calibration`) for anything else.
+(:func:`~langchain_trim.lab.sim.fit_calibration`) for anything else.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_trim.lab.ppo import MissingBranchError
+from langchain_trim.lab.sim.env import EpisodeResult
 from langchain_trim.policies.base import RouteDecision, RouteObservation, RoutingPolicy
-from langchain_trim.policies.ppo import MissingBranchError
-from langchain_trim.sim.env import EpisodeResult
 
 ActionPath = tuple[int, ...]
 """Actions so far: 0 kept the weak draft, 1 the strong model wrote the step."""
@@ -47,7 +47,7 @@ class _Question:
 
 
 class ReplayEnv:
-    """Recorded runs as a :class:`~langchain_trim.policies.ppo.TrainingEnv`.
+    """Recorded runs as a :class:`~langchain_trim.lab.ppo.TrainingEnv`.
 
     >>> weak = {"question_id": "q", "correct": False, "steps": [
     ...     {"author": "weak", "tokens": 30, "score": 0.2, "draft_score": 0.2,

@@ -39,7 +39,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from langchain_trim.sim.calibration import Calibration, TokenModel
+from langchain_trim.policies.calibration import Calibration, TokenModel
 
 
 def solve_step_accuracy(

@@ -3,17 +3,18 @@
 Objective (the paper's): +1 at the end when the final answer is correct, −λ × strong
 tokens for every step the strong model rewrites, so the return of a question is
 ``correct − λ · strong_tokens`` and λ is the price of a strong token in questions.
-Settings follow the release (``PAPER.md``): Adam lr 3e-4, γ = 1, GAE λ = 0.95, clip 0.2,
-value coefficient 0.5, entropy coefficient annealed 0.01 → 0.001, gradient norm clip
-0.5, 3 epochs per batch of 64 questions, minibatches of 64 steps.  Actions are sampled
+Settings follow the release (TRIM, arXiv:2601.10245): Adam lr 3e-4, γ = 1, GAE
+λ = 0.95, clip 0.2, value coefficient 0.5, entropy coefficient annealed 0.01 → 0.001,
+gradient norm clip 0.5, 3 epochs per batch of 64 questions, minibatches of 64 steps.
+Actions are sampled
 while training and greedy at evaluation.  Every ``eval_every`` batches the greedy policy
 is scored on a fixed validation set (common random numbers) by ``accuracy − λ × mean
 strong tokens``; the best one is returned, and training stops after ``patience``
 evaluations without improvement.
 
-Environments implement :class:`TrainingEnv`: :class:`~langchain_trim.sim.SimEnv`
+Environments implement :class:`TrainingEnv`: :class:`~langchain_trim.lab.sim.SimEnv`
 (``episode`` drives the policy exactly as the graph does, budget rule included) or
-:class:`~langchain_trim.policies.replay.ReplayEnv` (recorded traces; see there for what a
+:class:`~langchain_trim.lab.replay.ReplayEnv` (recorded traces; see there for what a
 replay can answer).  Training is seeded and reproducible on one machine; it runs torch
 on one CPU thread (the networks are tiny) and the rollouts with numpy.
 """
@@ -28,9 +29,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from langchain_trim.lab.sim.env import EpisodeResult
 from langchain_trim.policies.base import RouteDecision, RouteObservation, RoutingPolicy
 from langchain_trim.policies.learned import LearnedPolicy, log_softmax
-from langchain_trim.sim.env import EpisodeResult
 
 
 class MissingBranchError(LookupError):
@@ -172,7 +173,7 @@ class _Sampler:
 def step_rewards(result: EpisodeResult, lam: float) -> list[float]:
     """−λ × tokens for each strong step, +1 added to the last step when correct.
 
-    >>> from langchain_trim.sim.env import EpisodeResult
+    >>> from langchain_trim.lab.sim.env import EpisodeResult
     >>> steps = [{"author": "weak", "tokens": 40}, {"author": "strong", "tokens": 100}]
     >>> r = EpisodeResult(0, True, 100, 40, 0, 2, 1, 0, 2, {"steps": steps})
     >>> step_rewards(r, 1e-3)
@@ -249,7 +250,7 @@ def train_ppo(
     import torch
     from tqdm.auto import tqdm
 
-    from langchain_trim.policies.nets import to_numpy
+    from langchain_trim.lab.nets import to_numpy, torch_module
 
     cfg = config or PPOConfig()
     start = time.perf_counter()
@@ -258,7 +259,7 @@ def train_ppo(
     try:
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
-        net = policy.torch_module()
+        net = torch_module(policy)
         optim = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
         current = type(policy)(to_numpy(net), {**policy.config, "lam": cfg.lam})
         sampler = _Sampler(current, rng)
@@ -274,7 +275,9 @@ def train_ppo(
         best_params = dict(current.params)
         history = [best]
         since_best = episodes = skipped = batches = 0
-        bar = tqdm(total=total, desc=f"ppo {policy.kind} λ={cfg.lam:g}", disable=not progress)
+        bar = tqdm(
+            total=total, desc=f"ppo {policy.kind} λ={cfg.lam:g}", disable=None if progress else True
+        )
         for b in range(total):
             frac = b / max(total - 1, 1)
             ent_coef = cfg.entropy_start + frac * (cfg.entropy_end - cfg.entropy_start)

@@ -2,18 +2,28 @@
 
 Parameter names equal the keys of :attr:`LearnedPolicy.params`, so a trained module's
 ``state_dict`` is the policy's weights and vice versa.  Importing this module imports
-torch; inference never does.
+torch; inference never does.  :func:`init_policy` makes a fresh TRIM-Agg/Seq policy and
+:func:`torch_module` a trainable twin of one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from langchain_trim.policies.features import SEQ_CURRENT_FEATURES, SEQ_STEP_FEATURES
+from langchain_trim.policies.agg import AggPolicy
+from langchain_trim.policies.features import (
+    AGG_FEATURES,
+    BUDGET_SCALE,
+    SEQ_CURRENT_FEATURES,
+    SEQ_STEP_FEATURES,
+)
+from langchain_trim.policies.learned import LearnedPolicy
+from langchain_trim.policies.seq import SeqPolicy
 
 
 class _Heads(nn.Module):
@@ -87,4 +97,43 @@ def load_numpy(module: nn.Module, params: Mapping[str, np.ndarray]) -> None:
     module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in params.items()})
 
 
-__all__ = ["AggNet", "SeqNet", "load_numpy", "to_numpy"]
+def torch_module(policy: LearnedPolicy) -> nn.Module:
+    """A trainable torch twin holding ``policy``'s weights."""
+    net: nn.Module
+    if isinstance(policy, AggPolicy):
+        net = AggNet(policy.input_size, int(policy.config.get("hidden", 64)))
+    elif isinstance(policy, SeqPolicy):
+        net = SeqNet(
+            int(policy.config.get("hidden", 64)),
+            int(policy.config.get("gru_hidden", 32)),
+            policy.max_history,
+        )
+    else:
+        raise TypeError(f"no torch twin for {type(policy).__name__}")
+    load_numpy(net, policy.params)
+    return net
+
+
+def init_policy(
+    kind: Literal["agg", "seq"],
+    seed: int = 0,
+    *,
+    hidden: int = 64,
+    gru_hidden: int = 32,
+    max_history: int = 32,
+    **config: Any,
+) -> LearnedPolicy:
+    """A freshly initialised TRIM-Agg or TRIM-Seq (PyTorch default init, seeded; a
+    near-uniform actor).  ``gru_hidden``/``max_history`` are TRIM-Seq's."""
+    torch.manual_seed(seed)
+    if kind == "agg":
+        agg = AggNet(len(AGG_FEATURES), hidden)
+        return AggPolicy(to_numpy(agg), {"hidden": hidden, "budget_scale": BUDGET_SCALE, **config})
+    if kind == "seq":
+        seq = SeqNet(hidden, gru_hidden, max_history)
+        base = {"hidden": hidden, "gru_hidden": gru_hidden, "max_history": max_history}
+        return SeqPolicy(to_numpy(seq), {**base, "budget_scale": BUDGET_SCALE, **config})
+    raise ValueError(f"policy must be 'agg' or 'seq', got {kind!r}")
+
+
+__all__ = ["AggNet", "SeqNet", "init_policy", "load_numpy", "to_numpy", "torch_module"]
