@@ -25,7 +25,7 @@ Example (what the committed results ran)::
 
     python -m benchmarks.real_routing formats --n 40
     python -m benchmarks.real_routing run --split dev --dataset gsm8k --n 200 \\
-        --policies "weakscored strong thr:0.3,0.5,0.7,0.9"
+        --policies "weakscored strong thr:0.45,0.55,0.65"
     python -m benchmarks.real_routing onecall --split test --dataset gsm8k --n 300
 """
 
@@ -60,6 +60,8 @@ FORMATS = ("paragraphs", "release", "short-steps")
 """Candidate step formats compared on dev (ties go to the earlier one)."""
 STEP_MAX_TOKENS = 256
 MAX_STEPS = 30
+MAX_TOTAL_TOKENS = ONE_CALL_MAX_TOKENS
+"""A solution ends at as many tokens as a one-call answer may have (loops end there)."""
 
 
 def data_dir() -> Path:
@@ -302,11 +304,25 @@ def run_chunk(
 ) -> None:
     from langchain_trim.eval.runner import run_eval
 
+    from langchain_trim.graph import create_trim_graph
+
+    def make_graph(policy: Any) -> Any:
+        return create_trim_graph(
+            setting.weak,
+            setting.strong,
+            setting.prm,
+            policy,
+            max_steps=MAX_STEPS,
+            step_max_tokens=STEP_MAX_TOKENS,
+            max_total_tokens=MAX_TOTAL_TOKENS,
+            step_format=setting.step_format,
+        ).compile(name="trim")
+
     summary = run_eval(
         problems,
         specs,
         out_dir=out,
-        setting=setting,
+        make_graph=make_graph,
         concurrency=args.concurrency,
         max_steps=MAX_STEPS,
         step_max_tokens=STEP_MAX_TOKENS,
@@ -322,6 +338,10 @@ def run_chunk(
             },
             "temperature": 0.0,
             "benchmark": "benchmarks/real_routing.py",
+            "models": {"weak": "qwen2.5-coder-0.5b", "strong": "qwen2.5-coder-1.5b"},
+            "prm": str(getattr(setting.prm, "name", None)),
+            "step_format": setting.step_format,
+            "max_total_tokens": MAX_TOTAL_TOKENS,
         },
     )
     print(f"ran {summary.ran}, skipped {summary.skipped}, errors {summary.errors}")
