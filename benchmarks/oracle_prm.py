@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from langchain_trim.prm.arithmetic import check_step
-from langchain_trim.prm.base import BaseProcessRewardModel, PRMItem
 from langchain_trim.lab.weak_labels import (
     ALWAYS_ALLOWED,
     _known,
     reference_values,
     stated_results,
 )
+from langchain_trim.prm.arithmetic import check_step
+from langchain_trim.prm.base import BaseProcessRewardModel, PRMItem
 
 
 class ReferencePRM(BaseProcessRewardModel):

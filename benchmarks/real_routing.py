@@ -303,7 +303,6 @@ def run_chunk(
     args: argparse.Namespace, problems: list[Any], specs: list[str], setting: Any, out: Path
 ) -> None:
     from langchain_trim.eval.runner import run_eval
-
     from langchain_trim.graph import create_trim_graph
 
     def make_graph(policy: Any) -> Any:
