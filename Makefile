@@ -8,7 +8,10 @@ PIP := $(PY) -m pip
 INPUTS := $(shell cat pyproject.toml constraints.txt 2>/dev/null | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(INPUTS)
 MODELS_STAMP := $(VENV)/.models-$(INPUTS)
-QUESTION ?= Violetta wants to buy new crayons. She needs them in 5 different colors and prepared $$20 for this purchase. One crayon costs $$2. How much change will she get?
+# a GSM8K-train question on which the weak model alone goes wrong: with the defaults (paragraphs
+# format, greedy, probe PRM, thr 0.6) steps 3 and 4 are rewritten by the strong model and the
+# answer is right (200)
+QUESTION ?= John puts $$25 in his piggy bank every month for 2 years to save up for a vacation. He had to spend $$400 from his piggy bank savings last week to repair his car. How many dollars are left in his piggy bank?
 
 # Python 3.10, the oldest version pyproject claims, runs the graph's own tests in a venv of
 # its own (found on PATH or in pyenv; set PYTHON310=... to choose one).

@@ -227,6 +227,49 @@ def step_stats(run: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def one_call_rows(split: str, dataset: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{model: {problem_id: row}}`` of the committed one-call answers (paragraphs format)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    names = [f"onecall_{split}_{dataset}_{{m}}.jsonl"]
+    if split == "dev":
+        names.append("formats_dev_40_{m}.jsonl")
+    for model in ("weak", "strong"):
+        rows: dict[str, dict[str, Any]] = {}
+        for name in names:
+            path = RUNS / name.format(m=model)
+            if path.is_file():
+                for line in path.read_text().splitlines():
+                    row = json.loads(line) if line.strip() else None
+                    if row and row.get("format") == "paragraphs":
+                        rows[str(row["id"])] = row
+        out[model] = rows
+    return out
+
+
+def stepwise_vs_one_call(
+    run: Mapping[str, Mapping[str, Any]], rows: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """In-graph accuracy minus one-call accuracy of the same model, paired by problem."""
+    from langchain_trim.eval.stats import bootstrap_ci
+
+    out: dict[str, Any] = {}
+    for model, spec in (("weak", "weakscored"), ("strong", "strong")):
+        ids = sorted(set(rows.get(model, {})) & set(run.get(spec, {})))
+        if not ids:
+            continue
+        graph = np.array([float(bool(run[spec][i].get("correct"))) for i in ids])
+        once = np.array([float(bool(rows[model][i]["correct"])) for i in ids])
+        out[model] = {
+            "n": len(ids),
+            "in_graph": float(graph.mean()),
+            "one_call": float(once.mean()),
+            "difference": bootstrap_ci(
+                {"g": graph, "o": once}, lambda c: float(c["g"].mean() - c["o"].mean())
+            ),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dev", type=Path, default=RUNS / "dev_gsm8k")
@@ -237,15 +280,128 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dev = load_run(args.dev)
     result: dict[str, Any] = {"dev": {"folder": str(args.dev), "steps": step_stats(dev)}}
     result["choices"] = dev_choices(dev)
+    result["dev"]["stepwise_vs_one_call"] = stepwise_vs_one_call(dev, one_call_rows("dev", "gsm8k"))
     for folder in args.test:
         if not folder.is_dir():
             continue
         test = load_run(folder)
-        result[folder.name] = {"steps": step_stats(test), **test_analysis(test, result["choices"])}
+        split, _, dataset = folder.name.partition("_")
+        result[folder.name] = {
+            "steps": step_stats(test),
+            "stepwise_vs_one_call": stepwise_vs_one_call(test, one_call_rows(split, dataset)),
+            **test_analysis(test, result["choices"]),
+        }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    print(json.dumps(result["choices"], indent=2))
+    (OUT / "report.md").write_text(render(result))
+    plot(result, OUT / "curves.png")
+    print(render(result))
     return result
+
+
+def _ci(triple: Sequence[Any] | None, pct: bool = True) -> str:
+    if not triple or triple[0] is None:
+        return "—"
+    point, lo, hi = triple
+    f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.3f}")
+    if lo is None or hi is None:
+        return f(point)
+    return f"{f(point)} [{f(lo)}, {f(hi)}]"
+
+
+def render(result: Mapping[str, Any]) -> str:
+    """The markdown report: dev choices, then each test set with intervals."""
+    ch = result["choices"]
+    lines = [
+        "# Real step routing: dev choices, test results (embedded Qwen2.5-Coder 0.5B → 1.5B)",
+        "",
+        "Greedy decoding, `paragraphs` step format, probe PRM, step cap 256 (capped steps are",
+        "continued), solutions end at 1024 tokens. Intervals: 95% bootstrap over test problems,",
+        "paired across policies.",
+        "",
+        f"## Chosen on dev (GSM8K-train, {ch['n_dev']} problems)",
+        "",
+        f"- TRIM-Thr operating point: `{ch['thr']['chosen']}` (best ΔIBC on dev: "
+        f"{ch['thr']['dev_delta_ibc']}); grid {', '.join(ch['thr']['grid'])}",
+    ]
+    for signal in SIGNALS:
+        c = ch[signal]
+        lines.append(
+            f"- {signal}: thresholds = dev quantiles "
+            f"{', '.join(f'{t:.3f}' for t in c['thresholds'])}; operating point {c['chosen']:.3f}"
+        )
+    for name, block in result.items():
+        if not name.startswith("test_"):
+            continue
+        lines += ["", f"## Test: {name} ({block['n_test']} problems)", ""]
+        lines += ["| policy | accuracy % [95% CI] | strong tokens/q |", "|---|---|---|"]
+        for spec, row in block["points"].items():
+            lines.append(f"| {spec} | {_ci(row['accuracy'])} | {row['strong_tokens']:.1f} |")
+        lines += ["", "| family | APGR [95% CI] | CPT(95%) [95% CI] |", "|---|---|---|"]
+        for fam, row in block["families"].items():
+            lines.append(f"| {fam} | {_ci(row['apgr'], False)} | {_ci(row['cpt95'], False)} |")
+        lines += ["", "| model | in graph | one call | difference, points [95% CI] | n |"]
+        lines += ["|---|---|---|---|---|"]
+        for model, row in block.get("stepwise_vs_one_call", {}).items():
+            lines.append(
+                f"| {model} | {100 * row['in_graph']:.1f} | {100 * row['one_call']:.1f} | "
+                f"{_ci(row['difference'])} | {row['n']} |"
+            )
+        lines += ["", "| paired difference | estimate [95% CI] |", "|---|---|"]
+        for label, triple in block["differences"].items():
+            lines.append(f"| {label} | {_ci(triple, False)} |")
+        lines += [
+            "",
+            "| policy | steps/solution | rewrite tokens (share of strong solution) | "
+            "escalations at step 0 / later | terminations | s/question |",
+            "|---|---|---|---|---|---|",
+        ]
+        for spec, row in block["steps"].items():
+            share = row["rewrite_share_of_strong_solution"]
+            rw = (
+                "—"
+                if row["rewrite_tokens_mean"] is None
+                else (f"{row['rewrite_tokens_mean']:.0f} ({100 * share:.0f}%)" if share else "—")
+            )
+            lines.append(
+                f"| {spec} | {row['steps_mean']:.1f} | {rw} | {row['escalations_at_step0']} / "
+                f"{row['escalations_later']} | {row['terminations']} | {row['seconds_mean']:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: Mapping[str, Any], path: Path) -> None:
+    """Accuracy against strong tokens per question, one panel per test set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tests = [(k, v) for k, v in result.items() if k.startswith("test_")]
+    if not tests:
+        return
+    fig, axes = plt.subplots(1, len(tests), figsize=(6 * len(tests), 4.5), squeeze=False)
+    for ax, (name, block) in zip(axes[0], tests, strict=True):
+        pts = block["points"]
+        xs = [pts[s]["strong_tokens"] for s in pts]
+        ys = [100 * pts[s]["accuracy"][0] for s in pts]
+        ax.plot(
+            [pts["weak"]["strong_tokens"], pts["strong"]["strong_tokens"]],
+            [100 * pts["weak"]["accuracy"][0], 100 * pts["strong"]["accuracy"][0]],
+            "k--",
+            lw=1,
+            label="random mixing",
+        )
+        ax.scatter(xs, ys, zorder=3)
+        for s, x, y in zip(pts, xs, ys, strict=True):
+            ax.annotate(s, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel("strong tokens per question")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{name} ({block['n_test']} problems)")
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

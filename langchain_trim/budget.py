@@ -43,6 +43,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_trim.errors import InvalidInputError, StepGenerationError
 from langchain_trim.generation import StepGenerator, StepOutput
 from langchain_trim.policies.base import RouteDecision, RouteObservation, RoutingPolicy
+from langchain_trim.policies.rule import budget_covers, decide_step
 from langchain_trim.policies.threshold import ThresholdPolicy
 
 logger = logging.getLogger(__name__)
@@ -222,7 +223,8 @@ def trace_strong_fraction(
                     budget=None,
                     max_steps=max_steps,
                 )
-                if policy.decide(obs).action == "escalate":
+                rule = decide_step(policy, obs, step_max_tokens=max(1, round(strong_step_tokens)))
+                if rule.action == "escalate":
                     spent += strong_step_tokens
                 scores.append(obs.score)
                 tokens.append(obs.step_tokens)
@@ -402,9 +404,8 @@ class GlobalBudgetPolicy:
         decision = self.inner.decide(observation)
         if decision.action != "escalate":
             return decision
-        left = observation.budget_left
-        if left is not None and left < self.budget.step_tokens:
-            return decision  # the graph blocks it: nothing to reserve
+        if not budget_covers(observation.budget_left, self.budget.step_tokens):
+            return decision  # the routing rule blocks it: nothing to reserve
         if self.budget.reserve():
             return decision
         return RouteDecision(

@@ -62,7 +62,8 @@ from langchain_trim.generation import (
     as_step_generator,
 )
 from langchain_trim.models import ChatModelLike
-from langchain_trim.policies.base import RouteDecision, RouteObservation, RoutingPolicy
+from langchain_trim.policies.base import RouteObservation, RoutingPolicy
+from langchain_trim.policies.rule import decide_step
 from langchain_trim.prm.base import ProcessRewardModel, StepObserver, validate_scores
 from langchain_trim.state import (
     OutputMode,
@@ -554,30 +555,13 @@ class _TrimNodes:
         settings = self.settings(runtime)
         draft = PendingDraft(**state["trim_draft"])  # type: ignore[typeddict-item]
         obs = self.observation(state, draft, settings)
-        untrusted = bool(_spend_view(state).get("strong_untrusted"))
-        if untrusted:  # not asked: a policy may reserve shared budget for an escalation
-            decision = RouteDecision("escalate", "strong model distrusted")
-        else:
-            decision = self.policy.decide(obs)
-        if not isinstance(decision, RouteDecision) or decision.action not in (
-            "continue",
-            "escalate",
-        ):
-            raise TypeError(f"policy {self.policy.name} returned {decision!r}, not a RouteDecision")
-        blocked = False
-        reason = decision.reason
-        left = obs.budget_left
-        if decision.action == "escalate" and untrusted:
-            blocked = True
-            reason = f"{reason}; blocked: the strong model did not honour max_tokens"
-            decision = RouteDecision("continue", reason)
-        elif decision.action == "escalate" and left is not None and left < settings.step_max_tokens:
-            blocked = True
-            reason = (
-                f"{reason}; budget blocked: {left} strong tokens left < step cap "
-                f"{settings.step_max_tokens}"
-            )
-            decision = RouteDecision("continue", reason)
+        decision = decide_step(
+            self.policy,
+            obs,
+            step_max_tokens=settings.step_max_tokens,
+            strong_trusted=not _spend_view(state).get("strong_untrusted"),
+        )
+        blocked, reason, left = decision.budget_blocked, decision.reason, obs.budget_left
         draft["decision"] = decision.action
         draft["reason"] = reason
         draft["budget_blocked"] = blocked

@@ -25,7 +25,8 @@ from typing import Any
 
 from langchain_trim.lab.ppo import MissingBranchError
 from langchain_trim.lab.sim.env import EpisodeResult
-from langchain_trim.policies.base import RouteDecision, RouteObservation, RoutingPolicy
+from langchain_trim.policies.base import RouteObservation, RoutingPolicy
+from langchain_trim.policies.rule import decide_step
 
 ActionPath = tuple[int, ...]
 """Actions so far: 0 kept the weak draft, 1 the strong model wrote the step."""
@@ -143,14 +144,10 @@ class ReplayEnv:
             if policy.needs_score(obs):
                 prm_calls += 1
                 obs = obs.with_score(draft_score)
-            decision = policy.decide(obs)
-            if not isinstance(decision, RouteDecision):
-                raise TypeError(f"policy {policy.name} returned {decision!r}")
+            decision = decide_step(policy, obs, step_max_tokens=self.step_max_tokens)
             action = 1 if decision.action == "escalate" else 0
-            left = obs.budget_left
-            was_blocked = bool(action and left is not None and left < self.step_max_tokens)
-            if was_blocked:
-                action, blocked = 0, blocked + 1
+            was_blocked = decision.budget_blocked
+            blocked += was_blocked
             path = (*path, action)
             outcome = q.outcomes.get(path)
             if outcome is None:

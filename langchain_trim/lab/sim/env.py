@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Literal
 
-from langchain_trim.policies.base import RouteDecision, RouteObservation, RoutingPolicy
+from langchain_trim.policies.base import RouteObservation, RoutingPolicy
 from langchain_trim.policies.calibration import STATES, Calibration, TokenModel
+from langchain_trim.policies.rule import decide_step
 
 _SLOTS = 9
 """Uniforms per step: weak right/score bin/score jitter/tokens, strong the same, end."""
@@ -283,18 +284,9 @@ class SimEnv:
                     max_steps=self.max_steps,
                     step_max_tokens=self.step_max_tokens,
                 )
-            decision = policy.decide(obs)
-            if not isinstance(decision, RouteDecision) or decision.action not in (
-                "continue",
-                "escalate",
-            ):
-                raise TypeError(f"policy {policy.name} returned {decision!r}, not a RouteDecision")
-            action = decision.action
-            left = obs.budget_left
-            was_blocked = action == "escalate" and left is not None and left < self.step_max_tokens
-            if was_blocked:
-                action = "continue"
-                blocked += 1
+            decision = decide_step(policy, obs, step_max_tokens=self.step_max_tokens)
+            action, was_blocked = decision.action, decision.budget_blocked
+            blocked += was_blocked
             if action == "escalate":
                 escalations += 1
                 discarded += draft_tokens
