@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_trim.errors import InvalidInputError
 from langchain_trim.state import StepRecord, Termination, TrimSpend, new_spend
 
 
@@ -42,6 +43,11 @@ class TrimResult:
 def _graph(kwargs: dict[str, Any]) -> Any:
     from langchain_trim.graph import create_trim_graph
 
+    missing = [k for k in ("draft_model", "strong_model", "prm", "policy") if k not in kwargs]
+    if missing:
+        raise InvalidInputError(
+            f"solve() needs {', '.join(missing)} (create_trim_graph's arguments; prm may be None)"
+        )
     return create_trim_graph(
         kwargs.pop("draft_model"),
         kwargs.pop("strong_model"),

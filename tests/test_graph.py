@@ -279,3 +279,11 @@ def test_unknown_step_format_is_rejected() -> None:
         create_trim_graph(
             FakeStepModel(), FakeStepModel(), None, ThresholdPolicy(0), step_format="nope"
         )
+
+
+def test_solve_names_its_missing_arguments() -> None:
+    from langchain_trim import solve
+    from langchain_trim.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="needs strong_model, prm, policy"):
+        solve("1+1?", draft_model=FakeStepModel(steps=["x"]))
