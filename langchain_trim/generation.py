@@ -19,7 +19,7 @@ import concurrent.futures
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -167,6 +167,17 @@ def _logprobs(message: BaseMessage) -> tuple[float, ...] | None:
         return tuple(float(tok["logprob"]) for tok in content)
     except (KeyError, TypeError, ValueError):
         return None
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One model call of a step, and what its failure is charged against."""
+
+    messages: list[BaseMessage]
+    config: RunnableConfig
+    kwargs: dict[str, Any]
+    acc: dict[str, Any]
+    asked: int
 
 
 class ChatStepGenerator:
@@ -405,6 +416,65 @@ class ChatStepGenerator:
             step_index=index,
         )
 
+    def _steps(
+        self,
+        question: str,
+        prefix: Sequence[str],
+        max_tokens: int,
+        config: RunnableConfig | None,
+        continue_last: bool,
+    ) -> Generator[_Call | StepOutput, Any, None]:
+        """The step loop without I/O, for the sync and async paths alike.
+
+        Yields each model call to make (and is sent its answer), then the step.
+        """
+        acc = self._new_acc(prefix, continue_last)
+        prefix_text = self.delimiter.join(prefix)
+        cfg = self._config(config, {"trim_step": acc["index"], "trim_role": self.role})
+        while True:
+            asked = max_tokens - acc["tokens"]
+            if asked <= 0:  # blank continuations used up the step's cap
+                acc["stop"] = "length"
+                break
+            messages = self._messages(question, prefix_text, len(prefix), acc)
+            message = yield _Call(messages, cfg, self._call_kwargs(asked), acc, asked)
+            done, prefix_text = self._accumulate(message, prefix_text, acc, asked)
+            if done:
+                break
+        yield self._finish(acc)
+
+    def _deadline(self, call: _Call) -> dict[str, Any]:
+        """The call's keyword arguments, with the deadline a deadline-aware model stops at."""
+        if self.timeout is not None and self._deadline_aware:
+            # The model stops itself at the deadline and frees its lock; the error it
+            # raises carries the tokens it decoded.
+            return {**call.kwargs, "deadline": time.monotonic() + self.timeout}
+        return call.kwargs
+
+    def _invoke(self, call: _Call) -> Any:
+        kwargs = self._deadline(call)
+        try:
+            if self.timeout is None or self._deadline_aware:
+                return self.model.invoke(call.messages, call.config, **kwargs)
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+            try:
+                future = pool.submit(self.model.invoke, call.messages, call.config, **kwargs)
+                return future.result(timeout=self.timeout)
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)
+        except Exception as exc:
+            raise self._error(exc, call.acc, call.asked) from exc
+
+    async def _ainvoke(self, call: _Call) -> Any:
+        kwargs = self._deadline(call)
+        try:
+            answer = self.model.ainvoke(call.messages, call.config, **kwargs)
+            return await (
+                answer if self.timeout is None else asyncio.wait_for(answer, self.timeout)
+            )
+        except Exception as exc:
+            raise self._error(exc, call.acc, call.asked) from exc
+
     # -- protocol ------------------------------------------------------------------
     def generate(
         self,
@@ -415,41 +485,11 @@ class ChatStepGenerator:
         config: RunnableConfig | None = None,
         continue_last: bool = False,
     ) -> StepOutput:
-        acc = self._new_acc(prefix, continue_last)
-        prefix_text = self.delimiter.join(prefix)
-        cfg = self._config(config, {"trim_step": acc["index"], "trim_role": self.role})
-        while True:
-            asked = max_tokens - acc["tokens"]
-            if asked <= 0:  # blank continuations used up the step's cap
-                acc["stop"] = "length"
-                return self._finish(acc)
-            messages = self._messages(question, prefix_text, len(prefix), acc)
-            try:
-                if self.timeout is None:
-                    message = self.model.invoke(messages, cfg, **self._call_kwargs(asked))
-                elif self._deadline_aware:
-                    # The model stops itself at the deadline and frees its lock; the
-                    # error it raises carries the tokens it decoded.
-                    message = self.model.invoke(
-                        messages,
-                        cfg,
-                        deadline=time.monotonic() + self.timeout,
-                        **self._call_kwargs(asked),
-                    )
-                else:
-                    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-                    try:
-                        future = pool.submit(
-                            self.model.invoke, messages, cfg, **self._call_kwargs(asked)
-                        )
-                        message = future.result(timeout=self.timeout)
-                    finally:
-                        pool.shutdown(wait=False, cancel_futures=True)
-            except Exception as exc:
-                raise self._error(exc, acc, asked) from exc
-            done, prefix_text = self._accumulate(message, prefix_text, acc, asked)
-            if done:
-                return self._finish(acc)
+        steps = self._steps(question, prefix, max_tokens, config, continue_last)
+        request = next(steps)
+        while isinstance(request, _Call):
+            request = steps.send(self._invoke(request))
+        return request
 
     async def agenerate(
         self,
@@ -460,28 +500,11 @@ class ChatStepGenerator:
         config: RunnableConfig | None = None,
         continue_last: bool = False,
     ) -> StepOutput:
-        acc = self._new_acc(prefix, continue_last)
-        prefix_text = self.delimiter.join(prefix)
-        cfg = self._config(config, {"trim_step": acc["index"], "trim_role": self.role})
-        while True:
-            asked = max_tokens - acc["tokens"]
-            if asked <= 0:
-                acc["stop"] = "length"
-                return self._finish(acc)
-            messages = self._messages(question, prefix_text, len(prefix), acc)
-            try:
-                kwargs = self._call_kwargs(asked)
-                if self.timeout is not None and self._deadline_aware:
-                    kwargs["deadline"] = time.monotonic() + self.timeout
-                call = self.model.ainvoke(messages, cfg, **kwargs)
-                message = await (
-                    call if self.timeout is None else asyncio.wait_for(call, self.timeout)
-                )
-            except Exception as exc:
-                raise self._error(exc, acc, asked) from exc
-            done, prefix_text = self._accumulate(message, prefix_text, acc, asked)
-            if done:
-                return self._finish(acc)
+        steps = self._steps(question, prefix, max_tokens, config, continue_last)
+        request = next(steps)
+        while isinstance(request, _Call):
+            request = steps.send(await self._ainvoke(request))
+        return request
 
 
 def as_step_generator(
