@@ -34,14 +34,13 @@ import contextvars
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.runnables import RunnableConfig
-
 from langchain_trim.errors import InvalidInputError, StepGenerationError
-from langchain_trim.generation import StepGenerator, StepOutput
+from langchain_trim.generation import DelegatingStepGenerator, StepGenerator, StepOutput
 from langchain_trim.policies.base import RouteDecision, RouteObservation, RoutingPolicy
 from langchain_trim.policies.rule import budget_covers, decide_step
 from langchain_trim.policies.threshold import ThresholdPolicy
@@ -443,7 +442,7 @@ def spent_tokens(exc: BaseException) -> int:
     return most
 
 
-class BudgetedStepGenerator:
+class BudgetedStepGenerator(DelegatingStepGenerator):
     """The strong model's step generator, settling :class:`GlobalBudget` reservations.
 
     Every call is checked against the reservation: ``max_tokens`` must be the budget's
@@ -475,49 +474,21 @@ class BudgetedStepGenerator:
         _UNFUNDED.set(None)
         return key
 
-    def _failed(self, exc: BaseException, key: tuple[int, str, int]) -> None:
-        spent = spent_tokens(exc)
-        if spent > 0:  # the attempt used its reservation up
-            self.budget.settle(spent)
-            _UNFUNDED.set(key)
-
-    def generate(
-        self,
-        question: str,
-        prefix: Sequence[str],
-        *,
-        max_tokens: int,
-        config: RunnableConfig | None = None,
-        **kwargs: Any,
-    ) -> StepOutput:
+    @contextmanager
+    def _delegate(
+        self, question: str, prefix: Sequence[str], max_tokens: int
+    ) -> Iterator[StepGenerator]:
         key = self._begin(question, prefix, max_tokens)
         try:
-            out = self.inner.generate(
-                question, prefix, max_tokens=max_tokens, config=config, **kwargs
-            )
+            yield self.inner
         except Exception as exc:
-            self._failed(exc, key)
+            spent = spent_tokens(exc)
+            if spent > 0:  # the attempt used its reservation up
+                self.budget.settle(spent)
+                _UNFUNDED.set(key)
             raise
-        self.budget.settle(out.tokens)
-        return out
 
-    async def agenerate(
-        self,
-        question: str,
-        prefix: Sequence[str],
-        *,
-        max_tokens: int,
-        config: RunnableConfig | None = None,
-        **kwargs: Any,
-    ) -> StepOutput:
-        key = self._begin(question, prefix, max_tokens)
-        try:
-            out = await self.inner.agenerate(
-                question, prefix, max_tokens=max_tokens, config=config, **kwargs
-            )
-        except Exception as exc:
-            self._failed(exc, key)
-            raise
+    def _settle(self, out: StepOutput) -> StepOutput:
         self.budget.settle(out.tokens)
         return out
 

@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -111,6 +112,41 @@ class StepGenerator(Protocol):
         config: RunnableConfig | None = None,
         continue_last: bool = False,
     ) -> StepOutput: ...
+
+
+class DelegatingStepGenerator:
+    """A step generator that hands each call to another one.
+
+    Wrappers (a pool, a budget guard) say which generator writes the step and what
+    happens around the call in :meth:`_delegate` and :meth:`_settle`; the sync and async
+    paths share both, and every keyword argument reaches the inner generator.
+    """
+
+    name: str
+
+    def _delegate(
+        self, question: str, prefix: Sequence[str], max_tokens: int
+    ) -> AbstractContextManager[StepGenerator]:
+        """The generator to call, in a context that sees the call's failure."""
+        raise NotImplementedError
+
+    def _settle(self, out: StepOutput) -> StepOutput:
+        """What the wrapper does with a step once written."""
+        return out
+
+    def generate(
+        self, question: str, prefix: Sequence[str], *, max_tokens: int, **kwargs: Any
+    ) -> StepOutput:
+        with self._delegate(question, prefix, max_tokens) as gen:
+            out = gen.generate(question, prefix, max_tokens=max_tokens, **kwargs)
+        return self._settle(out)
+
+    async def agenerate(
+        self, question: str, prefix: Sequence[str], *, max_tokens: int, **kwargs: Any
+    ) -> StepOutput:
+        with self._delegate(question, prefix, max_tokens) as gen:
+            out = await gen.agenerate(question, prefix, max_tokens=max_tokens, **kwargs)
+        return self._settle(out)
 
 
 def build_messages(

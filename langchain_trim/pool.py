@@ -30,9 +30,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
-from langchain_core.runnables import RunnableConfig
-
-from langchain_trim.generation import StepGenerator, StepOutput, as_step_generator
+from langchain_trim.generation import DelegatingStepGenerator, StepGenerator, as_step_generator
 from langchain_trim.models import ChatModelLike
 from langchain_trim.prm.base import PRMItem, ProcessRewardModel
 
@@ -129,7 +127,7 @@ def _common_name(names: Sequence[str]) -> str:
     return unique[0] if len(unique) == 1 else "|".join(unique)
 
 
-class PooledStepGenerator:
+class PooledStepGenerator(DelegatingStepGenerator):
     """A step generator that sends each question to one of several models.
 
     Args:
@@ -176,27 +174,10 @@ class PooledStepGenerator:
     def __repr__(self) -> str:
         return f"PooledStepGenerator({self.name!r}, members={len(self.pool.members)})"
 
-    def generate(
-        self,
-        question: str,
-        prefix: Sequence[str],
-        *,
-        max_tokens: int,
-        config: RunnableConfig | None = None,
-    ) -> StepOutput:
-        with self.pool.lease(question) as gen:
-            return gen.generate(question, prefix, max_tokens=max_tokens, config=config)
-
-    async def agenerate(
-        self,
-        question: str,
-        prefix: Sequence[str],
-        *,
-        max_tokens: int,
-        config: RunnableConfig | None = None,
-    ) -> StepOutput:
-        with self.pool.lease(question) as gen:
-            return await gen.agenerate(question, prefix, max_tokens=max_tokens, config=config)
+    def _delegate(
+        self, question: str, prefix: Sequence[str], max_tokens: int
+    ) -> contextlib.AbstractContextManager[StepGenerator]:
+        return self.pool.lease(question)
 
 
 class PooledPRM:

@@ -219,3 +219,13 @@ def test_a_slow_server_times_out_within_the_request_timeout() -> None:
         )
         with pytest.raises(StepGenerationError, match=r"(?i)timed? ?out"):
             gen.generate(PROBLEMS[0].question, [], max_tokens=8)
+
+
+def test_pooled_generator_continues_a_step_cut_at_the_cap() -> None:
+    """The graph continues a step cut by the token cap (``continue_last=True``); a pool
+    hands that on to its member instead of failing with a TypeError."""
+    member = FakeStepModel(steps=["x = 1", r"\boxed{1}"])
+    gen = PooledStepGenerator([member])
+    out = gen.generate("q", ["x ="], max_tokens=8, continue_last=True)
+    assert out.text and out.stop != "length"
+    assert asyncio.run(gen.agenerate("q", ["x ="], max_tokens=8, continue_last=True)).text
