@@ -27,7 +27,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -136,8 +136,16 @@ def _call_with_timeout(fn: Callable[[], Any], timeout: float | None) -> Any:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _degrade(mode: FailureMode, message: str) -> None:
-    """Make a kept-draft fallback loud: warn and log (``"warn"``) or log (``"keep_draft"``)."""
+def _fall_back(
+    spend: TrimSpend,
+    counter: Literal["prm_errors", "strong_errors"],
+    mode: FailureMode,
+    message: str,
+) -> None:
+    """Count a kept-draft fallback (in all and under ``counter``) and make it loud: warn
+    and log (``"warn"``) or log (``"keep_draft"``)."""
+    spend["fallbacks"] += 1
+    spend[counter] = spend.get(counter, 0) + 1
     if mode == "warn":
         logger.warning(message)
         warnings.warn(message, TrimWarning, stacklevel=3)
@@ -209,6 +217,57 @@ class _Escalation:
     """Why no further attempt was made although the last one failed (the budget)."""
 
 
+_Attempted = tuple[dict[str, Any], StepOutput | StepGenerationError | None, bool]
+"""An attempt's record, its live outcome (``None`` when replayed) and whether an earlier
+attempt was abandoned."""
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One strong attempt the escalation loop asks for."""
+
+    state: TrimState
+    esc: _Escalation
+    settings: TrimSettings
+    question: str
+    prefix: Sequence[str]
+    kwargs: dict[str, Any]
+    durable: bool
+
+
+@dataclass
+class _Live:
+    """What the two tasks of one durable attempt did in this process (a task whose result
+    was saved by an earlier run is not run again)."""
+
+    request: _Attempt
+    began: bool = False
+    called: bool = False
+    outcome: StepOutput | StepGenerationError | None = None
+
+    def begin(self) -> bool:
+        self.began = True
+        return True
+
+    def blocked(self, nodes: _TrimNodes, resumed: bool) -> dict[str, Any] | None:
+        """Mark the call made; the record of a resumed call the budget no longer covers."""
+        self.called = True
+        state, esc, settings = self.request.state, self.request.esc, self.request.settings
+        if resumed and not nodes._can_attempt(state, _abandon(esc, settings), settings):
+            return {"skipped": "budget"}
+        return None
+
+    def keep(
+        self, attempted: tuple[dict[str, Any], StepOutput | StepGenerationError]
+    ) -> dict[str, Any]:
+        record, self.outcome = attempted
+        return record
+
+    def result(self, record: dict[str, Any]) -> _Attempted:
+        # A call made by this run after a begin marker it did not write: one was abandoned.
+        return record, self.outcome, not self.began and self.called
+
+
 def _output_record(out: StepOutput) -> dict[str, Any]:
     return {
         "ok": True,
@@ -252,35 +311,23 @@ def _error_text(exc: StepGenerationError, record: dict[str, Any] | None) -> str:
     return f"{kind}: {exc}"
 
 
+@dataclass(kw_only=True, eq=False)
 class _TrimNodes:
     """The node functions, closed over the models, the PRM, the policy and settings."""
 
-    def __init__(
-        self,
-        *,
-        draft: StepGenerator,
-        strong: StepGenerator,
-        prm: ProcessRewardModel | None,
-        policy: RoutingPolicy,
-        settings: TrimSettings,
-        delimiter: str,
-        on_prm_error: FailureMode,
-        on_strong_error: FailureMode,
-        strong_retry: RetryPolicy,
-        output_mode: OutputMode,
-        timeout: float | None = None,
-    ) -> None:
-        self.timeout = timeout
-        self.draft_gen = draft
-        self.strong_gen = strong
-        self.prm = prm
-        self.policy = policy
-        self.defaults = settings
-        self.delimiter = delimiter
-        self.on_prm_error = on_prm_error
-        self.on_strong_error = on_strong_error
-        self.strong_retry = strong_retry
-        self.output_mode = output_mode
+    draft_gen: StepGenerator
+    strong_gen: StepGenerator
+    prm: ProcessRewardModel | None
+    policy: RoutingPolicy
+    defaults: TrimSettings
+    delimiter: str
+    on_prm_error: FailureMode
+    on_strong_error: FailureMode
+    strong_retry: RetryPolicy
+    output_mode: OutputMode
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
         # RunnableCallable, not RunnableLambda: same traced runs, but it inspects the
         # function signature once instead of on every call (~0.2 ms/step of router time).
         self.prm_runnable = RunnableCallable(self._prm_call, self._aprm_call, name="trim.prm")
@@ -502,9 +549,9 @@ class _TrimNodes:
                 raise PRMError(f"PRM failed at step {draft['index']}: {error}") from error
             draft["score"] = None
             draft["fallback"] = f"prm_error: {type(error).__name__}: {error}"
-            spend["fallbacks"] += 1
-            spend["prm_errors"] = spend.get("prm_errors", 0) + 1
-            _degrade(
+            _fall_back(
+                spend,
+                "prm_errors",
                 self.on_prm_error,
                 f"PRM failed at step {draft['index']} ({type(error).__name__}: {error}); "
                 "the draft is routed unscored",
@@ -749,30 +796,26 @@ class _TrimNodes:
         return bool(record["retry"])
 
     def _attempt(
-        self, question: str, prefix: Sequence[str], kwargs: dict[str, Any]
+        self, request: _Attempt
     ) -> tuple[dict[str, Any], StepOutput | StepGenerationError]:
         try:
-            out = self.strong_gen.generate(question, prefix, **kwargs)
+            out = self.strong_gen.generate(request.question, request.prefix, **request.kwargs)
         except StepGenerationError as exc:
             return _error_record(exc, _retryable(self.strong_retry, exc)), exc
         return _output_record(out), out
 
     async def _aattempt(
-        self, question: str, prefix: Sequence[str], kwargs: dict[str, Any]
+        self, request: _Attempt
     ) -> tuple[dict[str, Any], StepOutput | StepGenerationError]:
         try:
-            out = await self.strong_gen.agenerate(question, prefix, **kwargs)
+            out = await self.strong_gen.agenerate(
+                request.question, request.prefix, **request.kwargs
+            )
         except StepGenerationError as exc:
             return _error_record(exc, _retryable(self.strong_retry, exc)), exc
         return _output_record(out), out
 
-    def _durable_attempt(
-        self,
-        state: TrimState,
-        esc: _Escalation,
-        settings: TrimSettings,
-        call_args: tuple[str, Sequence[str], dict[str, Any]],
-    ) -> tuple[dict[str, Any], StepOutput | StepGenerationError | None, bool]:
+    def _durable_attempt(self, request: _Attempt) -> _Attempted:
         """One strong attempt as two LangGraph tasks: a marker, then the call.
 
         A task's result is saved when it returns, and a resumed run gets saved results
@@ -782,54 +825,80 @@ class _TrimNodes:
         it).  Returns the attempt's record, its live outcome (``None`` when replayed) and
         whether an earlier attempt was abandoned.
         """
-        live: dict[str, Any] = {}
+        live = _Live(request)
 
         def begin() -> bool:
-            live["began"] = True
-            return True
+            return live.begin()
 
         def call(resumed: bool) -> dict[str, Any]:
-            live["called"] = True
-            if resumed and not self._can_attempt(state, _abandon(esc, settings), settings):
-                return {"skipped": "budget"}
-            record, live["outcome"] = self._attempt(*call_args)
-            return record
+            return live.blocked(self, resumed) or live.keep(self._attempt(request))
 
         _task(name="trim.strong_attempt_begin")(begin)().result()
-        resumed = "began" not in live
-        record = _task(name="trim.strong_attempt")(call)(resumed).result()
-        return record, live.get("outcome"), resumed and "called" in live
+        called = _task(name="trim.strong_attempt")(call)(not live.began)
+        return live.result(called.result())
 
-    async def _adurable_attempt(
-        self,
-        state: TrimState,
-        esc: _Escalation,
-        settings: TrimSettings,
-        call_args: tuple[str, Sequence[str], dict[str, Any]],
-        config: RunnableConfig,
-    ) -> tuple[dict[str, Any], StepOutput | StepGenerationError | None, bool]:
+    async def _adurable_attempt(self, request: _Attempt, config: RunnableConfig) -> _Attempted:
         """Async :meth:`_durable_attempt`."""
-        live: dict[str, Any] = {}
+        live = _Live(request)
 
         async def begin() -> bool:
-            live["began"] = True
-            return True
+            return live.begin()
 
         async def call(resumed: bool) -> dict[str, Any]:
-            live["called"] = True
-            if resumed and not self._can_attempt(state, _abandon(esc, settings), settings):
-                return {"skipped": "budget"}
-            record, live["outcome"] = await self._aattempt(*call_args)
-            return record
+            return live.blocked(self, resumed) or live.keep(await self._aattempt(request))
 
         with _in_runnable_context(config):
             began = _task(name="trim.strong_attempt_begin")(begin)()
         await began
-        resumed = "began" not in live
         with _in_runnable_context(config):
-            called = _task(name="trim.strong_attempt")(call)(resumed)
-        record: dict[str, Any] = await called
-        return record, live.get("outcome"), resumed and "called" in live
+            called = _task(name="trim.strong_attempt")(call)(not live.began)
+        return live.result(await called)
+
+    def _escalation(
+        self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
+    ) -> Generator[_Attempt | float | dict[str, Any], Any, None]:
+        """The retry loop of :meth:`escalate` without I/O, for the sync and async nodes.
+
+        Yields each attempt to make (and is sent its record, live outcome and whether an
+        earlier attempt was abandoned) and the seconds to back off between attempts, then
+        the node's update.
+        """
+        settings = self.settings(runtime)
+        prefix, open_step = self.prefix(state)
+        kwargs = self._gen_kwargs(settings, open_step, config)
+        index = state["trim_draft"]["index"]  # type: ignore[index]
+        durable = _checkpointed(config)
+        esc = _Escalation()
+        for attempt in range(1, self.strong_retry.max_attempts + 1):
+            if not self._can_attempt(state, esc, settings):
+                esc.stopped = "budget"
+                break
+            record, outcome, abandoned = yield _Attempt(
+                state, esc, settings, state["question"], prefix, kwargs, durable
+            )
+            again = self._settle(esc, record, outcome, abandoned, settings, index)
+            if not again or attempt == self.strong_retry.max_attempts:
+                break
+            yield _backoff(self.strong_retry, attempt)
+        yield self._after_strong(state, esc, runtime, config)
+
+    def _run_attempt(self, request: _Attempt | float) -> _Attempted | None:
+        if not isinstance(request, _Attempt):
+            time.sleep(request)
+            return None
+        if request.durable:
+            return self._durable_attempt(request)
+        return (*self._attempt(request), False)
+
+    async def _arun_attempt(
+        self, request: _Attempt | float, config: RunnableConfig
+    ) -> _Attempted | None:
+        if not isinstance(request, _Attempt):
+            await asyncio.sleep(request)
+            return None
+        if request.durable:
+            return await self._adurable_attempt(request, config)
+        return (*await self._aattempt(request), False)
 
     def escalate(
         self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
@@ -840,50 +909,20 @@ class _TrimNodes:
         (:meth:`_durable_attempt`), so a resumed run never pays again for an attempt
         that returned, and charges one that was in flight when the process died.
         """
-        settings = self.settings(runtime)
-        prefix, open_step = self.prefix(state)
-        call_args = (state["question"], prefix, self._gen_kwargs(settings, open_step, config))
-        index = state["trim_draft"]["index"]  # type: ignore[index]
-        durable = _checkpointed(config)
-        esc = _Escalation()
-        for attempt in range(1, self.strong_retry.max_attempts + 1):
-            if not self._can_attempt(state, esc, settings):
-                esc.stopped = "budget"
-                break
-            if durable:
-                record, outcome, abandoned = self._durable_attempt(state, esc, settings, call_args)
-            else:
-                (record, outcome), abandoned = self._attempt(*call_args), False
-            again = self._settle(esc, record, outcome, abandoned, settings, index)
-            if not again or attempt == self.strong_retry.max_attempts:
-                break
-            time.sleep(_backoff(self.strong_retry, attempt))
-        return self._after_strong(state, esc, runtime, config)
+        steps = self._escalation(state, config, runtime)
+        request = next(steps)
+        while not isinstance(request, dict):
+            request = steps.send(self._run_attempt(request))
+        return request
 
     async def aescalate(
         self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
     ) -> dict[str, Any]:
-        settings = self.settings(runtime)
-        prefix, open_step = self.prefix(state)
-        call_args = (state["question"], prefix, self._gen_kwargs(settings, open_step, config))
-        index = state["trim_draft"]["index"]  # type: ignore[index]
-        durable = _checkpointed(config)
-        esc = _Escalation()
-        for attempt in range(1, self.strong_retry.max_attempts + 1):
-            if not self._can_attempt(state, esc, settings):
-                esc.stopped = "budget"
-                break
-            if durable:
-                record, outcome, abandoned = await self._adurable_attempt(
-                    state, esc, settings, call_args, config
-                )
-            else:
-                (record, outcome), abandoned = await self._aattempt(*call_args), False
-            again = self._settle(esc, record, outcome, abandoned, settings, index)
-            if not again or attempt == self.strong_retry.max_attempts:
-                break
-            await asyncio.sleep(_backoff(self.strong_retry, attempt))
-        return self._after_strong(state, esc, runtime, config)
+        steps = self._escalation(state, config, runtime)
+        request = next(steps)
+        while not isinstance(request, dict):
+            request = steps.send(await self._arun_attempt(request, config))
+        return request
 
     def _strong_failed(
         self,
@@ -897,9 +936,9 @@ class _TrimNodes:
     ) -> dict[str, Any]:
         if self.on_strong_error == "raise":
             raise error
-        spend["fallbacks"] += 1
-        spend["strong_errors"] = spend.get("strong_errors", 0) + 1
-        _degrade(
+        _fall_back(
+            spend,
+            "strong_errors",
             self.on_strong_error,
             f"strong model failed to rewrite step {draft['index']} ({fallback}); "
             "the weak draft is kept",
@@ -1086,12 +1125,13 @@ class CompiledTrimGraph(CompiledStateGraph[Any, Any, Any, Any]):
     """
 
     def _trim_defaults(
-        self, config: RunnableConfig | None, context: Any, durability: Any
-    ) -> tuple[RunnableConfig | None, Any]:
+        self, config: RunnableConfig | None, kwargs: dict[str, Any]
+    ) -> tuple[RunnableConfig | None, dict[str, Any]]:
+        """``config`` and the stream keywords with the recursion limit and durability set."""
         settings: TrimSettings | None = getattr(self.builder, "trim_settings", None)
         if settings is not None:
             with suppress(InvalidInputError):  # the prepare node reports it
-                settings = settings.with_context(context)
+                settings = settings.with_context(kwargs.get("context"))
             need = recursion_limit(settings.max_steps)
             limit = (config or {}).get("recursion_limit")
             if limit is None:
@@ -1101,11 +1141,11 @@ class CompiledTrimGraph(CompiledStateGraph[Any, Any, Any, Any]):
                 limit = parent.get("recursion_limit") if parent else None
             if limit is not None and limit < need:
                 config = {**(config or {}), "recursion_limit": need}
-        if durability is None:
+        if kwargs.get("durability") is None:
             conf = ensure_config(config).get("configurable") or {}
             if CONFIG_KEY_DURABILITY not in conf and self._persists(conf):
-                durability = "sync"
-        return config, durability
+                kwargs = {**kwargs, "durability": "sync"}
+        return config, kwargs
 
     def _persists(self, conf: dict[str, Any]) -> bool:
         """Whether the run will have a checkpointer (resolved as ``Pregel`` does)."""
@@ -1115,29 +1155,13 @@ class CompiledTrimGraph(CompiledStateGraph[Any, Any, Any, Any]):
             return isinstance(conf[CONFIG_KEY_CHECKPOINTER], BaseCheckpointSaver)
         return isinstance(self.checkpointer, BaseCheckpointSaver)
 
-    def stream(
-        self,
-        input: Any,
-        config: RunnableConfig | None = None,
-        *,
-        context: Any = None,
-        durability: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        config, durability = self._trim_defaults(config, context, durability)
-        return super().stream(input, config, context=context, durability=durability, **kwargs)
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        config, kwargs = self._trim_defaults(config, kwargs)
+        return super().stream(input, config, **kwargs)
 
-    def astream(
-        self,
-        input: Any,
-        config: RunnableConfig | None = None,
-        *,
-        context: Any = None,
-        durability: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        config, durability = self._trim_defaults(config, context, durability)
-        return super().astream(input, config, context=context, durability=durability, **kwargs)
+    def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        config, kwargs = self._trim_defaults(config, kwargs)
+        return super().astream(input, config, **kwargs)
 
     def as_tool(
         self,
@@ -1357,7 +1381,7 @@ def create_trim_graph(
         "timeout": step_timeout,
     }
     nodes = _TrimNodes(
-        draft=as_step_generator(
+        draft_gen=as_step_generator(
             draft_model,
             role="draft",
             run_name="trim.draft",
@@ -1365,7 +1389,7 @@ def create_trim_graph(
             step_format=draft_format,
             **common,
         ),
-        strong=as_step_generator(
+        strong_gen=as_step_generator(
             strong_model,
             role="strong",
             run_name="trim.strong",
@@ -1375,7 +1399,7 @@ def create_trim_graph(
         ),
         prm=prm,
         policy=policy,
-        settings=settings,
+        defaults=settings,
         delimiter=delimiter,
         on_prm_error=on_prm_error,
         on_strong_error=on_strong_error,
