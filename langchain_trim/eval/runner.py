@@ -34,6 +34,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -42,10 +43,10 @@ import re
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from langchain_core.caches import BaseCache
 
@@ -72,6 +73,9 @@ GraphFactory = Callable[[RoutingPolicy], Any]
 """``make_graph(policy) -> compiled graph`` (anything with ``astream``)."""
 
 OnError = Literal["record", "raise"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 DEFAULT_DATA_FILES: dict[str, str] = {
     "gsm8k": "gsm8k_test.jsonl",
@@ -371,12 +375,7 @@ async def solve_problem(
         prev = t_end if t_end is not None else prev
     lines.append(
         {
-            "type": "result",
-            "version": TRACE_VERSION,
-            "policy": spec,
-            "problem_id": problem.id,
-            "question": problem.question,
-            "gold": problem.answer,
+            **_result_head(spec, problem),
             "final_answer": result.final_answer,
             "graded_answer": graded,
             "answer_source": source,
@@ -394,6 +393,18 @@ async def solve_problem(
     return lines
 
 
+def _result_head(spec: str, problem: Problem) -> dict[str, Any]:
+    """The first fields of a trace's result line: which pair it answers."""
+    return {
+        "type": "result",
+        "version": TRACE_VERSION,
+        "policy": spec,
+        "problem_id": problem.id,
+        "question": problem.question,
+        "gold": problem.answer,
+    }
+
+
 def _error_lines(
     spec: str, problem: Problem, exc: BaseException, seconds: float, budget: int | None
 ) -> list[dict[str, Any]]:
@@ -401,12 +412,7 @@ def _error_lines(
 
     return [
         {
-            "type": "result",
-            "version": TRACE_VERSION,
-            "policy": spec,
-            "problem_id": problem.id,
-            "question": problem.question,
-            "gold": problem.answer,
+            **_result_head(spec, problem),
             "final_answer": None,
             "correct": False,
             "termination": None,
@@ -535,6 +541,33 @@ def _write_trace(path: Path, lines: Sequence[Mapping[str, Any]]) -> None:
         write_atomic(path, "".join(_dumps(r) + "\n" for r in lines))
     except OSError as exc:
         raise EvalStorageError(f"could not write {path}: {exc}") from exc
+
+
+def _blocking_form_of(
+    afunc: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[[Callable[..., Any]], Callable[P, T]]:
+    """Make the decorated stub (its name and docstring) the blocking form of ``afunc``.
+
+    It takes ``afunc``'s arguments and works inside a running event loop too (notebooks):
+    the coroutine then gets a worker thread and its own loop.
+    """
+
+    def decorate(stub: Callable[..., Any]) -> Callable[P, T]:
+        @functools.wraps(stub)
+        def blocking(*args: P.args, **kwargs: P.kwargs) -> T:
+            coro = afunc(*args, **kwargs)
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return asyncio.run(coro)
+            # An event loop already runs in this thread (Jupyter): use a worker thread's own loop.
+            with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+                return pool.submit(asyncio.run, coro).result()
+
+        blocking.__wrapped__ = afunc  # what inspect.signature shows
+        return blocking
+
+    return decorate
 
 
 async def arun_eval(
@@ -760,25 +793,8 @@ async def _run_locked(
     return summary
 
 
-def run_eval(
-    problems: Sequence[Problem],
-    policies: Sequence[str],
-    *,
-    out_dir: str | Path,
-    setting: Setting | None = None,
-    make_graph: GraphFactory | None = None,
-    concurrency: int = 1,
-    budget: int | None = None,
-    max_steps: int = 30,
-    step_max_tokens: int = 512,
-    cache: BaseCache | str | Path | None = None,
-    retry_errors: bool = False,
-    on_error: OnError = "record",
-    progress: bool = True,
-    config: Mapping[str, Any] | None = None,
-    on_result: Callable[[dict[str, Any]], None] | None = None,
-    callbacks: Sequence[Any] | None = None,
-) -> EvalSummary:
+@_blocking_form_of(arun_eval)
+def run_eval(*args: Any, **kwargs: Any) -> EvalSummary:
     """Solve every problem with every policy; write one trace file per pair (resumable).
 
     Works inside a running event loop too (notebooks): the run then gets a worker
@@ -821,31 +837,7 @@ def run_eval(
     >>> run_eval(probs, ["weak", "strong"], setting=setting, out_dir=out, progress=False).skipped
     4
     """
-    coro = arun_eval(
-        problems,
-        policies,
-        out_dir=out_dir,
-        setting=setting,
-        make_graph=make_graph,
-        concurrency=concurrency,
-        budget=budget,
-        max_steps=max_steps,
-        step_max_tokens=step_max_tokens,
-        cache=cache,
-        retry_errors=retry_errors,
-        on_error=on_error,
-        progress=progress,
-        config=config,
-        on_result=on_result,
-        callbacks=callbacks,
-    )
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    # An event loop already runs in this thread (Jupyter): use a worker thread's own loop.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+    raise AssertionError("replaced by the blocking form of arun_eval")
 
 
 # -- loading ----------------------------------------------------------------------------------
