@@ -7,6 +7,7 @@ Kept light on purpose: importing this package pulls in no numpy, no math-verify 
 ``datasets``; each submodule imports its heavy dependency only when it is used.
 """
 
+from langchain_trim._lazy import lazy_attribute
 from langchain_trim.eval.datasets import DATASETS, Problem, load_problems
 from langchain_trim.eval.grading import extract_answer, grade, is_equivalent
 from langchain_trim.eval.metrics import CurveReport, OperatingPoint, summarize_curve
@@ -20,11 +21,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'langchain_trim.eval' has no attribute {name!r}")
+    return lazy_attribute(__name__, _LAZY, name)
 
 
 __all__ = [

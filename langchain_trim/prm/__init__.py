@@ -4,6 +4,7 @@ Heavy backends (transformers, vLLM, llama.cpp) are imported lazily from their ow
 modules so that ``import langchain_trim`` stays light.
 """
 
+from langchain_trim._lazy import lazy_attribute
 from langchain_trim.prm.base import (
     BaseProcessRewardModel,
     FunctionPRM,
@@ -27,11 +28,7 @@ _LAZY = {
 
 def __getattr__(name: str) -> object:
     """Heavy backends load on first use: ``from langchain_trim.prm import TransformersPRM``."""
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'langchain_trim.prm' has no attribute {name!r}")
+    return lazy_attribute(__name__, _LAZY, name)
 
 
 __all__ = [
