@@ -8,13 +8,18 @@ model files (or ones that cannot be assembled).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import inspect
 import json
 import math
 import sys
 import time
-from collections.abc import Iterator
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 try:
     import typer
@@ -54,6 +59,93 @@ def _exit_codes() -> Iterator[None]:
     except (TrimError, ValueError) as exc:
         err.print(f"[red]failed:[/] {type(exc).__name__}: {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILED) from exc
+
+
+@dataclass(frozen=True)
+class _Models:
+    """The models a command runs: options ``solve`` and ``eval`` share."""
+
+    weak: Annotated[str, typer.Option(help="Weak model: embedded name or .gguf path.")] = "weak"
+    strong: Annotated[str, typer.Option(help="Strong model: embedded name or .gguf path.")] = (
+        "strong"
+    )
+    prm: Annotated[
+        str,
+        typer.Option(
+            help="PRM: probe, judge, confidence, arithmetic, none, vllm:<model>@<url>; "
+            "with --prm-url the served model."
+        ),
+    ] = "probe"
+    weak_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible URL serving --weak (vLLM).")
+    ] = None
+    strong_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible URL serving --strong (vLLM).")
+    ] = None
+    prm_url: Annotated[
+        str | None, typer.Option(help="vLLM server URL whose /pooling serves --prm.")
+    ] = None
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """How the models write steps: options ``solve`` and ``eval`` share."""
+
+    max_steps: Annotated[int, typer.Option(help="Step limit.")] = 30
+    step_max_tokens: Annotated[int, typer.Option(help="Token cap per step.")] = 256
+    temperature: Annotated[
+        float,
+        typer.Option(
+            help="Sampling temperature of both models (0: greedy, reproducible; release: 0.7)."
+        ),
+    ] = 0.0
+    step_format: Annotated[
+        str | None,
+        typer.Option(
+            "--step-format",
+            help="How models are asked for steps: paragraphs (embedded default) or release.",
+        ),
+    ] = None
+    strong_step_format: Annotated[
+        str | None,
+        typer.Option("--strong-step-format", help="The strong model's step format, if different."),
+    ] = None
+
+
+def _option_groups(command: Callable[..., None]) -> Callable[..., None]:
+    """Let ``command`` take option groups (:class:`_Models`, :class:`_Steps`).
+
+    A parameter typed with a group stands for the group's fields: they are the command's
+    options in that place, defined once for every command that shares them, and the
+    command is called with the group built from them.
+    """
+    hints = typing.get_type_hints(command)
+    groups: dict[str, type[Any]] = {
+        name: hint for name, hint in hints.items() if hint in (_Models, _Steps)
+    }
+    params: list[inspect.Parameter] = []
+    for param in inspect.signature(command).parameters.values():
+        group = groups.get(param.name)
+        if group is None:
+            params.append(param.replace(annotation=hints.get(param.name, param.annotation)))
+            continue
+        # this module's names: run as ``__main__``, the class's module may be another one
+        fields = typing.get_type_hints(group, globals(), include_extras=True)
+        params += [
+            inspect.Parameter(f.name, param.kind, default=f.default, annotation=fields[f.name])
+            for f in dataclasses.fields(group)
+        ]
+
+    @functools.wraps(command)
+    def run(**options: Any) -> None:
+        for name, group in groups.items():
+            fields = [f.name for f in dataclasses.fields(group)]
+            options[name] = group(**{field: options.pop(field) for field in fields})
+        command(**options)
+
+    run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    run.__annotations__ = {}  # the signature's, resolved above
+    return run
 
 
 def _read_problems(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
@@ -170,6 +262,18 @@ def _setting(
     )
 
 
+def _setting_of(models: _Models, steps: _Steps) -> Any:
+    """:func:`_setting` from the shared options."""
+    return _setting(
+        (models.weak, models.weak_url),
+        (models.strong, models.strong_url),
+        (models.prm, models.prm_url),
+        steps.temperature,
+        steps.step_format,
+        steps.strong_step_format,
+    )
+
+
 def _show_step(event: dict[str, Any], quiet: bool) -> None:
     if not is_step_event(event) or quiet:
         return
@@ -189,6 +293,7 @@ def _show_step(event: dict[str, Any], quiet: bool) -> None:
 
 
 @app.command()
+@_option_groups
 def solve(
     question: str = typer.Argument(None, help="The question (omit with --file)."),
     file: Path = typer.Option(
@@ -202,29 +307,8 @@ def solve(
         None, "--threshold", "-k", help="TRIM-Thr threshold in [0, 1] (default: the PRM's)."
     ),
     budget: int = typer.Option(None, help="Max strong-model output tokens per question."),
-    weak: str = typer.Option("weak", help="Weak model: embedded name or .gguf path."),
-    strong: str = typer.Option("strong", help="Strong model: embedded name or .gguf path."),
-    prm: str = typer.Option(
-        "probe",
-        help="PRM: probe, judge, confidence, arithmetic, none, vllm:<model>@<url>; "
-        "with --prm-url the served model.",
-    ),
-    weak_url: str = typer.Option(None, help="OpenAI-compatible URL serving --weak (vLLM)."),
-    strong_url: str = typer.Option(None, help="OpenAI-compatible URL serving --strong (vLLM)."),
-    prm_url: str = typer.Option(None, help="vLLM server URL whose /pooling serves --prm."),
-    max_steps: int = typer.Option(30, help="Step limit."),
-    step_max_tokens: int = typer.Option(256, help="Token cap per step."),
-    temperature: float = typer.Option(
-        0.0, help="Sampling temperature of both models (0: greedy, reproducible; release: 0.7)."
-    ),
-    step_format: str = typer.Option(
-        None,
-        "--step-format",
-        help="How models are asked for steps: paragraphs (embedded default) or release.",
-    ),
-    strong_step_format: str = typer.Option(
-        None, "--strong-step-format", help="The strong model's step format, if different."
-    ),
+    models: _Models = _Models(),
+    steps: _Steps = _Steps(),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON result per question."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final lines."),
 ) -> None:
@@ -232,7 +316,7 @@ def solve(
     with _exit_codes():
         if (question is None) == (file is None):
             raise InvalidInputError("give a question or --file, not both")
-        _check_temperature(temperature)
+        _check_temperature(steps.temperature)
         bad_rows: list[tuple[int, str]] = []
         if file is not None:
             problems, bad_rows = _read_problems(file)
@@ -242,22 +326,7 @@ def solve(
             _row_error(message, as_json, line=n)
         if not problems:
             raise InvalidInputError(f"{file} holds no usable problem ({len(bad_rows)} bad rows)")
-        failed = _run(
-            problems,
-            policy,
-            threshold,
-            budget,
-            (weak, weak_url),
-            (strong, strong_url),
-            (prm, prm_url),
-            max_steps,
-            step_max_tokens,
-            temperature,
-            as_json,
-            quiet,
-            step_format,
-            strong_step_format,
-        )
+        failed = _run(problems, policy, threshold, budget, models, steps, as_json, quiet)
         if bad_rows or failed:
             err.print(
                 f"[red]{len(bad_rows)} bad rows, {failed} problems failed[/] "
@@ -278,16 +347,10 @@ def _run(
     policy: str,
     threshold: float | None,
     budget: int | None,
-    weak: tuple[str, str | None],
-    strong: tuple[str, str | None],
-    prm: tuple[str, str | None],
-    max_steps: int,
-    step_max_tokens: int,
-    temperature: float,
+    models: _Models,
+    steps: _Steps,
     as_json: bool,
     quiet: bool,
-    step_format: str | None = None,
-    strong_step_format: str | None = None,
 ) -> int:
     """Solve each problem; a failing problem is reported and skipped.  Returns the failures."""
     from langchain_trim.functional import TrimResult
@@ -298,7 +361,7 @@ def _run(
         chosen = _policy(policy, 0.5 if threshold is None else threshold, None)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(str(exc)) from exc
-    setting = _setting(weak, strong, prm, temperature, step_format, strong_step_format)
+    setting = _setting_of(models, steps)
     if threshold is None and policy in ("thr", "threshold"):
         chosen = _policy(policy, None, setting.prm)
     t0 = time.perf_counter()
@@ -318,8 +381,8 @@ def _run(
         setting.prm,
         chosen,
         budget=budget,
-        max_steps=max_steps,
-        step_max_tokens=step_max_tokens,
+        max_steps=steps.max_steps,
+        step_max_tokens=steps.step_max_tokens,
         step_format=setting.step_format,
         strong_step_format=setting.strong_step_format,
     ).compile(name="trim")
@@ -445,6 +508,7 @@ def _preload(setting: Any) -> None:
 
 
 @app.command("eval")
+@_option_groups
 def eval_command(
     dataset: str = typer.Option(
         "gsm8k", help="gsm8k, math500, aime24, aime, olympiadbench or minerva."
@@ -464,31 +528,10 @@ def eval_command(
         help="Policy specs (repeatable); 'thr:0.1,0.3' expands to thr:0.1 thr:0.3. Also random:p.",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (re-running resumes it)."),
-    weak: str = typer.Option("weak", help="Weak model: embedded name or .gguf path."),
-    strong: str = typer.Option("strong", help="Strong model: embedded name or .gguf path."),
-    prm: str = typer.Option(
-        "probe",
-        help="PRM: probe, judge, confidence, arithmetic, none, vllm:<model>@<url>; "
-        "with --prm-url the served model.",
-    ),
-    weak_url: str = typer.Option(None, help="OpenAI-compatible URL serving --weak (vLLM)."),
-    strong_url: str = typer.Option(None, help="OpenAI-compatible URL serving --strong (vLLM)."),
-    prm_url: str = typer.Option(None, help="vLLM server URL whose /pooling serves --prm."),
+    models: _Models = _Models(),
     concurrency: int = typer.Option(1, help="Problems in flight at once."),
     budget: int = typer.Option(None, help="Max strong-model output tokens per question."),
-    max_steps: int = typer.Option(30, help="Step limit."),
-    step_max_tokens: int = typer.Option(256, help="Token cap per step."),
-    temperature: float = typer.Option(
-        0.0, help="Sampling temperature of both models (0: greedy, reproducible; release: 0.7)."
-    ),
-    step_format: str = typer.Option(
-        None,
-        "--step-format",
-        help="How models are asked for steps: paragraphs (embedded default) or release.",
-    ),
-    strong_step_format: str = typer.Option(
-        None, "--strong-step-format", help="The strong model's step format, if different."
-    ),
+    steps: _Steps = _Steps(),
     cache: bool = typer.Option(
         True, "--cache/--no-cache", help="Re-use identical model calls (OUT/cache.sqlite)."
     ),
@@ -511,21 +554,14 @@ def eval_command(
             raise InvalidInputError(f"--concurrency must be >= 1, got {concurrency}")
         if budget is not None and budget < 1:
             raise InvalidInputError(f"--budget must be positive, got {budget}")
-        _check_temperature(temperature)
+        _check_temperature(steps.temperature)
         problems, source = _eval_problems(dataset, data, split, limit, seed)
         if fake:
             from langchain_trim.eval.fake import fake_setting
 
             setting: Any = fake_setting({p.question: p.answer for p in problems})
         else:
-            setting = _setting(
-                (weak, weak_url),
-                (strong, strong_url),
-                (prm, prm_url),
-                temperature,
-                step_format,
-                strong_step_format,
-            )
+            setting = _setting_of(models, steps)
             _preload(setting)
         config = {
             "dataset": {
@@ -536,7 +572,7 @@ def eval_command(
                 "seed": seed,
                 "n_problems": len(problems),
             },
-            "temperature": None if fake else temperature,
+            "temperature": None if fake else steps.temperature,
             "fake": fake,
         }
         if not quiet:
@@ -549,8 +585,8 @@ def eval_command(
             setting=setting,
             concurrency=concurrency,
             budget=budget,
-            max_steps=max_steps,
-            step_max_tokens=step_max_tokens,
+            max_steps=steps.max_steps,
+            step_max_tokens=steps.step_max_tokens,
             cache=out / "cache.sqlite" if cache else None,
             retry_errors=retry_errors,
             progress=not quiet,
