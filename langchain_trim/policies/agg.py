@@ -17,8 +17,6 @@ Linear(·→64)+LayerNorm+Tanh layers with actor and critic heads.  It is traine
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from langchain_trim.policies.base import RouteObservation
@@ -30,10 +28,6 @@ from langchain_trim.policies.learned import (
     mlp_heads,
     trunk_shapes,
 )
-
-DATA = Path(__file__).resolve().parent.parent / "data"
-DEFAULT_WEIGHTS = DATA / "agg_official.safetensors"
-"""Trained by ``trim train agg`` on ``sim:official`` with λ = 8e-4 (see the ``.json``)."""
 
 
 class AggPolicy(LearnedPolicy):
@@ -55,10 +49,8 @@ class AggPolicy(LearnedPolicy):
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return mlp_heads(self.params, x)
 
-    @classmethod
-    def default(cls) -> AggPolicy:
-        """The shipped weights for the official setting (λ = 8e-4)."""
-        return cls.load(DEFAULT_WEIGHTS)
 
+DEFAULT_WEIGHTS = AggPolicy.official_weights()
+"""Trained by ``trim train agg`` on ``sim:official`` with λ = 8e-4 (see the ``.json``)."""
 
 __all__ = ["DEFAULT_WEIGHTS", "AggPolicy"]

@@ -42,6 +42,8 @@ Shapes = dict[str, tuple[int, ...]]
 
 P = TypeVar("P", bound="LearnedPolicy")
 
+_DATA = Path(__file__).resolve().parent.parent / "data"
+
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """PyTorch ``LayerNorm`` over the last axis (eps 1e-5)."""
@@ -219,6 +221,17 @@ class LearnedPolicy(ABC):
         sidecar = {"config": config, "record": dict(record or {})}
         path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
         return path
+
+    @classmethod
+    def official_weights(cls) -> Path:
+        """Where the shipped weights of this kind lie: trained by ``trim train <kind>`` on
+        ``sim:official`` with λ = 8e-4 (see the ``.json`` beside them)."""
+        return _DATA / f"{cls.kind}_official.safetensors"
+
+    @classmethod
+    def default(cls: type[P]) -> P:
+        """The shipped weights for the official setting (λ = 8e-4)."""
+        return cls.load(cls.official_weights())
 
     @classmethod
     def load(cls: type[P], path: str | Path) -> P:

@@ -8,17 +8,17 @@ the current draft's score, tokens, step index and strong tokens left, and fed to
 same trunk and heads as TRIM-Agg.
 
 >>> policy = SeqPolicy.default()
->>> obs = RouteObservation(step_index=1, score=0.02, previous_scores=(0.95,),
-...     step_tokens=80, previous_step_tokens=(50,), strong_tokens_spent=0,
-...     budget=None, max_steps=30)
->>> policy.decide(obs).action
-'escalate'
+>>> def after_three_good_steps(score):
+...     return RouteObservation(step_index=3, score=score, previous_scores=(0.95, 0.92, 0.9),
+...         step_tokens=60, previous_step_tokens=(50, 50, 50), strong_tokens_spent=0,
+...         budget=None, max_steps=30)
+>>> [policy.decide(after_three_good_steps(s)).action for s in (0.9, 0.3)]
+['continue', 'escalate']
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 
@@ -37,10 +37,6 @@ from langchain_trim.policies.learned import (
     mlp_heads,
     trunk_shapes,
 )
-
-DATA = Path(__file__).resolve().parent.parent / "data"
-DEFAULT_WEIGHTS = DATA / "seq_official.safetensors"
-"""Trained by ``trim train seq`` on ``sim:official`` with λ = 8e-4 (see the ``.json``)."""
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -135,10 +131,8 @@ class SeqPolicy(LearnedPolicy):
         logits, value = mlp_heads(self.params, np.concatenate([h, x[None, :n_cur]], axis=-1))
         return x, logits[0], float(value[0])
 
-    @classmethod
-    def default(cls) -> SeqPolicy:
-        """The shipped weights for the official setting (λ = 8e-4)."""
-        return cls.load(DEFAULT_WEIGHTS)
 
+DEFAULT_WEIGHTS = SeqPolicy.official_weights()
+"""Trained by ``trim train seq`` on ``sim:official`` with λ = 8e-4 (see the ``.json``)."""
 
 __all__ = ["DEFAULT_WEIGHTS", "SeqPolicy"]
