@@ -65,7 +65,8 @@ class ThresholdFit:
         return out
 
 
-def _threshold(spec: str) -> float | None:
+def threshold_of(spec: str) -> float | None:
+    """The threshold of a ``thr:k`` spec (``None`` for other policies)."""
     name, _, arg = spec.partition(":")
     if name != "thr" or not arg:
         return None
@@ -105,7 +106,7 @@ def fit_threshold(
     if criterion == "max_share" and (max_share is None or not 0 < max_share <= 1):
         raise InvalidInputError(f"max_share must be in (0, 1], got {max_share!r}")
     weak_spec = next((s for s in _WEAK if traces.get(s)), None)
-    thresholds = sorted((s for s in traces if _threshold(s) is not None), key=_threshold)  # type: ignore[arg-type]
+    thresholds = sorted((s for s in traces if threshold_of(s) is not None), key=threshold_of)  # type: ignore[arg-type]
     if weak_spec is None or not traces.get("strong") or not thresholds:
         raise InvalidInputError(
             "a fit needs traces of 'weak' (or 'weakscored'), 'strong' and at least one "
@@ -187,7 +188,7 @@ def read_policy_file(path: str | Path) -> dict[str, Any]:
         raise InvalidInputError(
             f"{p}: format_version {data.get('format_version')!r}, expected {FIT_FORMAT_VERSION}"
         )
-    k = _threshold(str(data.get("policy", "")))
+    k = threshold_of(str(data.get("policy", "")))
     if k is None or not 0 <= k <= 1:
         raise InvalidInputError(f"{p}: policy must be 'thr:k' with k in [0, 1]")
     return data
@@ -198,5 +199,6 @@ __all__ = [
     "ThresholdFit",
     "fit_threshold",
     "read_policy_file",
+    "threshold_of",
     "write_policy_file",
 ]

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from langchain_trim.eval.fit import threshold_of
 from langchain_trim.eval.metrics import OperatingPoint, summarize_curve
 from langchain_trim.eval.query_routers import RouterPoint, query_level_baselines
 from langchain_trim.eval.runner import load_traces, policy_dirname, read_config
@@ -129,17 +130,6 @@ def _endpoint(stats: Mapping[str, PolicyStats], specs: Sequence[str]) -> PolicyS
         if spec in stats:
             return stats[spec]
     return None
-
-
-def threshold_of(spec: str) -> float | None:
-    """The threshold of a ``thr:k`` spec (``None`` for other policies)."""
-    name, _, arg = spec.partition(":")
-    if name != "thr" or not arg:
-        return None
-    try:
-        return float(arg)
-    except ValueError:
-        return None
 
 
 def _curve_metrics(
