@@ -31,7 +31,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from langchain_trim.errors import InvalidInputError, PRMScoreError
 from langchain_trim.prm.base import BaseProcessRewardModel, PRMItem, validate_scores
@@ -134,6 +134,27 @@ def encode_prm_input(
         return [int(t) for t in tokenizer.encode(text, add_special_tokens=False)]
     text = math_shepherd_prm_prompt(question, steps, step_tag=step_tag)
     return [int(t) for t in tokenizer.encode(text)]
+
+
+class PRMInputFormat(Protocol):
+    """What :func:`encode_for` reads of a PRM: its tokenizer and input format."""
+
+    tokenizer: Any
+    style: PRMStyle
+    step_tag: str
+    system_prompt: str
+
+
+def encode_for(prm: PRMInputFormat, question: str, steps: Sequence[str]) -> list[int]:
+    """:func:`encode_prm_input` with ``prm``'s tokenizer and input format."""
+    return encode_prm_input(
+        prm.tokenizer,
+        question,
+        steps,
+        style=prm.style,
+        step_tag=prm.step_tag,
+        system=prm.system_prompt,
+    )
 
 
 def resolve_step_tag_id(tokenizer: Any, style: PRMStyle, step_tag: str) -> int:
@@ -421,24 +442,14 @@ class TransformersPRM(BaseProcessRewardModel):
     # -- scoring -----------------------------------------------------------------------------
     def prepare(self, question: str, steps: Sequence[str]) -> PreparedInput:
         """Encode and truncate one trajectory (exposed for inspection and tests)."""
-        ids = encode_prm_input(
-            self.tokenizer,
-            question,
-            steps,
-            style=self.style,
-            step_tag=self.step_tag,
-            system=self.system_prompt,
-        )
+        ids = encode_for(self, question, steps)
         return prepare_prm_input(
             ids, self.step_tag_id, len(steps), self.max_length, source=self.name
         )
 
     def score_batch(self, items: Sequence[PRMItem]) -> list[list[float]]:
         results: list[list[float]] = [[] for _ in items]
-        prepared: dict[int, PreparedInput] = {}
-        for i, (question, steps) in enumerate(items):
-            if len(steps):
-                prepared[i] = self.prepare(question, steps)
+        prepared = {i: self.prepare(q, steps) for i, (q, steps) in enumerate(items) if len(steps)}
         # Longest first: similar lengths share a batch and an OOM shows up at once.
         order = sorted(prepared, key=lambda i: len(prepared[i].ids), reverse=True)
         for start in range(0, len(order), self.batch_size):
@@ -535,10 +546,12 @@ __all__ = [
     "QWEN_STEP_TAG",
     "QWEN_STEP_TAG_ID",
     "QWEN_SYSTEM_PROMPT",
+    "PRMInputFormat",
     "PRMStyle",
     "PreparedInput",
     "TransformersPRM",
     "chatml_prm_prompt",
+    "encode_for",
     "encode_prm_input",
     "expand_truncated_scores",
     "math_shepherd_prm_prompt",

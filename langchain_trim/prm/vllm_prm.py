@@ -49,7 +49,8 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Generator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from langchain_trim.errors import PRMError, PRMScoreError
@@ -64,7 +65,7 @@ from langchain_trim.prm.transformers_prm import (
     QWEN_SYSTEM_PROMPT,
     PreparedInput,
     PRMStyle,
-    encode_prm_input,
+    encode_for,
     expand_truncated_scores,
     math_shepherd_prm_prompt,
     prepare_prm_input,
@@ -326,15 +327,9 @@ class _VLLMBase(BaseProcessRewardModel):
             good, bad = (int(t) for t in label_token_ids)
             self.label_token_ids = (good, bad)
 
-    def _encode_locally(self, question: str, steps: Sequence[str]) -> list[int]:
-        return encode_prm_input(
-            self.tokenizer,
-            question,
-            steps,
-            style=self.style,
-            step_tag=self.step_tag,
-            system=self.system_prompt,
-        )
+    def _prepare_locally(self, question: str, steps: Sequence[str]) -> PreparedInput:
+        """Encode with the local tokenizer and truncate."""
+        return self._prepare(encode_for(self, question, steps), len(steps))
 
     def _prepare(
         self, ids: Sequence[int], n_steps: int, server_max: int | None = None
@@ -480,11 +475,9 @@ class VLLMOfflinePRM(_VLLMBase):
 
     def score_batch(self, items: Sequence[PRMItem]) -> list[list[float]]:
         results: list[list[float]] = [[] for _ in items]
-        prepared: dict[int, PreparedInput] = {}
-        for i, (question, steps) in enumerate(items):
-            if len(steps):
-                ids = self._encode_locally(question, steps)
-                prepared[i] = self._prepare(ids, len(steps))
+        prepared = {
+            i: self._prepare_locally(q, steps) for i, (q, steps) in enumerate(items) if len(steps)
+        }
         if not prepared:
             return results
         index = list(prepared)
@@ -527,6 +520,13 @@ class VLLMOfflinePRM(_VLLMBase):
         if len(outputs) != len(prompts):
             raise PRMScoreError(f"{self.name}: {len(outputs)} outputs for {len(prompts)} prompts")
         return list(outputs)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A request's JSON body (what :meth:`VLLMServerPRM._attempts` ends with)."""
+
+    json: Any
 
 
 class _Retry(Exception):
@@ -727,41 +727,55 @@ class VLLMServerPRM(_VLLMBase):
             return PRMError(f"{self.name}: {path} timed out after {self.timeout}s")
         return _Retry(f"{type(exc).__name__} on {path}: {exc}")
 
+    def _attempts(self, path: str) -> Generator[float | _Answer, Any, None]:
+        """The retry loop of one request without I/O, for the sync and async paths.
+
+        Yields the seconds to wait before each attempt (0 before the first) and is sent
+        the attempt's response or transport error; then yields the answer.
+        """
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            outcome = yield self.retry_backoff * 2 ** (attempt - 1) if attempt else 0.0
+            try:
+                if isinstance(outcome, Exception):
+                    raise self._transport_error(path, outcome) from outcome
+                yield _Answer(self._check(path, outcome))
+                return
+            except _Retry as exc:
+                last = str(exc)
+        raise PRMError(f"{self.name}: {path} failed after {self.max_retries + 1} attempts: {last}")
+
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         import httpx
 
         client = self._sync_client()
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(self.retry_backoff * 2 ** (attempt - 1))
+        attempts = self._attempts(path)
+        step = next(attempts)
+        while not isinstance(step, _Answer):
+            if step:
+                time.sleep(step)
             try:
-                try:
-                    response = client.post(path, json=body)
-                except httpx.TransportError as exc:
-                    raise self._transport_error(path, exc) from exc
-                return self._check(path, response)
-            except _Retry as exc:
-                last = str(exc)
-        raise PRMError(f"{self.name}: {path} failed after {self.max_retries + 1} attempts: {last}")
+                outcome: Any = client.post(path, json=body)
+            except httpx.TransportError as exc:
+                outcome = exc
+            step = attempts.send(outcome)
+        return step.json
 
     async def _apost(self, path: str, body: dict[str, Any]) -> Any:
         import httpx
 
         client = self._async_client()
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                await asyncio.sleep(self.retry_backoff * 2 ** (attempt - 1))
+        attempts = self._attempts(path)
+        step = next(attempts)
+        while not isinstance(step, _Answer):
+            if step:
+                await asyncio.sleep(step)
             try:
-                try:
-                    response = await client.post(path, json=body)
-                except httpx.TransportError as exc:
-                    raise self._transport_error(path, exc) from exc
-                return self._check(path, response)
-            except _Retry as exc:
-                last = str(exc)
-        raise PRMError(f"{self.name}: {path} failed after {self.max_retries + 1} attempts: {last}")
+                outcome: Any = await client.post(path, json=body)
+            except httpx.TransportError as exc:
+                outcome = exc
+            step = attempts.send(outcome)
+        return step.json
 
     # -- request bodies ----------------------------------------------------------------------
     def _tokenize_body(self, question: str, steps: Sequence[str]) -> dict[str, Any]:
@@ -859,8 +873,7 @@ class VLLMServerPRM(_VLLMBase):
             if not len(steps):
                 continue
             if self.tokenizer is not None:
-                ids = self._encode_locally(question, steps)
-                prepared[i] = self._prepare(ids, len(steps))
+                prepared[i] = self._prepare_locally(question, steps)
             else:
                 answer = self._post("/tokenize", self._tokenize_body(question, steps))
                 prepared[i] = self._from_tokenize(answer, len(steps))
@@ -879,8 +892,7 @@ class VLLMServerPRM(_VLLMBase):
 
         async def prepare(question: str, steps: Sequence[str]) -> PreparedInput:
             if self.tokenizer is not None:
-                ids = self._encode_locally(question, steps)
-                return self._prepare(ids, len(steps))
+                return self._prepare_locally(question, steps)
             answer = await self._apost("/tokenize", self._tokenize_body(question, steps))
             return self._from_tokenize(answer, len(steps))
 
