@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.real_routing import RESULTS, RUNS
+from benchmarks.real_routing import FILES, RESULTS, RUNS, data_dir
 
 OUT = RESULTS / "real_routing"  # next to the committed traces
 QUANTILES = tuple(q / 10 for q in range(1, 10))
@@ -270,6 +270,63 @@ def stepwise_vs_one_call(
     return out
 
 
+def prm_on_new_steps(run: Mapping[str, Mapping[str, Any]], split: str) -> dict[str, Any]:
+    """How the shipped PRM separates the weak model's steps in the new format.
+
+    Steps of the always-weak solutions are weakly labelled against the GSM8K reference
+    solution's values (:func:`langchain_trim.lab.weak_labels.weak_first_error`): steps
+    before the first error are "right", the first error is "wrong", later steps are left
+    out (as ProcessBench does).  Also: does the step-0 score predict whether the whole
+    solution is right (what a query-level router would need)?
+    """
+    from langchain_trim.lab.prm_training import auroc
+    from langchain_trim.lab.weak_labels import weak_first_error
+
+    path = data_dir() / FILES[(split, "gsm8k")]
+    refs = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            refs[row["question"].strip()] = row["answer"]
+    scores: list[float] = []
+    targets: list[int] = []
+    first: list[float] = []
+    solved: list[int] = []
+    labelled = 0
+    for trace in run.get("weakscored", {}).values():
+        steps = trace.get("steps") or []
+        question = str(trace.get("question") or (trace.get("result") or {}).get("question", ""))
+        ref = refs.get(question.strip())
+        if ref is None or not steps:
+            continue
+        gold = float(ref.split("####")[-1].strip().replace(",", ""))
+        label = weak_first_error(question, [s["text"] for s in steps], ref, answer=gold)
+        if steps[0].get("draft_score") is not None:
+            first.append(float(steps[0]["draft_score"]))
+            solved.append(int(bool(trace.get("correct"))))
+        if label is None:
+            continue
+        labelled += 1
+        stop = len(steps) if label == -1 else label + 1
+        for i, step in enumerate(steps[:stop]):
+            if step.get("draft_score") is None:
+                continue
+            scores.append(float(step["draft_score"]))
+            targets.append(int(i == label))
+    return {
+        "solutions": len(run.get("weakscored", {})),
+        "labelled": labelled,
+        "steps": len(scores),
+        "first_errors": sum(targets),
+        "step_auroc_wrong_vs_right": auroc([1 - x for x in scores], targets)
+        if 0 < sum(targets) < len(targets)
+        else None,
+        "step0_auroc_solution_correct": auroc(first, solved)
+        if 0 < sum(solved) < len(solved)
+        else None,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dev", type=Path, default=RUNS / "dev_gsm8k")
@@ -281,6 +338,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"dev": {"folder": str(args.dev), "steps": step_stats(dev)}}
     result["choices"] = dev_choices(dev)
     result["dev"]["stepwise_vs_one_call"] = stepwise_vs_one_call(dev, one_call_rows("dev", "gsm8k"))
+    result["dev"]["prm_on_new_steps"] = prm_on_new_steps(dev, "dev")
     for folder in args.test:
         if not folder.is_dir():
             continue
