@@ -299,9 +299,10 @@ def solve(
     file: Path = typer.Option(
         None, "--file", "-f", help="JSONL with 'question'/'problem' per line."
     ),
-    policy: str = typer.Option(
-        "thr",
-        help="thr (TRIM-Thr), weak, strong, agg, seq, pomdp[:lambda], random:p, weakscored.",
+    policy: list[str] = typer.Option(
+        ["thr"],
+        help="thr (TRIM-Thr), weak, strong, agg, seq, pomdp[:lambda], random:p, weakscored, "
+        "fit:<file> (one; `trim eval -p` compares several).",
     ),
     threshold: float = typer.Option(
         None, "--threshold", "-k", help="TRIM-Thr threshold in [0, 1] (default: the PRM's)."
@@ -316,6 +317,11 @@ def solve(
     with _exit_codes():
         if (question is None) == (file is None):
             raise InvalidInputError("give a question or --file, not both")
+        if len(policy) != 1:
+            raise InvalidInputError(
+                f"--policy given {len(policy)} times ({', '.join(policy)}); trim solve runs one "
+                "policy, trim eval -p compares several"
+            )
         _check_temperature(steps.temperature)
         bad_rows: list[tuple[int, str]] = []
         if file is not None:
@@ -326,7 +332,7 @@ def solve(
             _row_error(message, as_json, line=n)
         if not problems:
             raise InvalidInputError(f"{file} holds no usable problem ({len(bad_rows)} bad rows)")
-        failed = _run(problems, policy, threshold, budget, models, steps, as_json, quiet)
+        failed = _run(problems, policy[0], threshold, budget, models, steps, as_json, quiet)
         if bad_rows or failed:
             err.print(
                 f"[red]{len(bad_rows)} bad rows, {failed} problems failed[/] "

@@ -135,3 +135,13 @@ def test_eval_without_data_names_both_ways_to_give_it(
     assert "--data PATH or set TRIM_SHARED_DATA" in result.output
     assert "gsm8k_test.jsonl" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_solve_refuses_a_repeated_policy_instead_of_keeping_the_last() -> None:
+    from typer.testing import CliRunner
+
+    from langchain_trim.cli import app
+
+    result = CliRunner().invoke(app, ["solve", "1+1?", "--policy", "weak", "--policy", "strong"])
+    assert result.exit_code == 2
+    assert "--policy given 2 times" in result.output
