@@ -697,6 +697,37 @@ def fit(
 
 
 @app.command()
+def calibrate(
+    run: Path = typer.Argument(
+        ..., help="Dev run folder written by trim eval (weak, strong, and thr:k runs)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Calibration file to write (JSON)."),
+) -> None:
+    """Fit the simulator to your dev traces; train on it with --env sim:<file>."""
+    try:  # the simulator fit and its dependencies load only here
+        from langchain_trim.lab.sim import fit_calibration
+    except ImportError as exc:
+        hint = f"{exc}; pip install 'langchain-trim[train]'"
+        err.print(f"[red]missing dependency:[/] {escape(hint)}")
+        raise typer.Exit(EXIT_FAILED) from exc
+    with _exit_codes():
+        from langchain_trim.eval.runner import load_traces
+
+        if not run.is_dir():
+            raise InvalidInputError(f"{run} is not a folder")
+        traces = [t for ts in load_traces(run, include_errors=False).values() for t in ts]
+        try:
+            cal = fit_calibration(traces, source=f"dev traces of {run}")
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from exc
+        cal.save(out)
+    console.print(
+        f"wrote {out} from {len(traces)} traces; next: trim train agg --env sim:{out}",
+        markup=False,
+    )
+
+
+@app.command()
 def train(
     policy: str = typer.Argument(..., help="agg (TRIM-Agg) or seq (TRIM-Seq)"),
     lam: float = typer.Option(8e-4, "--lam", "--lambda", help="price of one strong token"),

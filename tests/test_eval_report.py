@@ -303,3 +303,26 @@ def test_trim_fit_chooses_on_dev_traces_and_the_file_drives_a_policy(tmp_path: A
     assert result.exit_code == 2
     with pytest.raises(InvalidInputError):
         make_policy(f"fit:{bad}")
+
+
+def test_trim_calibrate_fits_the_simulator_on_dev_traces(tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from langchain_trim.cli import app
+    from langchain_trim.eval.datasets import Problem
+    from langchain_trim.eval.fake import fake_setting
+    from langchain_trim.eval.runner import run_eval
+    from langchain_trim.policies.calibration import Calibration
+
+    probs = [Problem(f"p{i}", f"{i} + {i}?", str(2 * i)) for i in range(12)]
+    setting = fake_setting({p.question: p.answer for p in probs}, slip_rate=0.5)
+    run_eval(probs, ["weakscored", "strong", "thr:0.5"], setting=setting,
+             out_dir=tmp_path / "dev", progress=False)  # fmt: skip
+    out = tmp_path / "cal.json"
+    result = CliRunner().invoke(app, ["calibrate", str(tmp_path / "dev"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert Calibration.load(out).max_steps >= 1
+    only_weak = tmp_path / "weak_only"
+    run_eval(probs, ["weak"], setting=setting, out_dir=only_weak, progress=False)
+    result = CliRunner().invoke(app, ["calibrate", str(only_weak), "--out", str(out)])
+    assert result.exit_code == 2 and "always-strong" in result.output
