@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration
@@ -103,3 +104,28 @@ def test_cached_generations_are_still_charged_to_the_policy(tmp_path: Path) -> N
     assert warm["trim_spend"] == cold["trim_spend"]
     assert warm["trim_steps"] == cold["trim_steps"]
     assert not warm["trim_spend"]["strong_tokens_estimated"]
+
+
+def test_cached_prm_scores_a_shared_prefix_once_across_runs(tmp_path: Any) -> None:
+    import asyncio
+
+    from langchain_trim.eval.prm_cache import CachedPRM
+    from langchain_trim.prm import FunctionPRM
+
+    calls: list[tuple[str, int]] = []
+
+    def fn(q: str, steps: Any) -> list[float]:
+        calls.append((q, len(steps)))
+        return [0.25 * (i + 1) for i in range(len(steps))]
+
+    path = tmp_path / "prm.sqlite"
+    first = CachedPRM(FunctionPRM(fn, name="f"), path)
+    assert first.score("q", ["a"]) == [0.25]
+    assert first.score_batch([("q", ["a"]), ("q", ["a", "b"])]) == [[0.25], [0.25, 0.5]]
+    assert calls == [("q", 1), ("q", 2)] and (first.hits, first.misses) == (1, 2)
+    second = CachedPRM(FunctionPRM(fn, name="f"), path)  # a later run: read from the file
+    assert asyncio.run(second.ascore("q", ["a", "b"])) == [0.25, 0.5]
+    assert len(calls) == 2
+    other = CachedPRM(FunctionPRM(fn, name="g"), path)  # another PRM never shares scores
+    other.score("q", ["a"])
+    assert len(calls) == 3
