@@ -296,6 +296,12 @@ def run_command(args: argparse.Namespace) -> None:
     suffix = (
         "" if (args.prm, args.format) == ("probe", "paragraphs") else f"_{args.prm}_{args.format}"
     )
+    if args.no_cache:  # wall time: every call paid, in a folder of its own
+        suffix += "_walltime"
+        from langchain_trim.eval.prm_cache import CachedPRM
+
+        if isinstance(setting.prm, CachedPRM):
+            setting.prm = setting.prm.inner
     out = RUNS / f"{args.split}_{args.dataset}{suffix}"
     # Problem-major chunks: a run stopped at any time leaves every policy on the same
     # problems (paired comparisons), and the next run resumes from the trace files.
@@ -329,7 +335,7 @@ def run_chunk(
         concurrency=args.concurrency,
         max_steps=MAX_STEPS,
         step_max_tokens=STEP_MAX_TOKENS,
-        cache=CACHE_DIR / f"real_routing_{args.dataset}.sqlite",
+        cache=None if args.no_cache else CACHE_DIR / f"real_routing_{args.dataset}.sqlite",
         progress=sys.stderr.isatty(),
         config={
             "dataset": {
@@ -370,6 +376,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--prm", default="probe")
     r.add_argument("--concurrency", type=int, default=1)
     r.add_argument("--chunk", type=int, default=10, help="problems per resumable chunk")
+    r.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="no LLM or PRM cache (for wall time; traces go to <split>_<dataset>_walltime)",
+    )
     return parser.parse_args(argv)
 
 

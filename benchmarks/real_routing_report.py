@@ -327,6 +327,35 @@ def prm_on_new_steps(run: Mapping[str, Mapping[str, Any]], split: str) -> dict[s
     }
 
 
+def wall_time(folder: Path) -> dict[str, Any]:
+    """Seconds per question of each policy in an uncached run (``run --no-cache``).
+
+    Also each policy's wall time as a share of always-strong's, paired by problem.
+    """
+    from langchain_trim.eval.stats import bootstrap_ci
+
+    if not folder.is_dir():
+        return {}
+    run = load_run(folder)
+    if "strong" not in run:
+        return {}
+    out: dict[str, Any] = {"folder": folder.name}
+    for spec in run:
+        ids = common_ids(run, [spec, "strong"])
+        if not ids:
+            continue
+        mine = np.array([float(run[spec][i].get("seconds", 0.0)) for i in ids])
+        ref = np.array([float(run["strong"][i].get("seconds", 0.0)) for i in ids])
+        out[spec] = {
+            "n": len(ids),
+            "seconds_mean": float(mine.mean()),
+            "share_of_strong": bootstrap_ci(
+                {"m": mine, "r": ref}, lambda c: float(c["m"].sum() / c["r"].sum())
+            ),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dev", type=Path, default=RUNS / "dev_gsm8k")
@@ -347,6 +376,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result[folder.name] = {
             "steps": step_stats(test),
             "stepwise_vs_one_call": stepwise_vs_one_call(test, one_call_rows(split, dataset)),
+            "wall_time": wall_time(folder.with_name(folder.name + "_walltime")),
             **test_analysis(test, result["choices"]),
         }
     OUT.mkdir(parents=True, exist_ok=True)
