@@ -45,6 +45,49 @@ class ScoreOnlyPolicy:
         return "ScoreOnlyPolicy()"
 
 
+class FirstStepPolicy:
+    """TRIM-Thr allowed to escalate the first step only (``"step0:k"``).
+
+    The ablation's "escalate step 0 only" arm: it separates what step routing gains on
+    later steps from what routing the opening of a solution (close to routing the whole
+    question) gains.  Later drafts are kept unscored.
+
+    >>> from langchain_trim.policies import RouteObservation
+    >>> p = FirstStepPolicy(0.5)
+    >>> p.decide(RouteObservation(0, 0.2, (), 10, (), 0, None, 30)).action
+    'escalate'
+    >>> later = RouteObservation(3, None, (0.9,) * 3, 10, (5,) * 3, 0, None, 30)
+    >>> p.needs_score(later), p.decide(later).action
+    (False, 'continue')
+    """
+
+    def __init__(self, threshold: float) -> None:
+        if not 0.0 <= threshold <= 1.0 or math.isnan(threshold):
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        self.threshold = threshold
+        self.name = f"step0:{threshold:g}"
+
+    def needs_score(self, observation: RouteObservation) -> bool:
+        return observation.step_index == 0 and 0.0 < self.threshold < 1.0
+
+    def decide(self, observation: RouteObservation) -> RouteDecision:
+        if observation.step_index > 0 or self.threshold <= 0.0:
+            return RouteDecision("continue", "only the first step is routed")
+        score = observation.score
+        if self.threshold >= 1.0 or score is None or score < self.threshold:
+            return RouteDecision("escalate", f"step 0 score {score} < {self.threshold:g}")
+        return RouteDecision("continue", f"step 0 score {score:.3f} >= {self.threshold:g}")
+
+    def __repr__(self) -> str:
+        return f"FirstStepPolicy({self.threshold:g})"
+
+
+def _first_step(arg: str | None) -> FirstStepPolicy:
+    if arg is None:
+        raise ValueError("step0 needs a threshold, e.g. step0:0.9")
+    return FirstStepPolicy(float(arg))
+
+
 def uniform(*parts: object) -> float:
     """A reproducible uniform number in [0, 1) from any printable parts (sha256).
 
@@ -114,5 +157,6 @@ def _random(arg: str | None) -> RandomPolicy:
 
 register_policy("weakscored", lambda _: ScoreOnlyPolicy())  # always weak, PRM-scored
 register_policy("random", _random)  # escalate each step with probability p (seeded)
+register_policy("step0", _first_step)  # TRIM-Thr on the first step only (ablation)
 
-__all__ = ["RandomPolicy", "ScoreOnlyPolicy", "uniform"]
+__all__ = ["FirstStepPolicy", "RandomPolicy", "ScoreOnlyPolicy", "uniform"]
