@@ -202,24 +202,26 @@ def summarize_one_calls(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, A
     return out
 
 
-def formats_command(args: argparse.Namespace) -> None:
+def one_calls_per_model(
+    problems: Sequence[Any], only: str, formats: Sequence[str], stem: str
+) -> list[dict[str, Any]]:
+    """One-call rows of weak and strong (or ``only`` those), one resumable file per model."""
     from langchain_trim.eval.cache import llm_cache
 
-    problems = load_split("dev", "gsm8k", args.n)
     setting = build_setting(prm="none")
     models = {"weak": setting.weak, "strong": setting.strong}
-    if args.models:
-        models = {k: v for k, v in models.items() if k in args.models.split(",")}
-    cache = _cached(setting, CACHE_DIR / "real_routing_onecall.sqlite")
+    if only:
+        models = {k: v for k, v in models.items() if k in only.split(",")}
     rows: list[dict[str, Any]] = []
-    with llm_cache(cache):
+    with llm_cache(_cached(setting, CACHE_DIR / "real_routing_onecall.sqlite")):
         for name, model in models.items():  # one file per model: workers run side by side
-            rows += run_one_calls(
-                problems,
-                {name: model},
-                list(FORMATS),
-                RUNS / f"formats_dev_{args.n}_{name}.jsonl",
-            )
+            rows += run_one_calls(problems, {name: model}, formats, RUNS / f"{stem}_{name}.jsonl")
+    return rows
+
+
+def formats_command(args: argparse.Namespace) -> None:
+    problems = load_split("dev", "gsm8k", args.n)
+    rows = one_calls_per_model(problems, args.models, FORMATS, f"formats_dev_{args.n}")
     if args.models:
         return  # a partial worker: the full command writes the summary
     summary = summarize_one_calls(rows)
@@ -258,23 +260,10 @@ def formats_command(args: argparse.Namespace) -> None:
 
 
 def onecall_command(args: argparse.Namespace) -> None:
-    from langchain_trim.eval.cache import llm_cache
-
     problems = load_split(args.split, args.dataset, args.n)
-    setting = build_setting(prm="none", step_format=args.format)
-    models = {"weak": setting.weak, "strong": setting.strong}
-    if args.models:
-        models = {k: v for k, v in models.items() if k in args.models.split(",")}
-    cache = _cached(setting, CACHE_DIR / "real_routing_onecall.sqlite")
-    rows: list[dict[str, Any]] = []
-    with llm_cache(cache):
-        for name, model in models.items():
-            rows += run_one_calls(
-                problems,
-                {name: model},
-                [args.format],
-                RUNS / f"onecall_{args.split}_{args.dataset}_{name}.jsonl",
-            )
+    rows = one_calls_per_model(
+        problems, args.models, [args.format], f"onecall_{args.split}_{args.dataset}"
+    )
     for key, row in summarize_one_calls(rows).items():
         print(key, json.dumps(row))
 
