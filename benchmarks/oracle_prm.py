@@ -2,23 +2,17 @@
 
 It knows each GSM8K problem's worked reference solution and scores a step 0 when the
 step writes a false equation or states a result that is none of the question's or the
-reference's numbers (the rule of :func:`langchain_trim.lab.weak_labels.weak_first_error`,
-applied step by step), else 1.  It separates "the PRM cannot tell" from "step routing
-cannot help": TRIM-Thr with this scorer is what a near-perfect number checker buys.
-It never ships in the package: it needs the answers.
+reference's numbers (:func:`langchain_trim.lab.weak_labels.contradicts`, the rule of
+``weak_first_error`` applied step by step), else 1.  It separates "the PRM cannot tell"
+from "step routing cannot help": TRIM-Thr with this scorer is what a near-perfect number
+checker buys.  It never ships in the package: it needs the answers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from langchain_trim.lab.weak_labels import (
-    ALWAYS_ALLOWED,
-    _known,
-    reference_values,
-    stated_results,
-)
-from langchain_trim.prm.arithmetic import check_step
+from langchain_trim.lab.weak_labels import ALWAYS_ALLOWED, contradicts, reference_values
 from langchain_trim.prm.base import BaseProcessRewardModel, PRMItem
 
 
@@ -36,9 +30,7 @@ class ReferencePRM(BaseProcessRewardModel):
         values = self.values.get(question.strip())
         if values is None:
             return self.unknown
-        if check_step(step).false or any(not _known(x, values) for x in stated_results(step)):
-            return 0.0
-        return 1.0
+        return 0.0 if contradicts(step, values) else 1.0
 
     def score_batch(self, items: Sequence[PRMItem]) -> list[list[float]]:
         return [[self._score(q, s) for s in steps] for q, steps in items]

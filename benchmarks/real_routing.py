@@ -85,6 +85,13 @@ def load_split(split: str, dataset: str, n: int) -> list[Any]:
     return load_problems(dataset, path, limit=n, seed=SEED[split])
 
 
+def gsm8k_references(split: str) -> dict[str, str]:
+    """Question → worked reference solution (with its ``#### answer`` line) of a split."""
+    path = data_dir() / FILES[(split, "gsm8k")]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["question"].strip(): r["answer"] for r in rows}
+
+
 def build_setting(prm: str = "probe", step_format: str = "paragraphs") -> Any:
     from langchain_trim.local.setting import local_setting
 
@@ -276,9 +283,7 @@ def run_command(args: argparse.Namespace) -> None:
         from benchmarks.oracle_prm import ReferencePRM
 
         setting = build_setting(prm="none", step_format=args.format)
-        path = data_dir() / FILES[(args.split, args.dataset)]
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        setting.prm = ReferencePRM({r["question"].strip(): r["answer"] for r in rows})
+        setting.prm = ReferencePRM(gsm8k_references(args.split))
     else:
         setting = build_setting(prm=args.prm, step_format=args.format)
     specs = expand_specs(args.policies)

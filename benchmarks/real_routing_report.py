@@ -25,7 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.real_routing import FILES, RESULTS, RUNS, data_dir
+from benchmarks.real_routing import RESULTS, RUNS, gsm8k_references
+from langchain_trim.eval.datasets import gsm8k_final_answer
+from langchain_trim.eval.fit import threshold_of
+from langchain_trim.eval.query_routers import first_step_score, solution_score
 
 OUT = RESULTS / "real_routing"  # next to the committed traces
 QUANTILES = tuple(q / 10 for q in range(1, 10))
@@ -53,20 +56,9 @@ def strong_tokens(trace: Mapping[str, Any]) -> float:
     return float(trace.get("spend", {}).get("strong_tokens", 0))
 
 
-def first_score(trace: Mapping[str, Any]) -> float | None:
-    steps = trace.get("steps") or []
-    return steps[0].get("draft_score") if steps else None
-
-
-def min_score(trace: Mapping[str, Any]) -> float | None:
-    scores = [s.get("draft_score") for s in trace.get("steps") or []]
-    scores = [s for s in scores if s is not None]
-    return min(scores) if scores else None
-
-
 SIGNALS: dict[str, Callable[[Mapping[str, Any]], float | None]] = {
-    "difficulty": first_score,
-    "automix_min": min_score,
+    "difficulty": first_step_score,  # the signals `trim report`'s routers use
+    "automix_min": solution_score,
 }
 
 
@@ -94,7 +86,9 @@ def policy_columns(
 
 
 def thr_specs(run: Mapping[str, Any]) -> list[str]:
-    return sorted((s for s in run if s.startswith("thr:")), key=lambda s: float(s[4:]))
+    return sorted(
+        (s for s in run if threshold_of(s) is not None), key=lambda s: threshold_of(s) or 0.0
+    )
 
 
 def curve(columns: Mapping[str, np.ndarray], names: Sequence[str]) -> Any:
@@ -282,12 +276,7 @@ def prm_on_new_steps(run: Mapping[str, Mapping[str, Any]], split: str) -> dict[s
     from langchain_trim.lab.prm_training import auroc
     from langchain_trim.lab.weak_labels import weak_first_error
 
-    path = data_dir() / FILES[(split, "gsm8k")]
-    refs = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            refs[row["question"].strip()] = row["answer"]
+    refs = gsm8k_references(split)
     scores: list[float] = []
     targets: list[int] = []
     first: list[float] = []
@@ -299,7 +288,7 @@ def prm_on_new_steps(run: Mapping[str, Mapping[str, Any]], split: str) -> dict[s
         ref = refs.get(question.strip())
         if ref is None or not steps:
             continue
-        gold = float(ref.split("####")[-1].strip().replace(",", ""))
+        gold = float(gsm8k_final_answer(ref))
         label = weak_first_error(question, [s["text"] for s in steps], ref, answer=gold)
         if steps[0].get("draft_score") is not None:
             first.append(float(steps[0]["draft_score"]))

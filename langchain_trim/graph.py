@@ -358,9 +358,7 @@ class _TrimNodes:
     def prefix(self, state: TrimState) -> tuple[list[str], bool]:
         """The accepted steps as the models see them, and whether the last one is open."""
         steps = state.get("trim_steps") or []
-        return logical_steps(
-            [s["text"] for s in steps], [s["stop"] == "length" for s in steps], self.delimiter
-        )
+        return logical_steps([s["text"] for s in steps], [s["stop"] == "length" for s in steps])
 
     @staticmethod
     def chunks(state: TrimState) -> list[str]:

@@ -38,9 +38,7 @@ def split_steps(text: str, delimiter: str = DEFAULT_DELIMITER) -> list[str]:
     return [part.strip() for part in text.split(delimiter) if not is_blank_step(part)]
 
 
-def logical_steps(
-    texts: Sequence[str], capped: Sequence[bool], delimiter: str = DEFAULT_DELIMITER
-) -> tuple[list[str], bool]:
+def logical_steps(texts: Sequence[str], capped: Sequence[bool]) -> tuple[list[str], bool]:
     """Glue each chunk cut by the token cap to the chunk that continued it.
 
     Returns the steps as the model sees them in its prompt and whether the last one is
@@ -71,7 +69,7 @@ def render_solution(
     >>> render_solution(["a", "b +", " 1"], [False, True, False], "|")
     'a|b + 1'
     """
-    return delimiter.join(logical_steps(texts, capped, delimiter)[0])
+    return delimiter.join(logical_steps(texts, capped)[0])
 
 
 def has_final_answer(text: str) -> bool:

@@ -63,7 +63,7 @@ from langchain_trim.eval.datasets import Problem
 from langchain_trim.events import is_step_event
 from langchain_trim.paths import shared_data_dir
 from langchain_trim.policies.base import RouteObservation, RoutingPolicy
-from langchain_trim.setting import Setting
+from langchain_trim.setting import Setting, step_formats
 
 TRACE_VERSION = 1
 TRACES_DIR = "traces"
@@ -434,6 +434,8 @@ def _needs_prm(policy: RoutingPolicy, max_steps: int) -> bool:
 def _setting_factory(setting: Setting, *, max_steps: int, step_max_tokens: int) -> GraphFactory:
     from langchain_trim.graph import create_trim_graph
 
+    draft_format, strong_format = step_formats(setting)
+
     def make(policy: RoutingPolicy) -> Any:
         if setting.prm is None and _needs_prm(policy, max_steps):
             raise InvalidInputError(f"policy {policy.name} needs PRM scores but the PRM is none")
@@ -444,8 +446,8 @@ def _setting_factory(setting: Setting, *, max_steps: int, step_max_tokens: int) 
             policy,
             max_steps=max_steps,
             step_max_tokens=step_max_tokens,
-            step_format=getattr(setting, "step_format", None),
-            strong_step_format=getattr(setting, "strong_step_format", None),
+            step_format=draft_format,
+            strong_step_format=strong_format,
         ).compile(name="trim")
 
     return make
@@ -454,6 +456,7 @@ def _setting_factory(setting: Setting, *, max_steps: int, step_max_tokens: int) 
 def _describe_setting(setting: Setting) -> dict[str, Any]:
     from langchain_trim.models import model_display_name
 
+    draft_format, strong_format = step_formats(setting)
     return {
         "models": {
             "weak": model_display_name(setting.weak),
@@ -462,8 +465,8 @@ def _describe_setting(setting: Setting) -> dict[str, Any]:
         "prm": None
         if setting.prm is None
         else str(getattr(setting.prm, "name", type(setting.prm).__name__)),
-        "step_format": _format_name(getattr(setting, "step_format", None)),
-        "strong_step_format": _format_name(getattr(setting, "strong_step_format", None)),
+        "step_format": _format_name(draft_format),
+        "strong_step_format": _format_name(strong_format),
     }
 
 

@@ -87,6 +87,16 @@ def _known(x: float, values: Iterable[float]) -> bool:
     return False
 
 
+def contradicts(step: str, values: Iterable[float]) -> bool:
+    """The step writes a false equation or states a result that is none of ``values``.
+
+    >>> contradicts("48 / 2 = 25", {48.0, 2.0, 24.0}), contradicts("48 / 2 = 24", {24.0})
+    (True, False)
+    """
+    allowed = list(values)
+    return bool(check_step(step).false) or any(not _known(x, allowed) for x in stated_results(step))
+
+
 def final_answer(steps: Sequence[str]) -> float | None:
     """The last number inside the last ``\\boxed{}`` of the solution, if any."""
     for step in reversed(steps):
@@ -112,7 +122,7 @@ def weak_first_error(
     values = reference_values(question, reference) | set(ALWAYS_ALLOWED)
     first_bad = None
     for i, step in enumerate(steps):
-        if check_step(step).false or any(not _known(x, values) for x in stated_results(step)):
+        if contradicts(step, values):
             first_bad = i
             break
     got = final_answer(steps)
@@ -124,6 +134,7 @@ def weak_first_error(
 
 __all__ = [
     "ALWAYS_ALLOWED",
+    "contradicts",
     "final_answer",
     "numbers",
     "reference_values",
