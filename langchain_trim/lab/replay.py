@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_trim.lab.ppo import MissingBranchError
-from langchain_trim.lab.sim.env import EpisodeResult
-from langchain_trim.policies.base import RouteObservation, RoutingPolicy
+from langchain_trim.lab.sim.env import EpisodeEnv, _Episode
+from langchain_trim.policies.base import RoutingPolicy
 from langchain_trim.policies.rule import decide_step
 
 ActionPath = tuple[int, ...]
@@ -47,7 +47,7 @@ class _Question:
     outcomes: dict[ActionPath, _Outcome]
 
 
-class ReplayEnv:
+class ReplayEnv(EpisodeEnv):
     """Recorded runs as a :class:`~langchain_trim.lab.ppo.TrainingEnv`.
 
     >>> weak = {"question_id": "q", "correct": False, "steps": [
@@ -108,58 +108,37 @@ class ReplayEnv:
             if q.outcomes.setdefault(path, outcome) != outcome:
                 self.conflicts += 1
 
-    def episode(
-        self,
-        policy: RoutingPolicy,
-        index: int = 0,
-        *,
-        seed: int = 0,
-        budget: int | None = None,
-        record_steps: bool = False,
-        score_all: bool = False,
-    ) -> EpisodeResult:
-        """Replay question ``index`` (``seed`` is unused: a replay is deterministic)."""
+    def _play(self, policy: RoutingPolicy, run: _Episode) -> tuple[bool, int]:
+        """Replay question ``run.index`` (``run.seed`` is unused: a replay is deterministic)."""
+        index = run.index
         q = self._questions[index % len(self._questions)]
         path: ActionPath = ()
         scores: list[float | None] = []
         tokens: list[int] = []
-        spent = weak = discarded = escalations = blocked = prm_calls = 0
-        records: list[dict[str, Any]] = []
         correct = False
         for t in range(self.max_steps):
             if path not in q.drafts:
                 raise MissingBranchError(f"question {index}: no recorded draft after {path}")
             draft_score, draft_tokens = q.drafts[path]
-            weak += draft_tokens
-            obs = RouteObservation(
-                step_index=t,
-                score=None,
-                previous_scores=tuple(scores),
-                step_tokens=draft_tokens,
-                previous_step_tokens=tuple(tokens),
-                strong_tokens_spent=spent,
-                budget=budget,
-                max_steps=self.max_steps,
-            )
+            run.weak_tokens += draft_tokens
+            obs = self._observe(run, t, scores, draft_tokens, tokens)
             if policy.needs_score(obs):
-                prm_calls += 1
+                run.prm_calls += 1
                 obs = obs.with_score(draft_score)
             decision = decide_step(policy, obs, step_max_tokens=self.step_max_tokens)
             action = 1 if decision.action == "escalate" else 0
             was_blocked = decision.budget_blocked
-            blocked += was_blocked
+            run.budget_blocked += was_blocked
             path = (*path, action)
             outcome = q.outcomes.get(path)
             if outcome is None:
                 raise MissingBranchError(f"question {index}: no recorded run took {path}")
             if action:
-                escalations += 1
-                discarded += draft_tokens
-                spent += outcome.tokens
+                run.escalated(draft_tokens, outcome.tokens)
             scores.append(outcome.score)
             tokens.append(outcome.tokens)
-            if record_steps:
-                records.append(
+            if run.record_steps:
+                run.records.append(
                     {
                         "index": t,
                         "author": outcome.author,
@@ -175,21 +154,7 @@ class ReplayEnv:
             if outcome.end:
                 correct = outcome.correct
                 break
-        trace = None
-        if record_steps:
-            trace = {"steps": records, "correct": correct, "policy": policy.name}
-        return EpisodeResult(
-            index=index,
-            correct=correct,
-            strong_tokens=spent,
-            weak_tokens=weak,
-            discarded_draft_tokens=discarded,
-            steps=len(tokens),
-            escalations=escalations,
-            budget_blocked=blocked,
-            prm_calls=prm_calls,
-            trace=trace,
-        )
+        return correct, len(tokens)
 
 
 __all__ = ["ReplayEnv"]

@@ -156,11 +156,28 @@ class Calibration(BaseModel):
             for table in self.observation
         ]
 
+    def _termination(self, model: str) -> list[float]:
+        """The solution-length pmf of ``"weak"`` or ``"strong"`` (the weak one if unknown)."""
+        pmf = self.termination_strong if model == "strong" else self.termination_weak
+        return pmf or self.termination_weak
+
+    def hazard(self, model: str = "weak") -> list[float]:
+        """``h[L]`` = P(solution ends after step L | it reached L) for ``model``; index 0 unused.
+
+        >>> synthetic_calibration(mean_steps=1, max_steps=2).hazard()
+        [0.0, 1.0, 1.0]
+        """
+        out = [0.0]
+        survive = 1.0
+        for p in self._termination(model):
+            out.append(1.0 if survive <= 1e-12 else min(1.0, p / survive))
+            survive -= p
+        out[-1] = 1.0
+        return out
+
     def mean_steps(self, model: str = "weak") -> float:
         """Expected solution length of ``"weak"`` or ``"strong"``."""
-        pmf = self.termination_strong if model == "strong" else self.termination_weak
-        pmf = pmf or self.termination_weak
-        return math.fsum((i + 1) * p for i, p in enumerate(pmf))
+        return math.fsum((i + 1) * p for i, p in enumerate(self._termination(model)))
 
     def expected_accuracy(self, model: str = "weak") -> float:
         """Always-``model`` accuracy implied by the step accuracy and length pmf.
@@ -170,9 +187,7 @@ class Calibration(BaseModel):
         (0.9, 1.0)
         """
         p = self.p_strong if model == "strong" else self.p_weak
-        pmf = self.termination_strong if model == "strong" else self.termination_weak
-        pmf = pmf or self.termination_weak
-        return math.fsum(q * p ** (i + 1) for i, q in enumerate(pmf))
+        return math.fsum(q * p ** (i + 1) for i, q in enumerate(self._termination(model)))
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

@@ -51,17 +51,6 @@ PARAMETRIC_BETAS: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {
 of the official ProcessBench tables (Qwen2.5-Math-PRM-7B on MATH)."""
 
 
-def _hazard(pmf: Sequence[float]) -> np.ndarray:
-    """``h[L]`` = P(solution ends after step L | it reached L); index 0 unused."""
-    out = [0.0]
-    survive = 1.0
-    for p in pmf:
-        out.append(1.0 if survive <= 1e-12 else min(1.0, p / survive))
-        survive -= p
-    out[-1] = 1.0
-    return np.asarray(out)
-
-
 def transition(action: int, p_weak: float, p_strong: float) -> np.ndarray:
     """Row-stochastic 3×3 matrix ``T[s, s']`` for ``action`` 0 (continue) / 1 (escalate).
 
@@ -138,14 +127,13 @@ class PomdpModel:
         draft's and the rewrite's log length load on the same latent doubt.
         """
         obs = np.asarray(cal.effective_observation() if observation is None else observation)
-        strong_pmf = cal.termination_strong or cal.termination_weak
-        hw = _hazard(cal.termination_weak)
+        hw = np.asarray(cal.hazard("weak"))
         return cls(
             p_weak=cal.p_weak,
             p_strong=cal.p_strong,
             observation=obs / obs.sum(axis=(1, 2), keepdims=True),
             hazard_weak=hw,
-            hazard_strong=_hazard(strong_pmf) if termination == "author" else hw,
+            hazard_strong=np.asarray(cal.hazard("strong")) if termination == "author" else hw,
             score_power=cal.score_power,
             weak_log=cal.weak_tokens.log_params,
             strong_log=cal.strong_tokens.log_params,

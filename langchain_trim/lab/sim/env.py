@@ -29,7 +29,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from langchain_trim.policies.base import RouteObservation, RoutingPolicy
 from langchain_trim.policies.calibration import STATES, Calibration, TokenModel
@@ -62,6 +62,27 @@ class EpisodeResult:
     """``{"steps": [...], "correct": ..., "policy": ...}`` when ``record_steps``."""
 
 
+class _Mean:
+    """A :class:`SimSummary` attribute: the mean of one :class:`EpisodeResult` field."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+    @overload
+    def __get__(self, summary: None, owner: type | None = None) -> _Mean: ...
+
+    @overload
+    def __get__(self, summary: SimSummary, owner: type | None = None) -> float: ...
+
+    def __get__(self, summary: SimSummary | None, owner: type | None = None) -> _Mean | float:
+        if summary is None:
+            return self
+        episodes = summary.episodes
+        if not episodes:
+            return 0.0
+        return math.fsum(float(getattr(e, self.field)) for e in episodes) / len(episodes)
+
+
 @dataclass(frozen=True)
 class SimSummary:
     """All episodes of one policy and their aggregates."""
@@ -73,38 +94,13 @@ class SimSummary:
     def n(self) -> int:
         return len(self.episodes)
 
-    def _mean(self, attr: str) -> float:
-        if not self.episodes:
-            return 0.0
-        return math.fsum(float(getattr(e, attr)) for e in self.episodes) / len(self.episodes)
-
-    @property
-    def accuracy(self) -> float:
-        return self._mean("correct")
-
-    @property
-    def mean_strong_tokens(self) -> float:
-        return self._mean("strong_tokens")
-
-    @property
-    def mean_weak_tokens(self) -> float:
-        return self._mean("weak_tokens")
-
-    @property
-    def mean_discarded_draft_tokens(self) -> float:
-        return self._mean("discarded_draft_tokens")
-
-    @property
-    def mean_escalations(self) -> float:
-        return self._mean("escalations")
-
-    @property
-    def mean_steps(self) -> float:
-        return self._mean("steps")
-
-    @property
-    def mean_prm_calls(self) -> float:
-        return self._mean("prm_calls")
+    accuracy = _Mean("correct")
+    mean_strong_tokens = _Mean("strong_tokens")
+    mean_weak_tokens = _Mean("weak_tokens")
+    mean_discarded_draft_tokens = _Mean("discarded_draft_tokens")
+    mean_escalations = _Mean("escalations")
+    mean_steps = _Mean("steps")
+    mean_prm_calls = _Mean("prm_calls")
 
     def traces(self) -> list[dict[str, Any]]:
         """Recorded traces (run with ``record_steps=True``), the input of ``fit_calibration``."""
@@ -125,18 +121,107 @@ class SimSummary:
         }
 
 
-def _hazard(pmf: Sequence[float]) -> list[float]:
-    """``h[L]`` = P(solution ends after step L | it reached L); index 0 unused."""
-    out = [0.0]
-    survive = 1.0
-    for p in pmf:
-        out.append(1.0 if survive <= 1e-12 else min(1.0, p / survive))
-        survive -= p
-    out[-1] = 1.0
-    return out
+@dataclass(slots=True)
+class _Episode:
+    """One question being routed: the call's settings and what has been counted so far."""
+
+    index: int
+    seed: int
+    budget: int | None
+    record_steps: bool
+    score_all: bool
+    strong_tokens: int = 0
+    weak_tokens: int = 0
+    discarded_draft_tokens: int = 0
+    escalations: int = 0
+    budget_blocked: int = 0
+    prm_calls: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def escalated(self, draft_tokens: int, strong_tokens: int) -> None:
+        """The strong model wrote the step: the draft is discarded, its tokens spent."""
+        self.escalations += 1
+        self.discarded_draft_tokens += draft_tokens
+        self.strong_tokens += strong_tokens
+
+    def result(self, policy: RoutingPolicy, correct: bool, steps: int) -> EpisodeResult:
+        trace = None
+        if self.record_steps:
+            trace = {"steps": self.records, "correct": correct, "policy": policy.name}
+        return EpisodeResult(
+            index=self.index,
+            correct=correct,
+            strong_tokens=self.strong_tokens,
+            weak_tokens=self.weak_tokens,
+            discarded_draft_tokens=self.discarded_draft_tokens,
+            steps=steps,
+            escalations=self.escalations,
+            budget_blocked=self.budget_blocked,
+            prm_calls=self.prm_calls,
+            trace=trace,
+        )
 
 
-class SimEnv:
+class EpisodeEnv:
+    """The :class:`~langchain_trim.lab.ppo.TrainingEnv` side of the simulator and the replay.
+
+    :meth:`episode` is theirs alike; each says in ``_play`` how one question unfolds.
+    """
+
+    max_steps: int
+
+    def episode(
+        self,
+        policy: RoutingPolicy,
+        index: int = 0,
+        *,
+        seed: int = 0,
+        budget: int | None = None,
+        record_steps: bool = False,
+        score_all: bool = False,
+    ) -> EpisodeResult:
+        """Route question ``index`` with ``policy``, budget rule included, as the graph does.
+
+        ``seed`` picks a simulator's randomness (a replay is deterministic); ``budget``
+        caps the strong tokens; ``record_steps`` keeps a trace.  ``score_all`` records
+        every step's PRM score in a simulator's trace as if the trajectory were scored
+        offline afterwards; the policy still sees only what it asked for.
+        """
+        run = _Episode(index, seed, budget, record_steps, score_all)
+        correct, steps = self._play(policy, run)
+        return run.result(policy, correct, steps)
+
+    def _play(self, policy: RoutingPolicy, run: _Episode) -> tuple[bool, int]:
+        """Route ``run``'s question, counting in ``run``: whether it ends right, and its steps."""
+        raise NotImplementedError
+
+    def _observe(
+        self,
+        run: _Episode,
+        t: int,
+        scores: Sequence[float | None],
+        draft_tokens: int,
+        tokens: Sequence[int],
+        authors: Sequence[str] = (),
+        step_max_tokens: int | None = None,
+        score: float | None = None,
+    ) -> RouteObservation:
+        """What the policy sees of step ``t``'s draft, ``score`` once scored (as in the graph)."""
+        return RouteObservation(
+            step_index=t,
+            score=score,
+            previous_scores=tuple(scores),
+            step_tokens=draft_tokens,
+            previous_step_tokens=tuple(tokens),
+            previous_authors=tuple(authors),
+            strong_tokens_spent=run.strong_tokens,
+            budget=run.budget,
+            max_steps=self.max_steps,
+            step_max_tokens=step_max_tokens,
+        )
+
+
+class SimEnv(EpisodeEnv):
     """A calibrated TRIM environment.
 
     >>> from langchain_trim.policies import ThresholdPolicy
@@ -173,9 +258,10 @@ class SimEnv:
         self._cdf = self._score_cdfs(calibration, score_model)
         self._power = calibration.score_power
         self._rho = calibration.length_score_corr
-        self._hazard_weak = _hazard(calibration.termination_weak)
-        strong_pmf = calibration.termination_strong or calibration.termination_weak
-        self._hazard_strong = _hazard(strong_pmf) if termination == "author" else self._hazard_weak
+        self._hazard_weak = calibration.hazard("weak")
+        self._hazard_strong = (
+            calibration.hazard("strong") if termination == "author" else self._hazard_weak
+        )
 
     # -- precomputation ----------------------------------------------------------------------
     @staticmethod
@@ -216,24 +302,11 @@ class SimEnv:
             z = self._rho * doubt + math.sqrt(1 - self._rho**2) * z
         return max(1, min(self.step_max_tokens, round(math.exp(mu + sigma * z))))
 
-    # -- episodes ----------------------------------------------------------------------------
-    def episode(
-        self,
-        policy: RoutingPolicy,
-        index: int = 0,
-        *,
-        seed: int = 0,
-        budget: int | None = None,
-        record_steps: bool = False,
-        score_all: bool = False,
-    ) -> EpisodeResult:
-        """Simulate question ``index``.
-
-        ``score_all`` records every step's PRM score in the trace as if the trajectory
-        were scored offline afterwards; the policy still sees only what it asked for.
-        """
+    # -- episodes ---------------------------------------------------------------------------
+    def _play(self, policy: RoutingPolicy, run: _Episode) -> tuple[bool, int]:
+        """Simulate question ``run.index``."""
         cal = self.calibration
-        rng = random.Random(seed * 1_000_003 + index)
+        rng = random.Random(run.seed * 1_000_003 + run.index)
         u = [rng.random() for _ in range(_SLOTS * self.max_steps)]
         prefix_ok = True
         hidden: list[float] = []  # PRM scores of accepted steps on the tables' scale
@@ -241,8 +314,6 @@ class SimEnv:
         shown: list[float | None] = []  # what the graph's trim_steps would hold
         authors: list[str] = []
         step_tokens: list[int] = []
-        spent = weak_tokens = discarded = escalations = blocked = prm_calls = 0
-        records: list[dict[str, Any]] = []
         for t in range(self.max_steps):
             b = t * _SLOTS
             if prefix_ok:
@@ -255,48 +326,27 @@ class SimEnv:
             draft_score = self._reported(draft_raw)
             doubt = -_normal(u[b + 1]) if self._rho else 0.0
             draft_tokens = self._tokens(cal.weak_tokens, u[b + 3], doubt)
-            weak_tokens += draft_tokens
-            obs = RouteObservation(
-                step_index=t,
-                score=None,
-                previous_scores=tuple(shown),
-                step_tokens=draft_tokens,
-                previous_step_tokens=tuple(step_tokens),
-                previous_authors=tuple(authors),
-                strong_tokens_spent=spent,
-                budget=budget,
-                max_steps=self.max_steps,
-                step_max_tokens=self.step_max_tokens,
-            )
+            run.weak_tokens += draft_tokens
+            limit = self.step_max_tokens
+            obs = self._observe(run, t, shown, draft_tokens, step_tokens, authors, limit)
             scored = policy.needs_score(obs)
             if scored:
-                prm_calls += 1
+                run.prm_calls += 1
                 shown = list(reported)  # one PRM call scores the whole prefix
-                obs = RouteObservation(
-                    step_index=t,
-                    score=draft_score,
-                    previous_scores=tuple(shown),
-                    step_tokens=draft_tokens,
-                    previous_step_tokens=tuple(step_tokens),
-                    previous_authors=tuple(authors),
-                    strong_tokens_spent=spent,
-                    budget=budget,
-                    max_steps=self.max_steps,
-                    step_max_tokens=self.step_max_tokens,
+                obs = self._observe(
+                    run, t, shown, draft_tokens, step_tokens, authors, limit, draft_score
                 )
             decision = decide_step(policy, obs, step_max_tokens=self.step_max_tokens)
             action, was_blocked = decision.action, decision.budget_blocked
-            blocked += was_blocked
+            run.budget_blocked += was_blocked
             if action == "escalate":
-                escalations += 1
-                discarded += draft_tokens
                 if prefix_ok:
                     prefix_ok = u[b + 4] < cal.p_strong
                     after = 0 if prefix_ok else 2
                 else:
                     after = 1
                 tokens = self._tokens(cal.strong_tokens, u[b + 7], doubt)
-                spent += tokens
+                run.escalated(draft_tokens, tokens)
                 hidden.append(self._score(after, min_prev, u[b + 5], u[b + 6]))
                 reported.append(self._reported(hidden[-1]))
                 shown.append(None)
@@ -310,14 +360,14 @@ class SimEnv:
                 author = "weak"
             step_tokens.append(tokens)
             authors.append(author)
-            if record_steps:
-                records.append(
+            if run.record_steps:
+                run.records.append(
                     {
                         "index": t,
                         "author": author,
                         "model": f"sim-{author}",
                         "tokens": tokens,
-                        "draft_score": draft_score if (scored or score_all) else None,
+                        "draft_score": draft_score if (scored or run.score_all) else None,
                         "decision": action,
                         "reason": decision.reason,
                         "draft_tokens": draft_tokens,
@@ -328,24 +378,11 @@ class SimEnv:
             hazard = self._hazard_strong if author == "strong" else self._hazard_weak
             if t + 1 >= self.max_steps or u[b + 8] < hazard[t + 1]:
                 break
-        trace = None
-        if record_steps:
-            final = reported if score_all else shown
-            for rec, score in zip(records, final, strict=True):
+        if run.record_steps:
+            final = reported if run.score_all else shown
+            for rec, score in zip(run.records, final, strict=True):
                 rec["score"] = score
-            trace = {"steps": records, "correct": prefix_ok, "policy": policy.name}
-        return EpisodeResult(
-            index=index,
-            correct=prefix_ok,
-            strong_tokens=spent,
-            weak_tokens=weak_tokens,
-            discarded_draft_tokens=discarded,
-            steps=len(step_tokens),
-            escalations=escalations,
-            budget_blocked=blocked,
-            prm_calls=prm_calls,
-            trace=trace,
-        )
+        return prefix_ok, len(step_tokens)
 
     def run(
         self,
@@ -386,4 +423,4 @@ class SimEnv:
         return [self.run(p, n_episodes, **kwargs) for p in policies]
 
 
-__all__ = ["EpisodeResult", "SimEnv", "SimSummary"]
+__all__ = ["EpisodeEnv", "EpisodeResult", "SimEnv", "SimSummary"]
