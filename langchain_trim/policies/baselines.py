@@ -18,7 +18,7 @@ import hashlib
 import math
 
 from langchain_trim.policies.base import RouteDecision, RouteObservation
-from langchain_trim.policies.registry import register_policy
+from langchain_trim.policies.registry import number_policy, register_policy
 
 
 class ScoreOnlyPolicy:
@@ -82,12 +82,6 @@ class FirstStepPolicy:
         return f"FirstStepPolicy({self.threshold:g})"
 
 
-def _first_step(arg: str | None) -> FirstStepPolicy:
-    if arg is None:
-        raise ValueError("step0 needs a threshold, e.g. step0:0.9")
-    return FirstStepPolicy(float(arg))
-
-
 def uniform(*parts: object) -> float:
     """A reproducible uniform number in [0, 1) from any printable parts (sha256).
 
@@ -149,14 +143,10 @@ class RandomPolicy:
         return f"RandomPolicy({self.p:g}, seed={self.seed})"
 
 
-def _random(arg: str | None) -> RandomPolicy:
-    if arg is None:
-        raise ValueError("random needs an escalation probability, e.g. random:0.2")
-    return RandomPolicy(float(arg))
-
-
 register_policy("weakscored", lambda _: ScoreOnlyPolicy())  # always weak, PRM-scored
-register_policy("random", _random)  # escalate each step with probability p (seeded)
-register_policy("step0", _first_step)  # TRIM-Thr on the first step only (ablation)
+# escalate each step with probability p (seeded)
+register_policy("random", number_policy("random", RandomPolicy, "an escalation probability", "0.2"))
+# TRIM-Thr on the first step only (ablation)
+register_policy("step0", number_policy("step0", FirstStepPolicy, "a threshold", "0.9"))
 
 __all__ = ["FirstStepPolicy", "RandomPolicy", "ScoreOnlyPolicy", "uniform"]

@@ -57,13 +57,25 @@ def expand_specs(specs: str) -> list[str]:
     return out
 
 
-def _threshold(arg: str | None) -> RoutingPolicy:
-    if arg is None:
-        raise ValueError("thr needs a threshold, e.g. thr:0.5")
-    return ThresholdPolicy(float(arg))
+def number_policy(
+    name: str, build: Callable[[float], RoutingPolicy], needs: str, example: str
+) -> PolicyFactory:
+    """A factory for ``name:<number>`` that builds ``build(float(number))``.
+
+    ``needs`` says what the number is and ``example`` gives one, for the error raised
+    when it is missing.
+    """
+
+    def factory(arg: str | None) -> RoutingPolicy:
+        if arg is None:
+            raise ValueError(f"{name} needs {needs}, e.g. {name}:{example}")
+        return build(float(arg))
+
+    return factory
 
 
-register_policy("thr", _threshold)  # TRIM-Thr: escalate when the PRM score < threshold
+# TRIM-Thr: escalate when the PRM score < threshold
+register_policy("thr", number_policy("thr", ThresholdPolicy, "a threshold", "0.5"))
 
 
 def _fitted(arg: str | None) -> RoutingPolicy:
@@ -78,4 +90,4 @@ register_policy("fit", _fitted)  # the threshold chosen by `trim fit` on your de
 register_policy("weak", lambda _: ThresholdPolicy(0.0))  # always weak (no PRM calls)
 register_policy("strong", lambda _: ThresholdPolicy(1.0))  # always strong (no PRM calls)
 
-__all__ = ["PolicyFactory", "expand_specs", "make_policy", "register_policy"]
+__all__ = ["PolicyFactory", "expand_specs", "make_policy", "number_policy", "register_policy"]
