@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from langchain_trim.eval.metrics import OperatingPoint
@@ -54,15 +54,7 @@ class RouterPoint:
         return OperatingPoint(self.accuracy, self.strong_tokens, self.label)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "threshold": self.threshold,
-            "accuracy": self.accuracy,
-            "strong_tokens": self.strong_tokens,
-            "weak_tokens": self.weak_tokens,
-            "escalated": self.escalated,
-            "n": self.n,
-        }
+        return asdict(self)
 
 
 # -- reading traces -----------------------------------------------------------------------

@@ -4,7 +4,7 @@ Heavy backends (transformers, vLLM, llama.cpp) are imported lazily from their ow
 modules so that ``import langchain_trim`` stays light.
 """
 
-from langchain_trim._lazy import lazy_attribute
+from langchain_trim._lazy import lazy_getattr
 from langchain_trim.prm.base import (
     BaseProcessRewardModel,
     FunctionPRM,
@@ -17,18 +17,16 @@ from langchain_trim.prm.batching import MicroBatchingPRM
 from langchain_trim.prm.confidence import SelfConfidencePRM
 from langchain_trim.prm.judge import ChatJudgePRM
 
-_LAZY = {
-    "ArithmeticPRM": "langchain_trim.prm.arithmetic",
-    "ProbePRM": "langchain_trim.prm.probe",
-    "TransformersPRM": "langchain_trim.prm.transformers_prm",
-    "VLLMOfflinePRM": "langchain_trim.prm.vllm_prm",
-    "VLLMServerPRM": "langchain_trim.prm.vllm_prm",
-}
-
-
-def __getattr__(name: str) -> object:
-    """Heavy backends load on first use: ``from langchain_trim.prm import TransformersPRM``."""
-    return lazy_attribute(__name__, _LAZY, name)
+# Heavy backends load on first use: ``from langchain_trim.prm import TransformersPRM``.
+__getattr__ = lazy_getattr(
+    __name__,
+    {
+        "langchain_trim.prm.arithmetic": ("ArithmeticPRM",),
+        "langchain_trim.prm.probe": ("ProbePRM",),
+        "langchain_trim.prm.transformers_prm": ("TransformersPRM",),
+        "langchain_trim.prm.vllm_prm": ("VLLMOfflinePRM", "VLLMServerPRM"),
+    },
+)
 
 
 __all__ = [
