@@ -1030,8 +1030,8 @@ class _TrimNodes:
         )
         answer = extract_boxed(solution)
         spend = self.spend(state)
-        termination = state.get("trim_termination") or "end_of_text"
         overspent = bool(spend.get("overspent", False))
+        termination = state.get("trim_termination") or "end_of_text"
         self.write(
             runtime,
             config,
