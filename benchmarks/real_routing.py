@@ -21,12 +21,26 @@ cores).  Subcommands, each resumable (re-run the same command to continue):
     ``trim eval`` of a policy list on a split through the graph (traces under
     ``results/real_routing/<split>_<dataset>/``, LLM cache in ``runs/cache/``).
 
-Example (what the committed results ran)::
+What the committed results ran (each command resumes where its committed traces stop;
+run them from a separate clone, two at a time on 2 cores, and copy the new trace files
+back)::
 
     python -m benchmarks.real_routing formats --n 40
     python -m benchmarks.real_routing run --split dev --dataset gsm8k --n 200 \\
         --policies "weakscored strong thr:0.45,0.55,0.65"
+    python -m benchmarks.real_routing_policies     # expressive policies, from dev only
+    python -m benchmarks.real_routing run --split test --dataset gsm8k --n 300 \\
+        --policies "weakscored strong thr:0.45,0.55,0.65 step0:0.65 $(jq -r \\
+        '.chosen | [.agg,.seq,.pomdp] | join(" ")' \\
+        benchmarks/results/real_routing/policies/choice.json)"
+    python -m benchmarks.real_routing run --split test --dataset gsm8k --n 300 \\
+        --prm oracle --policies "thr:0.5"          # the ablation's reference scorer
+    python -m benchmarks.real_routing run --split test --dataset math500 --n 100 \\
+        --policies "weakscored strong thr:0.45,0.55,0.65"
     python -m benchmarks.real_routing onecall --split test --dataset gsm8k --n 300
+    python -m benchmarks.real_routing run --split test --dataset gsm8k --n 20 --no-cache \\
+        --policies "weakscored strong thr:0.65"    # wall time, every call paid
+    python -m benchmarks.real_routing_report       # report.md, metrics.json, curves.png
 """
 
 from __future__ import annotations

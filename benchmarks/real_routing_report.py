@@ -135,19 +135,41 @@ def dev_choices(dev: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def expressive_choices(path: Path = OUT / "policies" / "choice.json") -> dict[str, str]:
+    """Family → the spec chosen on dev by ``benchmarks.real_routing_policies`` (if run)."""
+    if not path.is_file():
+        return {}
+    chosen = json.loads(path.read_text(encoding="utf-8"))["chosen"]
+    return {EXPRESSIVE[f]: spec for f, spec in chosen.items() if f in EXPRESSIVE}
+
+
+EXPRESSIVE = {"agg": "TRIM-Agg", "seq": "TRIM-Seq", "pomdp": "TRIM-POMDP"}
+
+
 def test_analysis(
-    test: Mapping[str, Mapping[str, Any]], choices: Mapping[str, Any]
+    test: Mapping[str, Mapping[str, Any]],
+    choices: Mapping[str, Any],
+    expressive: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """Every family on the test problems that all of its policies finished.
+
+    ``expressive`` (family → one dev-chosen spec) adds those families; the problems are
+    then the ones every policy, expressive included, has finished.
+    """
     from langchain_trim.eval.stats import bootstrap_ci
 
+    expressive = {f: s for f, s in (expressive or {}).items() if s in test}
     specs = [s for s in choices["thr"]["grid"] if s in test]
-    ids = common_ids(test, ["weakscored", "strong", *specs])
+    ids = common_ids(test, ["weakscored", "strong", *specs, *expressive.values()])
     cols: dict[str, np.ndarray] = {}
     for spec, name in (("weakscored", "weak"), ("strong", "strong")):
         cols[f"{name}:c"], cols[f"{name}:t"] = policy_columns(test, ids, spec)
     for spec in specs:
         cols[f"{spec}:c"], cols[f"{spec}:t"] = policy_columns(test, ids, spec)
     families: dict[str, list[str]] = {"TRIM-Thr": specs}
+    for fam, spec in expressive.items():
+        cols[f"{spec}:c"], cols[f"{spec}:t"] = policy_columns(test, ids, spec)
+        families[fam] = [spec]
     for signal in SIGNALS:
         names = []
         for t in choices[signal]["thresholds"]:
@@ -169,7 +191,7 @@ def test_analysis(
             "apgr": bootstrap_ci(cols, stat(fam, "apgr")),
             "cpt95": bootstrap_ci(cols, stat(fam, "cpt")),
         }
-    for name in ["weak", "strong", *specs]:
+    for name in ["weak", "strong", *specs, *expressive.values()]:
         out["points"][name] = {
             "accuracy": bootstrap_ci(cols, lambda c, n=name: float(c[f"{n}:c"].mean())),
             "strong_tokens": float(cols[f"{name}:t"].mean()),
@@ -179,6 +201,16 @@ def test_analysis(
             cols,
             lambda c, f=fam: _diff(stat("TRIM-Thr", "apgr")(c), stat(f, "apgr")(c)),
         )
+    for fam in expressive:
+        out["differences"][f"CPT(95%) {fam} ÷ TRIM-Thr"] = bootstrap_ci(
+            cols, lambda c, f=fam: _ratio(stat(f, "cpt")(c), stat("TRIM-Thr", "cpt")(c))
+        )
+    for signal in SIGNALS:  # the query routers at their dev operating point
+        name = f"{signal}@{choices[signal]['chosen']:.4f}"
+        out["points"][f"{signal} (dev point)"] = {
+            "accuracy": bootstrap_ci(cols, lambda c, n=name: float(c[f"{n}:c"].mean())),
+            "strong_tokens": float(cols[f"{name}:t"].mean()),
+        }
     chosen = choices["thr"]["chosen"]
     if chosen in specs:
         out["thr_dev_point"] = {
@@ -192,6 +224,10 @@ def test_analysis(
 
 def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b <= 0 else a / b
 
 
 def step_stats(run: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -345,6 +381,60 @@ def wall_time(folder: Path) -> dict[str, Any]:
     return out
 
 
+def ablation(
+    test: Mapping[str, Mapping[str, Any]],
+    oracle: Mapping[str, Mapping[str, Any]],
+    choices: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Why TRIM-Thr wins or not, on the same test problems (issue 12's ablation).
+
+    Beside always-weak/strong: TRIM-Thr at its dev point with the shipped probe; the same
+    rule on step 0 only (a query router that rewrites one step: ``step0:k``); TRIM-Thr with
+    the reference-solution scorer (``benchmarks.oracle_prm``, run with ``--prm oracle``),
+    which separates "the PRM cannot tell" from "step routing cannot help".
+    """
+    from langchain_trim.eval.stats import bootstrap_ci
+
+    chosen = choices["thr"]["chosen"]
+    k = threshold_of(chosen)
+    arms = {
+        "weak": (test, "weakscored"),
+        "strong": (test, "strong"),
+        f"{chosen} (probe)": (test, chosen),
+        f"step0:{k:g} (probe, step 0 only)": (test, f"step0:{k:g}"),
+        **{f"{s} (oracle scorer)": (oracle, s) for s in thr_specs(oracle)},
+    }
+    arms = {name: arm for name, arm in arms.items() if arm[1] in arm[0]}
+    ids: set[str] | None = None
+    for run, spec in arms.values():
+        ids = set(run[spec]) if ids is None else ids & set(run[spec])
+    order = sorted(ids or set())
+    if not order or len(arms) < 4:
+        return {}
+    cols: dict[str, np.ndarray] = {}
+    for name, (run, spec) in arms.items():
+        cols[f"{name}:c"], cols[f"{name}:t"] = policy_columns(run, order, spec)
+
+    def pgr_of(name: str) -> Callable[[Mapping[str, np.ndarray]], float | None]:
+        def f(c: Mapping[str, np.ndarray]) -> float | None:
+            w, s, x = (float(c[f"{n}:c"].mean()) for n in ("weak", "strong", name))
+            return None if s - w <= 1e-9 else (x - w) / (s - w)
+
+        return f
+
+    return {
+        "n": len(order),
+        "points": {
+            name: {
+                "accuracy": bootstrap_ci(cols, lambda c, n=name: float(c[f"{n}:c"].mean())),
+                "strong_tokens": float(cols[f"{name}:t"].mean()),
+                "pgr": bootstrap_ci(cols, pgr_of(name)),
+            }
+            for name in arms
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dev", type=Path, default=RUNS / "dev_gsm8k")
@@ -355,6 +445,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dev = load_run(args.dev)
     result: dict[str, Any] = {"dev": {"folder": str(args.dev), "steps": step_stats(dev)}}
     result["choices"] = dev_choices(dev)
+    expressive = expressive_choices()
+    result["choices"]["expressive"] = expressive
     result["dev"]["stepwise_vs_one_call"] = stepwise_vs_one_call(dev, one_call_rows("dev", "gsm8k"))
     result["dev"]["prm_on_new_steps"] = prm_on_new_steps(dev, "dev")
     for folder in args.test:
@@ -368,6 +460,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "wall_time": wall_time(folder.with_name(folder.name + "_walltime")),
             **test_analysis(test, result["choices"]),
         }
+        if any(spec in test for spec in expressive.values()):
+            result[folder.name]["with_expressive"] = test_analysis(
+                test, result["choices"], expressive
+            )
+        oracle = folder.with_name(folder.name + "_oracle_paragraphs")
+        if oracle.is_dir():
+            result[folder.name]["ablation"] = ablation(test, load_run(oracle), result["choices"])
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     (OUT / "report.md").write_text(render(result))
@@ -407,16 +506,34 @@ def render(result: Mapping[str, Any]) -> str:
             f"- {signal}: thresholds = dev quantiles "
             f"{', '.join(f'{t:.3f}' for t in c['thresholds'])}; operating point {c['chosen']:.3f}"
         )
+    for fam, spec in ch.get("expressive", {}).items():
+        lines.append(
+            f"- {fam}: `{spec}` (cheapest λ reaching PGR 0.95 in the simulator fit to the dev "
+            "traces; `benchmarks/results/real_routing/policies/choice.json`)"
+        )
     for name, block in result.items():
         if not name.startswith("test_"):
             continue
         lines += ["", f"## Test: {name} ({block['n_test']} problems)", ""]
-        lines += ["| policy | accuracy % [95% CI] | strong tokens/q |", "|---|---|---|"]
-        for spec, row in block["points"].items():
-            lines.append(f"| {spec} | {_ci(row['accuracy'])} | {row['strong_tokens']:.1f} |")
-        lines += ["", "| family | APGR [95% CI] | CPT(95%) [95% CI] |", "|---|---|---|"]
-        for fam, row in block["families"].items():
-            lines.append(f"| {fam} | {_ci(row['apgr'], False)} | {_ci(row['cpt95'], False)} |")
+        lines += _families(block)
+        if block.get("with_expressive"):
+            sub = block["with_expressive"]
+            lines += ["", f"### With the expressive policies ({sub['n_test']} problems)", ""]
+            lines += _families(sub)
+        if block.get("ablation"):
+            ab = block["ablation"]
+            lines += [
+                "",
+                f"### Ablation: scorer and step-0-only ({ab['n']} problems)",
+                "",
+                "| arm | accuracy % [95% CI] | strong tokens/q | PGR [95% CI] |",
+                "|---|---|---|---|",
+            ]
+            for arm, row in ab["points"].items():
+                lines.append(
+                    f"| {arm} | {_ci(row['accuracy'])} | {row['strong_tokens']:.1f} | "
+                    f"{_ci(row['pgr'], False)} |"
+                )
         lines += ["", "| model | in graph | one call | difference, points [95% CI] | n |"]
         lines += ["|---|---|---|---|---|"]
         for model, row in block.get("stepwise_vs_one_call", {}).items():
@@ -424,9 +541,6 @@ def render(result: Mapping[str, Any]) -> str:
                 f"| {model} | {100 * row['in_graph']:.1f} | {100 * row['one_call']:.1f} | "
                 f"{_ci(row['difference'])} | {row['n']} |"
             )
-        lines += ["", "| paired difference | estimate [95% CI] |", "|---|---|"]
-        for label, triple in block["differences"].items():
-            lines.append(f"| {label} | {_ci(triple, False)} |")
         lines += [
             "",
             "| policy | steps/solution | rewrite tokens (share of strong solution) | "
@@ -445,6 +559,20 @@ def render(result: Mapping[str, Any]) -> str:
                 f"{row['escalations_later']} | {row['terminations']} | {row['seconds_mean']:.1f} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _families(block: Mapping[str, Any]) -> list[str]:
+    """Points, families and paired differences of one test analysis."""
+    lines = ["| policy | accuracy % [95% CI] | strong tokens/q |", "|---|---|---|"]
+    for spec, row in block["points"].items():
+        lines.append(f"| {spec} | {_ci(row['accuracy'])} | {row['strong_tokens']:.1f} |")
+    lines += ["", "| family | APGR [95% CI] | CPT(95%) [95% CI] |", "|---|---|---|"]
+    for fam, row in block["families"].items():
+        lines.append(f"| {fam} | {_ci(row['apgr'], False)} | {_ci(row['cpt95'], False)} |")
+    lines += ["", "| paired difference | estimate [95% CI] |", "|---|---|"]
+    for label, triple in block["differences"].items():
+        lines.append(f"| {label} | {_ci(triple, False)} |")
+    return lines
 
 
 def plot(result: Mapping[str, Any], path: Path) -> None:

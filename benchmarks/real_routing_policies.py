@@ -1,0 +1,143 @@
+"""The expressive policies for the real-model benchmark, fit and chosen on dev only.
+
+What a user does with ``trim calibrate`` and ``trim train``, scripted:
+
+1. fit the simulator to the dev traces (GSM8K-train, ``benchmarks.real_routing run
+   --split dev``) → ``policies/calibration.json``;
+2. for each price λ of a fixed grid, train TRIM-Agg and TRIM-Seq with PPO on that
+   simulator and solve TRIM-POMDP on it;
+3. score every candidate (and always-weak/strong and the threshold sweep) in the dev
+   simulator, and keep, per family, the **cheapest λ whose simulated PGR reaches 0.95**
+   (the operating point CPT(95%) asks about; if none reaches it, the most accurate).
+
+The test run then adds the chosen ``agg:<file>``, ``seq:<file>`` and ``pomdp:<λ>@<cal>``
+specs.  Nothing here reads a test trace.
+
+    python -m benchmarks.real_routing_policies            # writes results/real_routing/policies/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RUN = HERE / "results" / "real_routing" / "dev_gsm8k"
+OUT = HERE / "results" / "real_routing" / "policies"
+LAMBDAS = (2e-4, 5e-4, 1e-3, 2e-3, 4e-3)
+THRESHOLDS = (0.3, 0.45, 0.55, 0.65, 0.75, 0.85)
+STEP_MAX_TOKENS = 256  # as benchmarks.real_routing
+EPISODES = 4000
+TARGET_PGR = 0.95
+
+
+def _rel(path: Path) -> str:
+    """Paths in specs relative to the repository root (the runner's working folder)."""
+    return str(path.resolve().relative_to(HERE.parent))
+
+
+def calibrate(run: Path, out: Path) -> Path:
+    from langchain_trim.eval.runner import load_traces
+    from langchain_trim.lab.sim import fit_calibration
+
+    traces = [t for ts in load_traces(run, include_errors=False).values() for t in ts]
+    cal = fit_calibration(traces, source=f"dev traces of {_rel(run)}")
+    path = out / "calibration.json"
+    cal.save(path)
+    print(f"calibration from {len(traces)} dev traces -> {_rel(path)}", file=sys.stderr)
+    return path
+
+
+def candidates(cal_path: Path, out: Path, lambdas: tuple[float, ...]) -> dict[str, list[str]]:
+    """Family → candidate specs (training what has to be trained)."""
+    from langchain_trim.lab.train import train_policy
+
+    fams: dict[str, list[str]] = {"thr": [f"thr:{k}" for k in THRESHOLDS]}
+    for kind in ("agg", "seq"):
+        fams[kind] = []
+        for lam in lambdas:
+            path = out / f"{kind}_{lam:g}.safetensors"
+            if not path.exists():
+                res = train_policy(
+                    kind, lam=lam, env=f"sim:{_rel(cal_path)}", out=path, progress=False
+                )
+                print(f"trained {kind} λ={lam:g} in {res.seconds:.0f} s", file=sys.stderr)
+            fams[kind].append(f"{kind}:{_rel(path)}")
+    fams["pomdp"] = [f"pomdp:{lam:g}@{_rel(cal_path)}" for lam in lambdas]
+    return fams
+
+
+def choose(cal_path: Path, fams: dict[str, list[str]]) -> dict[str, Any]:
+    from langchain_trim.eval.metrics import OperatingPoint, delta_ibc, pgr
+    from langchain_trim.lab.sim.env import SimEnv
+    from langchain_trim.policies.calibration import Calibration
+    from langchain_trim.policies.registry import make_policy
+
+    env = SimEnv(Calibration.load(cal_path), step_max_tokens=STEP_MAX_TOKENS)
+
+    def point(spec: str) -> OperatingPoint:
+        s = env.run(make_policy(spec), EPISODES, seed=1)
+        return OperatingPoint(s.accuracy, s.mean_strong_tokens, spec)
+
+    weak, strong = point("weak"), point("strong")
+    table: dict[str, list[dict[str, Any]]] = {}
+    chosen: dict[str, str] = {}
+    for fam, specs in fams.items():
+        rows = []
+        for spec in specs:
+            p = point(spec)
+            rows.append(
+                {
+                    "spec": spec,
+                    "accuracy": p.accuracy,
+                    "strong_tokens": p.cost,
+                    "pgr": pgr(p.accuracy, weak, strong),
+                    "delta_ibc": delta_ibc(p, weak, strong),
+                }
+            )
+        table[fam] = rows
+        reaching = [r for r in rows if (r["pgr"] or 0.0) >= TARGET_PGR]
+        pick = (
+            min(reaching, key=lambda r: r["strong_tokens"])
+            if reaching
+            else max(rows, key=lambda r: r["accuracy"])
+        )
+        chosen[fam] = pick["spec"]
+    return {
+        "rule": (
+            f"per family, the cheapest candidate whose PGR in the dev-calibrated simulator "
+            f"reaches {TARGET_PGR} (else the most accurate); {EPISODES} simulated questions"
+        ),
+        "calibration": _rel(cal_path),
+        "dev_run": _rel(RUN),
+        "weak": {"accuracy": weak.accuracy, "strong_tokens": weak.cost},
+        "strong": {"accuracy": strong.accuracy, "strong_tokens": strong.cost},
+        "candidates": table,
+        "chosen": chosen,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lambdas", default=",".join(f"{x:g}" for x in LAMBDAS))
+    args = parser.parse_args(argv)
+    lambdas = tuple(float(x) for x in args.lambdas.split(","))
+    OUT.mkdir(parents=True, exist_ok=True)
+    cal_path = calibrate(RUN, OUT)
+    result = choose(cal_path, candidates(cal_path, OUT, lambdas))
+    (OUT / "choice.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    for fam, rows in result["candidates"].items():
+        for r in rows:
+            mark = "*" if r["spec"] == result["chosen"][fam] else " "
+            print(
+                f"{mark} {r['spec']:<70} acc {r['accuracy']:.3f} strong {r['strong_tokens']:6.1f}"
+                f" pgr {r['pgr'] if r['pgr'] is None else round(r['pgr'], 3)}"
+            )
+    print("chosen:", " ".join(result["chosen"].values()))
+
+
+if __name__ == "__main__":
+    main()
