@@ -1276,8 +1276,10 @@ def create_trim_graph(
             :class:`~langchain_trim.step_format.StepFormat` or a registered name
             (``"paragraphs"``, the default, or the release's ``"release"``).
         strong_step_format: the strong model's format when it differs (defaults to
-            ``step_format``); both must cut steps at the same delimiter.
-        delimiter: overrides the format's step separator (a blank line).
+            ``step_format``).  Each model is cut at its own format's delimiter (e.g. the
+            strong model rewrites one line where the draft writes paragraphs); the final
+            solution joins steps with the draft format's.
+        delimiter: overrides both formats' step separator (a blank line by default).
         mode / strong_mode: ``"prefill"``, ``"instruct"`` or ``"auto"`` step generation
             for the draft / strong model (``strong_mode`` defaults to ``mode``).
         step_timeout: seconds per model or PRM call.  A draft timeout raises
@@ -1367,17 +1369,12 @@ def create_trim_graph(
     _check_budget_covers_a_step(settings.budget, settings.step_max_tokens)
     draft_format = get_step_format(step_format)
     strong_format = get_step_format(strong_step_format or draft_format)
-    if delimiter is None and strong_format.delimiter != draft_format.delimiter:
-        raise InvalidInputError(
-            f"step formats {draft_format.name!r} and {strong_format.name!r} cut steps at "
-            "different delimiters; pass delimiter= to choose one"
-        )
+    # Each model is asked for and cut at its own format's delimiter (a strong model may
+    # rewrite one line of a paragraph); the solution is laid out in the draft's.
+    common: dict[str, Any] = {"token_counter": token_counter, "timeout": step_timeout}
+    if delimiter is not None:
+        common["delimiter"] = delimiter
     delimiter = delimiter or draft_format.delimiter
-    common: dict[str, Any] = {
-        "delimiter": delimiter,
-        "token_counter": token_counter,
-        "timeout": step_timeout,
-    }
     nodes = _TrimNodes(
         draft_gen=as_step_generator(
             draft_model,

@@ -93,17 +93,18 @@ class FakeStepModel(BaseChatModel):
         return steps[i] if i < len(steps) else None
 
     @staticmethod
-    def _continues(messages: list[BaseMessage]) -> bool:
+    def _continues(messages: list[BaseMessage], delimiter: str = "\n\n") -> bool:
         """Whether the request asks to continue a step cut by the token cap."""
         if messages and isinstance(messages[-1], HumanMessage):
             return "was cut off: continue it" in str(messages[-1].content)
         so_far = parse_request(messages)[1]
-        return bool(so_far) and not so_far.endswith("\n\n")
+        return bool(so_far) and not so_far.endswith(delimiter)
 
     def _answer(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> tuple[ChatResult, float]:
-        question, accepted = parse_prefix(messages)
+        delimiter = stop[0] if stop else "\n\n"  # the caller's step delimiter
+        question, accepted = parse_prefix(messages, delimiter)
         index = len(accepted)
         self._calls.append(index)
         delay = self.latency
@@ -118,7 +119,7 @@ class FakeStepModel(BaseChatModel):
             so_far = parse_request(messages)[1]
             rest = self.solution[len(so_far) :] if self.solution.startswith(so_far) else ""
             text = rest or None
-        elif self._continues(messages) and accepted:
+        elif self._continues(messages, delimiter) and accepted:
             # Continue the step that the token cap cut, as a real model would.
             full = self._script(question, accepted[:-1]) or ""
             cut = accepted[-1]

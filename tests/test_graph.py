@@ -272,6 +272,47 @@ def test_step_format_is_selectable_per_model() -> None:
     assert seen["strong"][0][-1].content.startswith("Solution: ")
 
 
+def test_each_model_is_cut_at_its_own_formats_delimiter() -> None:
+    """A strong model may rewrite one line while the draft writes paragraphs."""
+    from dataclasses import replace
+
+    from langchain_trim.step_format import get_step_format
+
+    stops: dict[str, list[Any]] = {"weak": [], "strong": []}
+    prefills: list[str] = []
+
+    class Recording(FakeStepModel):
+        def _generate(
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> Any:
+            stops[self.model_name].append(stop)
+            if self.model_name == "strong":
+                prefills.append(messages[-1].content)
+            return super()._generate(messages, stop, run_manager, **kw)
+
+    lines = replace(get_step_format("paragraphs"), name="one-line", delimiter="\n")
+    weak = Recording(steps=["Two and two.", "So 2 + 2 = 5", "\\boxed{5}"], model_name="weak")
+    strong = Recording(steps=["x", "y", "2 + 2 = 4"], model_name="strong")
+    out = (
+        create_trim_graph(
+            weak,
+            strong,
+            KeywordPRM({"5": 0.1}),
+            ThresholdPolicy(0.5),
+            step_format="paragraphs",
+            strong_step_format=lines,
+        )
+        .compile()
+        .invoke({"question": "What is 2 + 2?"})
+    )
+    assert {tuple(s) for s in stops["weak"]} == {("\n\n",)}
+    assert {tuple(s) for s in stops["strong"]} == {("\n",)}
+    assert prefills[0].endswith("Two and two.\n")  # the strong model's own layout
+    assert prefills[1].endswith("Two and two.\ny\n")
+    # the draft's layout, with the strong model's lines as steps
+    assert out["trim_solution"] == "Two and two.\n\ny\n\n2 + 2 = 4"
+
+
 def test_unknown_step_format_is_rejected() -> None:
     from langchain_trim.errors import InvalidInputError
 
