@@ -8,7 +8,7 @@ excluded) when they exist — as the paper fits its PRM's tables on ProcessBench
 simulates the TRIM-Thr sweep with it and reports the gap to the real traces.
 
 Run ``python -m benchmarks.embedded_calibration`` after ``benchmarks.real_models``;
-writes ``langchain_trim/data/calibration_embedded.json`` and
+writes ``benchmarks/results/real_gsm8k/legacy/calibration_embedded.json`` and
 ``benchmarks/results/embedded_fidelity.json``.
 """
 
@@ -24,7 +24,7 @@ from langchain_trim.policies import ThresholdPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-OUT = ROOT / "langchain_trim" / "data" / "calibration_embedded.json"
+OUT = RESULTS / "real_gsm8k" / "legacy" / "calibration_embedded.json"  # fit partly on test
 
 
 def main() -> None:

@@ -32,6 +32,8 @@ from langchain_trim.eval.query_routers import first_step_score, solution_score
 
 OUT = RESULTS / "real_routing"  # next to the committed traces
 QUANTILES = tuple(q / 10 for q in range(1, 10))
+PLANNED = {"test_gsm8k": 300, "test_math500": 100}
+"""Test-set sizes of issue 12; a report with fewer problems says it is interim."""
 
 
 def load_run(folder: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -381,6 +383,48 @@ def wall_time(folder: Path) -> dict[str, Any]:
     return out
 
 
+def strong_format_on_dev(
+    dev: Mapping[str, Mapping[str, Any]], other: Mapping[str, Mapping[str, Any]], name: str
+) -> dict[str, Any]:
+    """TRIM-Thr's dev curve with the strong model cut at another format's delimiter.
+
+    Rule fixed before the run: the format whose threshold sweep has the higher dev APGR
+    wins, both curves normalised by the same endpoints (always-weak and always-strong in
+    the default format), on the problems every policy of both runs finished.
+    """
+    mine, theirs = thr_specs(dev), thr_specs(other)
+    ids = sorted(
+        set(common_ids(dev, ["weakscored", "strong", *mine])) & set(common_ids(other, theirs))
+    )
+    if not ids or not theirs:
+        return {}
+    cols: dict[str, np.ndarray] = {}
+    for spec, name_ in (("weakscored", "weak"), ("strong", "strong")):
+        cols[f"{name_}:c"], cols[f"{name_}:t"] = policy_columns(dev, ids, spec)
+    for spec in mine:
+        cols[f"default {spec}:c"], cols[f"default {spec}:t"] = policy_columns(dev, ids, spec)
+    for spec in theirs:
+        cols[f"{name} {spec}:c"], cols[f"{name} {spec}:t"] = policy_columns(other, ids, spec)
+    default = curve(cols, [f"default {s}" for s in mine])
+    alt = curve(cols, [f"{name} {s}" for s in theirs])
+    points = {
+        key.removesuffix(":c"): {
+            "accuracy": float(cols[key].mean()),
+            "strong_tokens": float(cols[key[:-2] + ":t"].mean()),
+        }
+        for key in cols
+        if key.endswith(":c")
+    }
+    return {
+        "n": len(ids),
+        "format": name,
+        "apgr_default": default.apgr,
+        "apgr_alternative": alt.apgr,
+        "winner": name if (alt.apgr or 0.0) > (default.apgr or 0.0) else "default",
+        "points": points,
+    }
+
+
 def ablation(
     test: Mapping[str, Mapping[str, Any]],
     oracle: Mapping[str, Mapping[str, Any]],
@@ -449,6 +493,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["choices"]["expressive"] = expressive
     result["dev"]["stepwise_vs_one_call"] = stepwise_vs_one_call(dev, one_call_rows("dev", "gsm8k"))
     result["dev"]["prm_on_new_steps"] = prm_on_new_steps(dev, "dev")
+    lines = args.dev.with_name(args.dev.name + "_strong-lines")
+    if lines.is_dir():
+        result["dev"]["strong_format"] = strong_format_on_dev(dev, load_run(lines), "lines")
     for folder in args.test:
         if not folder.is_dir():
             continue
@@ -506,11 +553,30 @@ def render(result: Mapping[str, Any]) -> str:
             f"- {signal}: thresholds = dev quantiles "
             f"{', '.join(f'{t:.3f}' for t in c['thresholds'])}; operating point {c['chosen']:.3f}"
         )
+    sf = result["dev"].get("strong_format")
+    if sf:
+        lines.append(
+            f"- the strong model's step format: `{sf['winner']}` (dev APGR of the threshold "
+            f"sweep, same endpoints, {sf['n']} problems: default {sf['apgr_default']:.3f}, "
+            f"`{sf['format']}` {sf['apgr_alternative']:.3f})"
+        )
     for fam, spec in ch.get("expressive", {}).items():
         lines.append(
             f"- {fam}: `{spec}` (cheapest λ reaching PGR 0.95 in the simulator fit to the dev "
             "traces; `benchmarks/results/real_routing/policies/choice.json`)"
         )
+    short = {
+        name: (block["n_test"], PLANNED[name])
+        for name, block in result.items()
+        if name in PLANNED and block["n_test"] < PLANNED[name]
+    }
+    if short:
+        lines += [
+            "",
+            "> **Interim — not a result yet.** Test problems finished so far: "
+            + ", ".join(f"{k} {n} of {m}" for k, (n, m) in short.items())
+            + ". Intervals this wide cannot separate the families; do not quote.",
+        ]
     for name, block in result.items():
         if not name.startswith("test_"):
             continue
