@@ -257,8 +257,13 @@ def one_calls_per_model(
         models = {k: v for k, v in models.items() if k in only.split(",")}
     rows: list[dict[str, Any]] = []
     with llm_cache(_cached(setting, CACHE_DIR / "real_routing_onecall.sqlite")):
-        for name, model in models.items():  # one file per model: workers run side by side
-            rows += run_one_calls(problems, {name: model}, formats, RUNS / f"{stem}_{name}.jsonl")
+        # problem-major chunks (a run stopped at any time leaves both models on the same
+        # problems); one file per model, so workers can also run side by side
+        for start in range(0, len(problems), 10):
+            chunk = problems[start : start + 10]
+            for name, model in models.items():
+                out = RUNS / f"{stem}_{name}.jsonl"
+                rows += run_one_calls(chunk, {name: model}, formats, out)
     return rows
 
 
