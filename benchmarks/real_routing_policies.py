@@ -123,12 +123,15 @@ def choose(cal_path: Path, fams: dict[str, list[str]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lambdas", default=",".join(f"{x:g}" for x in LAMBDAS))
+    parser.add_argument("--run", type=Path, default=RUN, help="the dev run folder")
+    parser.add_argument("--out", type=Path, default=OUT, help="where policies and choice go")
     args = parser.parse_args(argv)
     lambdas = tuple(float(x) for x in args.lambdas.split(","))
-    OUT.mkdir(parents=True, exist_ok=True)
-    cal_path = calibrate(RUN, OUT)
-    result = choose(cal_path, candidates(cal_path, OUT, lambdas))
-    (OUT / "choice.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    args.out.mkdir(parents=True, exist_ok=True)
+    cal_path = calibrate(args.run, args.out)
+    result = choose(cal_path, candidates(cal_path, args.out, lambdas))
+    result["dev_run"] = _rel(args.run)
+    (args.out / "choice.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     for fam, rows in result["candidates"].items():
         for r in rows:
             mark = "*" if r["spec"] == result["chosen"][fam] else " "
