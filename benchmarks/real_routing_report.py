@@ -479,27 +479,57 @@ def ablation(
     }
 
 
+ENDPOINTS = ("weakscored", "strong")
+
+
+def with_endpoints(base: Path, strong_format: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """The routed policies of ``<base>_strong-<format>`` with the base run's endpoints.
+
+    A strong model cut at another format's delimiter is compared against the same
+    always-weak and always-strong runs (the strong model answering in its own format),
+    so both variants share one reference line.
+    """
+    variant = base.with_name(f"{base.name}_strong-{strong_format}")
+    run = {s: t for s, t in load_run(variant).items() if s not in ENDPOINTS}
+    reference = load_run(base) if base.is_dir() else {}
+    run.update({s: reference[s] for s in ENDPOINTS if s in reference})
+    return run
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dev", type=Path, default=RUNS / "dev_gsm8k")
     parser.add_argument(
         "--test", type=Path, nargs="*", default=[RUNS / "test_gsm8k", RUNS / "test_math500"]
     )
+    parser.add_argument(
+        "--strong-format",
+        default="",
+        help="report the runs whose strong model used this step format (<folder>_strong-NAME)",
+    )
     args = parser.parse_args(argv)
-    dev = load_run(args.dev)
+    fmt = args.strong_format
+
+    def load(folder: Path) -> dict[str, dict[str, dict[str, Any]]]:
+        return with_endpoints(folder, fmt) if fmt else load_run(folder)
+
+    dev = load(args.dev)
     result: dict[str, Any] = {"dev": {"folder": str(args.dev), "steps": step_stats(dev)}}
+    result["strong_format"] = fmt or "paragraphs"
     result["choices"] = dev_choices(dev)
-    expressive = expressive_choices()
+    expressive = expressive_choices(
+        OUT / (f"policies_{fmt}" if fmt else "policies") / "choice.json"
+    )
     result["choices"]["expressive"] = expressive
     result["dev"]["stepwise_vs_one_call"] = stepwise_vs_one_call(dev, one_call_rows("dev", "gsm8k"))
     result["dev"]["prm_on_new_steps"] = prm_on_new_steps(dev, "dev")
     lines = args.dev.with_name(args.dev.name + "_strong-lines")
-    if lines.is_dir():
+    if lines.is_dir() and not fmt:
         result["dev"]["strong_format"] = strong_format_on_dev(dev, load_run(lines), "lines")
     for folder in args.test:
         if not folder.is_dir():
             continue
-        test = load_run(folder)
+        test = load(folder)
         split, _, dataset = folder.name.partition("_")
         result[folder.name] = {
             "steps": step_stats(test),
@@ -538,9 +568,10 @@ def render(result: Mapping[str, Any]) -> str:
     lines = [
         "# Real step routing: dev choices, test results (embedded Qwen2.5-Coder 0.5B → 1.5B)",
         "",
-        "Greedy decoding, `paragraphs` step format, probe PRM, step cap 256 (capped steps are",
-        "continued), solutions end at 1024 tokens. Intervals: 95% bootstrap over test problems,",
-        "paired across policies.",
+        "Greedy decoding, `paragraphs` step format (the strong model's when it rewrites a step:",
+        f"`{result.get('strong_format', 'paragraphs')}`), probe PRM, step cap 256 (capped steps",
+        "are continued), solutions end at 1024 tokens. Intervals: 95% bootstrap over test",
+        "problems, paired across policies.",
         "",
         f"## Chosen on dev (GSM8K-train, {ch['n_dev']} problems)",
         "",
