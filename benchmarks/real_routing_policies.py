@@ -39,12 +39,29 @@ def _rel(path: Path) -> str:
     return str(path.resolve().relative_to(HERE.parent))
 
 
-def calibrate(run: Path, out: Path) -> Path:
+ENDPOINTS = ("weakscored", "strong")
+
+
+def dev_traces(run: Path, strong_format: str = "") -> list[dict[str, Any]]:
+    """The dev run's traces; with ``strong_format``, the routed policies of
+    ``<run>_strong-<format>`` beside ``run``'s always-weak/strong (as the report pairs them)."""
     from langchain_trim.eval.runner import load_traces
+
+    by_spec = load_traces(run, include_errors=False)
+    if strong_format:
+        variant = run.with_name(f"{run.name}_strong-{strong_format}")
+        routed = load_traces(variant, include_errors=False)
+        by_spec = {s: t for s, t in by_spec.items() if s in ENDPOINTS}
+        by_spec.update({s: t for s, t in routed.items() if s not in ENDPOINTS})
+    return [t for ts in by_spec.values() for t in ts]
+
+
+def calibrate(run: Path, out: Path, strong_format: str = "") -> Path:
     from langchain_trim.lab.sim import fit_calibration
 
-    traces = [t for ts in load_traces(run, include_errors=False).values() for t in ts]
-    cal = fit_calibration(traces, source=f"dev traces of {_rel(run)}")
+    traces = dev_traces(run, strong_format)
+    source = f"dev traces of {_rel(run)}" + (f" (strong: {strong_format})" if strong_format else "")
+    cal = fit_calibration(traces, source=source)
     path = out / "calibration.json"
     cal.save(path)
     print(f"calibration from {len(traces)} dev traces -> {_rel(path)}", file=sys.stderr)
@@ -125,12 +142,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lambdas", default=",".join(f"{x:g}" for x in LAMBDAS))
     parser.add_argument("--run", type=Path, default=RUN, help="the dev run folder")
     parser.add_argument("--out", type=Path, default=OUT, help="where policies and choice go")
+    parser.add_argument(
+        "--strong-format", default="", help="fit on <run>_strong-NAME's routed policies"
+    )
     args = parser.parse_args(argv)
     lambdas = tuple(float(x) for x in args.lambdas.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
-    cal_path = calibrate(args.run, args.out)
+    cal_path = calibrate(args.run, args.out, args.strong_format)
     result = choose(cal_path, candidates(cal_path, args.out, lambdas))
     result["dev_run"] = _rel(args.run)
+    result["strong_format"] = args.strong_format or "paragraphs"
     (args.out / "choice.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     for fam, rows in result["candidates"].items():
         for r in rows:
