@@ -27,7 +27,10 @@ of which each step needs ``author``, ``tokens``, ``score``, ``draft_score``,
   the earlier accepted steps, 1.0 if none; the draft's score).  Histograms are smoothed
   with a Gaussian kernel (``smoothing_bins`` wide, mirrored at the edges, like the
   release's reflected KDE) plus ``pseudo_count`` per cell; a state with no observation
-  borrows the pooled histogram (noted in ``notes``).
+  borrows the pooled histogram (noted in ``notes``).  The min-previous "1.0" row (first
+  steps, mostly) is blurred along its own scores only: a PRM can score first steps very
+  differently from the steps after a high score (the embedded probe does), and blurring
+  across rows made the simulator's first-step scores spread like any step's.
 
 Traces from a policy that escalates low scores keep fewer low-scoring drafts, which
 biases S0/S2 towards high scores; offline-scored always-weak traces avoid that.
@@ -113,9 +116,13 @@ def _blur_1d(values: Sequence[float], kernel: Sequence[float]) -> list[float]:
 
 
 def smooth_table(
-    table: Sequence[Sequence[float]], width: float, pseudo: float
+    table: Sequence[Sequence[float]], width: float, pseudo: float, *, own_top_row: bool = False
 ) -> list[list[float]]:
     """Gaussian-blur a square count table along both axes, add ``pseudo`` per cell.
+
+    ``own_top_row`` blurs the last row (min-previous score "1.0": mostly first steps,
+    which have no previous score) only along its own scores, so that the first step's
+    score distribution is not mixed with the steps that follow a high-scoring one.
 
     >>> t = smooth_table([[0, 0], [0, 4]], 0.0, 1.0)
     >>> t
@@ -123,8 +130,12 @@ def smooth_table(
     """
     kernel = _gauss_kernel(width)
     rows = [_blur_1d(row, kernel) for row in table]
-    cols = [_blur_1d(col, kernel) for col in zip(*rows, strict=True)]
-    return [[cols[j][i] + pseudo for j in range(len(cols))] for i in range(len(rows))]
+    body = rows[:-1] if own_top_row and len(rows) > 1 else rows
+    cols = [_blur_1d(col, kernel) for col in zip(*body, strict=True)]
+    out = [[cols[j][i] + pseudo for j in range(len(cols))] for i in range(len(body))]
+    if body is not rows:
+        out.append([v + pseudo for v in rows[-1]])
+    return out
 
 
 def _author_set(steps: Sequence[Mapping[str, Any]]) -> set[str]:
@@ -176,6 +187,10 @@ def observation_counts(
             prev = [float(s["score"]) for s in steps[:i] if s.get("score") is not None]
             counts[state][cell(min(prev) if prev else 1.0)][cell(float(draft))] += 1
     return counts
+
+
+MIN_FIRST_ROW = 20
+"""A state's first-step row with fewer observations borrows the pooled first-step row."""
 
 
 def fit_calibration(
@@ -238,6 +253,7 @@ def fit_calibration(
     if not any(v for row in pooled for v in row):
         raise ValueError("no scored steps in the traces: cannot fit the observation model")
     tables = []
+    first_total = math.fsum(pooled[-1])
     for s, name in enumerate(("S0", "S1", "S2")):
         total = sum(v for row in counts[s] for v in row)
         notes.append(f"{name}: {total:g} observations")
@@ -245,7 +261,13 @@ def fit_calibration(
         if total == 0:
             notes.append(f"{name} had no observations: using the pooled histogram")
             base = pooled
-        tables.append(smooth_table(base, smoothing_bins, pseudo_count))
+        own = math.fsum(base[-1])
+        if own < MIN_FIRST_ROW and first_total > own:
+            # too few first steps in this state: their scores are every state's first steps'
+            scale = max(own, 1.0) / first_total
+            base = [list(row) for row in base[:-1]] + [[v * scale for v in pooled[-1]]]
+            notes.append(f"{name}: {own:g} first-step observations, pooled row used")
+        tables.append(smooth_table(base, smoothing_bins, pseudo_count, own_top_row=True))
     return Calibration(
         p_weak=p_weak,
         p_strong=p_strong,
