@@ -631,6 +631,21 @@ def render(result: Mapping[str, Any]) -> str:
                     f"| {arm} | {_ci(row['accuracy'])} | {row['strong_tokens']:.1f} | "
                     f"{_ci(row['pgr'], False)} |"
                 )
+        wt = block.get("wall_time") or {}
+        if len(wt) > 1:
+            lines += [
+                "",
+                f"### Wall time (`{wt['folder']}`: no cache, every call paid, problems in turn)",
+                "",
+                "| policy | n | s/question | share of always-strong's seconds [95% CI] |",
+                "|---|---|---|---|",
+            ]
+            for spec, row in wt.items():
+                if spec != "folder":
+                    lines.append(
+                        f"| {spec} | {row['n']} | {row['seconds_mean']:.1f} | "
+                        f"{_ci(row['share_of_strong'], False)} |"
+                    )
         lines += ["", "| model | in graph | one call | difference, points [95% CI] | n |"]
         lines += ["|---|---|---|---|---|"]
         for model, row in block.get("stepwise_vs_one_call", {}).items():
@@ -641,7 +656,7 @@ def render(result: Mapping[str, Any]) -> str:
         lines += [
             "",
             "| policy | steps/solution | rewrite tokens (share of strong solution) | "
-            "escalations at step 0 / later | terminations | s/question |",
+            "escalations at step 0 / later | terminations | s/question (cached: not wall time) |",
             "|---|---|---|---|---|---|",
         ]
         for spec, row in block["steps"].items():
