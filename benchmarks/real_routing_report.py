@@ -714,7 +714,8 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
             ax.annotate(s, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xlabel("strong tokens per question")
         ax.set_ylabel("accuracy (%)")
-        ax.set_title(f"{name} ({block['n_test']} problems)")
+        interim = " — interim" if block["n_test"] < PLANNED.get(name, 0) else ""
+        ax.set_title(f"{name} ({block['n_test']} problems{interim})")
         ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
