@@ -39,21 +39,13 @@ def _rel(path: Path) -> str:
     return str(path.resolve().relative_to(HERE.parent))
 
 
-ENDPOINTS = ("weakscored", "strong")
-
-
 def dev_traces(run: Path, strong_format: str = "") -> list[dict[str, Any]]:
     """The dev run's traces; with ``strong_format``, the routed policies of
     ``<run>_strong-<format>`` beside ``run``'s always-weak/strong (as the report pairs them)."""
-    from langchain_trim.eval.runner import load_traces
+    from benchmarks.real_routing_report import load_run, with_endpoints
 
-    by_spec = load_traces(run, include_errors=False)
-    if strong_format:
-        variant = run.with_name(f"{run.name}_strong-{strong_format}")
-        routed = load_traces(variant, include_errors=False)
-        by_spec = {s: t for s, t in by_spec.items() if s in ENDPOINTS}
-        by_spec.update({s: t for s, t in routed.items() if s not in ENDPOINTS})
-    return [t for ts in by_spec.values() for t in ts]
+    by_spec = with_endpoints(run, strong_format) if strong_format else load_run(run)
+    return [t for ts in by_spec.values() for t in ts.values()]
 
 
 def calibrate(run: Path, out: Path, strong_format: str = "") -> Path:

@@ -437,6 +437,7 @@ def ablation(
     the reference-solution scorer (``benchmarks.oracle_prm``, run with ``--prm oracle``),
     which separates "the PRM cannot tell" from "step routing cannot help".
     """
+    from langchain_trim.eval.metrics import OperatingPoint, pgr
     from langchain_trim.eval.stats import bootstrap_ci
 
     chosen = choices["thr"]["chosen"]
@@ -462,7 +463,7 @@ def ablation(
     def pgr_of(name: str) -> Callable[[Mapping[str, np.ndarray]], float | None]:
         def f(c: Mapping[str, np.ndarray]) -> float | None:
             w, s, x = (float(c[f"{n}:c"].mean()) for n in ("weak", "strong", name))
-            return None if s - w <= 1e-9 else (x - w) / (s - w)
+            return pgr(x, OperatingPoint(w, 0.0), OperatingPoint(s, 0.0))
 
         return f
 
