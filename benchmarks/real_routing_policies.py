@@ -14,6 +14,14 @@ The test run then adds the chosen ``agg:<file>``, ``seq:<file>`` and ``pomdp:<λ
 specs.  Nothing here reads a test trace.
 
     python -m benchmarks.real_routing_policies            # writes results/real_routing/policies/
+    python -m benchmarks.real_routing_policies --check-sim  # results/real_routing/sim_check.*
+
+``--check-sim`` asks whether the dev simulator stands for the dev runs it was fit to: each
+recorded dev policy, real (with a bootstrap interval over problems) beside the simulator
+with independent steps and with a per-question difficulty
+(``fit_calibration(question_difficulty=True)``), and the strong model's accuracy by
+solution length (the step-error model's premise).  ``--difficulty`` fits the policies'
+simulator with the per-question difficulty.
 """
 
 from __future__ import annotations
@@ -48,12 +56,12 @@ def dev_traces(run: Path, strong_format: str = "") -> list[dict[str, Any]]:
     return [t for ts in by_spec.values() for t in ts.values()]
 
 
-def calibrate(run: Path, out: Path, strong_format: str = "") -> Path:
+def calibrate(run: Path, out: Path, strong_format: str = "", difficulty: bool = False) -> Path:
     from langchain_trim.lab.sim import fit_calibration
 
     traces = dev_traces(run, strong_format)
     source = f"dev traces of {_rel(run)}" + (f" (strong: {strong_format})" if strong_format else "")
-    cal = fit_calibration(traces, source=source)
+    cal = fit_calibration(traces, source=source, question_difficulty=difficulty)
     path = out / "calibration.json"
     cal.save(path)
     print(f"calibration from {len(traces)} dev traces -> {_rel(path)}", file=sys.stderr)
@@ -129,6 +137,100 @@ def choose(cal_path: Path, fams: dict[str, list[str]]) -> dict[str, Any]:
     }
 
 
+def _length_band(n: int) -> str:
+    return "1" if n == 1 else "2-4" if n <= 4 else "5-6" if n <= 6 else "7+"
+
+
+def sim_check(run: Path, out: Path) -> dict[str, Any]:
+    """Dev runs vs the simulators fit to them (see the module docstring); writes
+    ``sim_check.json`` and ``sim_check.md`` in ``out``."""
+    import warnings
+
+    from benchmarks.real_routing_report import ENDPOINTS, load_run, strong_tokens
+    from langchain_trim.eval.stats import bootstrap_ci
+    from langchain_trim.lab.sim import fit_calibration
+    from langchain_trim.lab.sim.env import SimEnv
+    from langchain_trim.policies.registry import make_policy
+
+    traces = dev_traces(run)
+    cals = {
+        "independent steps": fit_calibration(traces),
+        "per-question difficulty": fit_calibration(traces, question_difficulty=True),
+    }
+    runs = load_run(run)
+    rows = []
+    for spec in sorted(runs, key=lambda s: (s not in ENDPOINTS, s)):
+        ts = list(runs[spec].values())
+        acc = bootstrap_ci(
+            {"c": [float(bool(t.get("correct"))) for t in ts]}, lambda c: float(c["c"].mean())
+        )
+        tok = bootstrap_ci({"k": [strong_tokens(t) for t in ts]}, lambda c: float(c["k"].mean()))
+        row: dict[str, Any] = {"spec": spec, "n": len(ts), "accuracy": acc, "strong_tokens": tok}
+        for name, cal in cals.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sim = SimEnv(cal, step_max_tokens=STEP_MAX_TOKENS).run(
+                    make_policy("weak" if spec == "weakscored" else spec), EPISODES, seed=1
+                )
+            row[name] = {"accuracy": sim.accuracy, "strong_tokens": sim.mean_strong_tokens}
+        rows.append(row)
+    by_length: dict[str, dict[str, Any]] = {}
+    for spec in ("weakscored", "strong"):
+        bands: dict[str, list[bool]] = {}
+        for t in runs.get(spec, {}).values():
+            bands.setdefault(_length_band(len(t["steps"])), []).append(bool(t.get("correct")))
+        by_length[spec] = {
+            b: {"n": len(v), "accuracy": sum(v) / len(v)} for b, v in sorted(bands.items())
+        }
+    result = {
+        "dev_run": _rel(run),
+        "episodes": EPISODES,
+        "calibrations": {
+            name: {
+                "p_weak": cal.p_weak,
+                "p_strong": cal.p_strong,
+                "difficulty_sd": cal.difficulty_sd,
+                "notes": [n for n in cal.notes if "difficulty" in n],
+            }
+            for name, cal in cals.items()
+        },
+        "policies": rows,
+        "accuracy_by_solution_length": by_length,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sim_check.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    names = list(cals)
+    lines = [
+        f"# Does the dev simulator stand for the dev runs? ({_rel(run)})",
+        "",
+        "Accuracy / strong tokens per question: real (95% bootstrap interval over problems) vs "
+        f"the simulator fit to these same traces ({EPISODES} simulated questions).",
+        "",
+        "| policy | n | real accuracy | real strong tok | " + " | ".join(names) + " |",
+        "|---|---|---|---|" + "---|" * len(names),
+    ]
+    for r in rows:
+        a, t = r["accuracy"], r["strong_tokens"]
+        sims = " | ".join(f"{r[n]['accuracy']:.1%} @ {r[n]['strong_tokens']:.0f}" for n in names)
+        lines.append(
+            f"| {r['spec']} | {r['n']} | {a[0]:.1%} [{a[1]:.1%}, {a[2]:.1%}] | "
+            f"{t[0]:.0f} [{t[1]:.0f}, {t[2]:.0f}] | {sims} |"
+        )
+    lines += ["", "Accuracy by solution length (steps), dev:", ""]
+    for spec, bands in by_length.items():
+        cells = ", ".join(f"{b} steps: {v['accuracy']:.0%} (n {v['n']})" for b, v in bands.items())
+        lines.append(f"- {spec}: {cells}")
+    lines += ["", "Fits:", ""]
+    for name, c in result["calibrations"].items():
+        lines.append(
+            f"- {name}: p_weak {c['p_weak']:.3f}, p_strong {c['p_strong']:.3f}, "
+            f"difficulty sd {c['difficulty_sd']:.2f}" + ("; " + c["notes"][0] if c["notes"] else "")
+        )
+    (out / "sim_check.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lambdas", default=",".join(f"{x:g}" for x in LAMBDAS))
@@ -137,13 +239,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--strong-format", default="", help="fit on <run>_strong-NAME's routed policies"
     )
+    parser.add_argument(
+        "--difficulty", action="store_true", help="fit a per-question difficulty in the simulator"
+    )
+    parser.add_argument(
+        "--check-sim", action="store_true", help="only compare the dev simulators with the dev runs"
+    )
     args = parser.parse_args(argv)
+    if args.check_sim:
+        sim_check(args.run, args.out.parent)
+        return
     lambdas = tuple(float(x) for x in args.lambdas.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
-    cal_path = calibrate(args.run, args.out, args.strong_format)
+    cal_path = calibrate(args.run, args.out, args.strong_format, args.difficulty)
     result = choose(cal_path, candidates(cal_path, args.out, lambdas))
     result["dev_run"] = _rel(args.run)
     result["strong_format"] = args.strong_format or "paragraphs"
+    result["question_difficulty"] = args.difficulty
     (args.out / "choice.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     for fam, rows in result["candidates"].items():
         for r in rows:

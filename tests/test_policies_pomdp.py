@@ -192,3 +192,17 @@ def test_plan_beats_every_threshold_on_its_own_objective() -> None:
     plan = objective(PomdpPolicy(cal, lam, cache_dir=False))
     thresholds = [objective(ThresholdPolicy(k)) for k in (0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0)]
     assert plan >= max(thresholds) - 0.002, (plan, thresholds)
+
+
+def test_pomdp_model_warns_on_a_per_question_difficulty() -> None:
+    """The POMDP's belief has no difficulty axis: it must say so, and plan with the
+    independent step accuracies that give the same endpoint accuracies."""
+    cal = synthetic_calibration(p_weak=0.7, p_strong=0.9, mean_steps=4).model_copy(
+        update={"difficulty_sd": 2.0}
+    )
+    with pytest.warns(UserWarning, match="independent steps"):
+        model = PomdpModel.from_calibration(cal)
+    same = synthetic_calibration(p_weak=model.p_weak, p_strong=model.p_strong, mean_steps=4)
+    assert abs(same.expected_accuracy("weak") - cal.expected_accuracy("weak")) < 1e-6
+    assert abs(same.expected_accuracy("strong") - cal.expected_accuracy("strong")) < 1e-6
+    assert model.p_weak != cal.p_weak

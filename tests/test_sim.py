@@ -315,3 +315,90 @@ def test_first_step_scores_keep_their_own_distribution() -> None:
     )
     first = sorted(float(t["steps"][0]["draft_score"]) for t in episodes)
     assert first[len(first) // 20] >= 0.8  # 5th percentile: first steps stay near 0.94
+
+
+def _paired_traces(sd: float, n: int, seed: int = 0) -> list[dict[str, object]]:
+    """Always-weak/always-strong traces of the same questions from the difficulty model."""
+    import random
+
+    rng = random.Random(seed)
+    cal = synthetic_calibration(p_weak=0.75, p_strong=0.92).model_copy(update={"difficulty_sd": sd})
+    out: list[dict[str, object]] = []
+    for i in range(n):
+        z = rng.gauss(0.0, sd) if sd else 0.0
+        for policy, model in (("weakscored", "weak"), ("strong", "strong")):
+            steps = rng.randint(2, 7)
+            p = cal.step_accuracy(model, z)
+            right = all(rng.random() < p for _ in range(steps))
+            step = {"author": model, "tokens": 40, "score": 0.5, "draft_tokens": 40}
+            out.append(
+                {"policy": policy, "problem_id": f"q{i}", "correct": right, "steps": [step] * steps}
+            )
+    return out
+
+
+def test_fit_difficulty_recovers_a_shared_difficulty() -> None:
+    """Questions that are hard for both models are a fact of the paired outcomes; the
+    maximum-likelihood fit finds the spread, and finds none where there is none."""
+    from langchain_trim.lab.sim.fit import _paired_outcomes, fit_difficulty
+
+    def fit(sd: float) -> object:
+        traces = _paired_traces(sd, 3000, seed=1)
+        weak = [t for t in traces if t["policy"] == "weakscored"]
+        strong = [t for t in traces if t["policy"] == "strong"]
+        return fit_difficulty(_paired_outcomes(weak, strong))  # type: ignore[arg-type]
+
+    spread = fit(2.0)
+    assert 1.6 < spread.difficulty_sd < 2.4  # type: ignore[attr-defined]
+    assert abs(spread.p_weak - 0.75) < 0.05 and abs(spread.p_strong - 0.92) < 0.03  # type: ignore[attr-defined]
+    assert spread.log_likelihood > spread.independent_log_likelihood + 10  # type: ignore[attr-defined]
+    alike = fit(0.0)
+    assert alike.difficulty_sd < 0.6  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="questions with both"):
+        fit_difficulty([(3, True, 3, True)] * 5)
+
+
+def test_fit_calibration_question_difficulty() -> None:
+    traces = _paired_traces(2.0, 400, seed=2)
+    plain = fit_calibration(traces)
+    paired = fit_calibration(traces, question_difficulty=True)
+    assert plain.difficulty_sd == 0.0 and paired.difficulty_sd > 1.0
+    assert any("paired questions" in n for n in paired.notes)
+    # both reproduce the endpoint accuracies they were fit to
+    weak_acc = sum(bool(t["correct"]) for t in traces if t["policy"] == "weakscored") / 400
+    assert abs(paired.expected_accuracy("weak") - weak_acc) < 0.05
+
+
+def test_simulated_difficulty_makes_errors_cluster() -> None:
+    """With a per-question difficulty the weak model fails mostly where the strong model
+    fails (common random numbers: episode i is one question for every policy)."""
+    base = synthetic_calibration(p_weak=0.8, p_strong=0.93, mean_steps=4)
+
+    def conditional(cal: Calibration) -> tuple[float, float]:
+        from langchain_trim.policies.registry import make_policy
+
+        env = SimEnv(cal)
+        weak = env.run(make_policy("weak"), 3000, seed=5).episodes
+        strong = env.run(make_policy("strong"), 3000, seed=5).episodes
+        pairs = [(w.correct, s.correct) for w, s in zip(weak, strong, strict=True)]
+        given = [w for w, s in pairs if s]
+        given_not = [w for w, s in pairs if not s]
+        return sum(given) / len(given), sum(given_not) / max(len(given_not), 1)
+
+    right_right, right_wrong = conditional(base.model_copy(update={"difficulty_sd": 2.0}))
+    alike_rr, alike_rw = conditional(base)  # shared lengths alone correlate them a little
+    assert (right_right - right_wrong) - (alike_rr - alike_rw) > 0.15
+    # runs without a difficulty draw the same randomness as before the field existed
+    assert SimEnv(base).run(ThresholdPolicy(0.5), 50, seed=1) == SimEnv(
+        Calibration.model_validate_json(base.model_dump_json())
+    ).run(ThresholdPolicy(0.5), 50, seed=1)
+
+
+def test_calibration_without_difficulty_field_loads(tmp_path: Path) -> None:
+    raw = json.loads(synthetic_calibration().model_dump_json())
+    del raw["difficulty_sd"]  # files written before the field existed
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(raw))
+    assert Calibration.load(path).difficulty_sd == 0.0
+    with pytest.raises(ValueError):
+        Calibration.model_validate({**raw, "difficulty_sd": -1.0})

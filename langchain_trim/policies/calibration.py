@@ -10,6 +10,12 @@ all neutral by default, let a calibration fit on other data stand for a given mo
 (see ``benchmarks/sim_fidelity``): ``observation_mix`` blends each state's table with
 the state-pooled one (a less discriminative PRM), ``score_power`` lowers every score
 (a less confident PRM), ``length_score_corr`` makes low-scored steps longer.
+
+``difficulty_sd`` (0 by default: the paper's independent steps) gives every question a
+difficulty ``z ~ N(0, difficulty_sd)`` on the logit scale, shared by both models: a
+question's step accuracies are ``sigmoid(logit(p) - z)``.  Real weak errors cluster on
+hard questions (the strong model fails them too); with independent steps a simulator
+credits a strong first step with fixing questions whose later weak steps fail anyway.
 """
 
 from __future__ import annotations
@@ -94,6 +100,9 @@ class Calibration(BaseModel):
     """Same for the strong model (``None``: use the weak one)."""
     weak_tokens: TokenModel
     strong_tokens: TokenModel
+    difficulty_sd: float = Field(default=0.0, ge=0, le=10)
+    """Spread (logit scale) of a per-question difficulty shared by both models; 0: every
+    question alike, steps independent.  ``p_weak``/``p_strong`` are then a median question's."""
     source: str = ""
     notes: list[str] = Field(default_factory=list)
 
@@ -179,15 +188,51 @@ class Calibration(BaseModel):
         """Expected solution length of ``"weak"`` or ``"strong"``."""
         return math.fsum((i + 1) * p for i, p in enumerate(self._termination(model)))
 
+    def step_accuracy(self, model: str = "weak", difficulty: float = 0.0) -> float:
+        """Step accuracy of ``model`` on a question of ``difficulty`` (logit shift, 0 = median).
+
+        >>> cal = synthetic_calibration(p_weak=0.5)
+        >>> cal.step_accuracy(), round(cal.step_accuracy("weak", math.log(3)), 3)
+        (0.5, 0.25)
+        """
+        p = self.p_strong if model == "strong" else self.p_weak
+        if difficulty == 0.0 or p >= 1.0:
+            return p
+        return 1.0 / (1.0 + math.exp(difficulty - math.log(p / (1.0 - p))))
+
     def expected_accuracy(self, model: str = "weak") -> float:
-        """Always-``model`` accuracy implied by the step accuracy and length pmf.
+        """Always-``model`` accuracy implied by the step accuracy, difficulty and length pmf.
 
         >>> cal = synthetic_calibration(p_weak=0.9, p_strong=1.0, mean_steps=1)
         >>> round(cal.expected_accuracy("weak"), 3), cal.expected_accuracy("strong")
         (0.9, 1.0)
         """
-        p = self.p_strong if model == "strong" else self.p_weak
-        return math.fsum(q * p ** (i + 1) for i, q in enumerate(self._termination(model)))
+        pmf = self._termination(model)
+        total = 0.0
+        for z, w in difficulty_nodes(self.difficulty_sd):
+            p = self.step_accuracy(model, z)
+            total += w * math.fsum(q * p ** (i + 1) for i, q in enumerate(pmf))
+        return total
+
+    def independent_step_accuracy(self, model: str = "weak") -> float:
+        """The one step accuracy that, with every question alike, gives
+        :meth:`expected_accuracy` (what a planner assuming independent steps should use).
+
+        >>> cal = synthetic_calibration(p_weak=0.8)
+        >>> cal.independent_step_accuracy() == 0.8
+        True
+        """
+        if self.difficulty_sd == 0.0:
+            return self.p_strong if model == "strong" else self.p_weak
+        target, pmf = self.expected_accuracy(model), self._termination(model)
+        lo, hi = 0.0, 1.0
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            if math.fsum(q * mid ** (i + 1) for i, q in enumerate(pmf)) < target:
+                lo = mid
+            else:
+                hi = mid
+        return max((lo + hi) / 2, 1e-3)
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -257,6 +302,24 @@ class Calibration(BaseModel):
             strong_tokens=TokenModel(mean=strong_tokens_per_question / mean_s, cv=token_cv),
             source=f"official release tables: {path.name} ({observation}; {weak} -> {strong})",
         )
+
+
+def difficulty_nodes(sd: float, k: int = 24) -> list[tuple[float, float]]:
+    """``(z, weight)`` quadrature nodes of ``N(0, sd)`` (Gauss–Hermite); ``[(0, 1)]`` if sd is 0.
+
+    >>> difficulty_nodes(0.0)
+    [(0.0, 1.0)]
+    >>> nodes = difficulty_nodes(1.5)
+    >>> round(sum(w for _, w in nodes), 9), round(sum(w * z * z for z, w in nodes), 6)
+    (1.0, 2.25)
+    """
+    if sd == 0.0:
+        return [(0.0, 1.0)]
+    import numpy as np
+
+    x, w = np.polynomial.hermite_e.hermegauss(k)
+    w = w / w.sum()
+    return [(float(sd * xi), float(wi)) for xi, wi in zip(x, w, strict=True)]
 
 
 def _bump(centre: float, width: float, n: int) -> list[float]:
@@ -356,6 +419,7 @@ __all__ = [
     "Calibration",
     "TokenModel",
     "apply_correction",
+    "difficulty_nodes",
     "official_calibration",
     "synthetic_calibration",
 ]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -124,13 +125,23 @@ class PomdpModel:
         """Read every parameter from ``cal`` (observation tables after its mix).
 
         The length correlation is ``length_score_corr²``: in the calibration both the
-        draft's and the rewrite's log length load on the same latent doubt.
+        draft's and the rewrite's log length load on the same latent doubt.  A per-question
+        difficulty (``difficulty_sd``) is not planned over: the belief would need a
+        difficulty axis; the model warns and uses the equivalent independent accuracies.
         """
         obs = np.asarray(cal.effective_observation() if observation is None else observation)
         hw = np.asarray(cal.hazard("weak"))
+        if cal.difficulty_sd:
+            warnings.warn(
+                f"the TRIM-POMDP plans with independent steps: the calibration's per-question "
+                f"difficulty (sd {cal.difficulty_sd:.3g}) is replaced by the step accuracies "
+                "that give the same always-weak/always-strong accuracies",
+                UserWarning,
+                stacklevel=2,
+            )
         return cls(
-            p_weak=cal.p_weak,
-            p_strong=cal.p_strong,
+            p_weak=cal.independent_step_accuracy("weak"),
+            p_strong=cal.independent_step_accuracy("strong"),
             observation=obs / obs.sum(axis=(1, 2), keepdims=True),
             hazard_weak=hw,
             hazard_strong=np.asarray(cal.hazard("strong")) if termination == "author" else hw,

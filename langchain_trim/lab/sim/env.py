@@ -18,7 +18,9 @@ their strong rewrites.
 
 Every episode ``i`` draws a fixed block of uniforms from ``seed`` and ``i``, so runs with
 the same seed share their randomness (common random numbers): differences between
-policies are not sampling noise, and results are reproducible.
+policies are not sampling noise, and results are reproducible.  With a calibration's
+``difficulty_sd`` each episode first draws its question's difficulty (one more uniform
+after the block, so runs without it are unchanged), which sets both step accuracies.
 """
 
 from __future__ import annotations
@@ -308,6 +310,10 @@ class SimEnv(EpisodeEnv):
         cal = self.calibration
         rng = random.Random(run.seed * 1_000_003 + run.index)
         u = [rng.random() for _ in range(_SLOTS * self.max_steps)]
+        p_weak, p_strong = cal.p_weak, cal.p_strong
+        if cal.difficulty_sd:  # this question's difficulty, shared by both models
+            z = cal.difficulty_sd * _normal(rng.random())
+            p_weak, p_strong = cal.step_accuracy("weak", z), cal.step_accuracy("strong", z)
         prefix_ok = True
         hidden: list[float] = []  # PRM scores of accepted steps on the tables' scale
         reported: list[float] = []  # the same as the PRM reports them (score_power)
@@ -317,7 +323,7 @@ class SimEnv(EpisodeEnv):
         for t in range(self.max_steps):
             b = t * _SLOTS
             if prefix_ok:
-                draft_ok = u[b] < cal.p_weak
+                draft_ok = u[b] < p_weak
                 state = 0 if draft_ok else 2
             else:
                 draft_ok, state = False, 1
@@ -341,7 +347,7 @@ class SimEnv(EpisodeEnv):
             run.budget_blocked += was_blocked
             if action == "escalate":
                 if prefix_ok:
-                    prefix_ok = u[b + 4] < cal.p_strong
+                    prefix_ok = u[b + 4] < p_strong
                     after = 0 if prefix_ok else 2
                 else:
                     after = 1

@@ -34,12 +34,20 @@ of which each step needs ``author``, ``tokens``, ``score``, ``draft_score``,
 
 Traces from a policy that escalates low scores keep fewer low-scoring drafts, which
 biases S0/S2 towards high scores; offline-scored always-weak traces avoid that.
+
+With ``question_difficulty=True`` the step accuracies come instead from the always-weak
+and always-strong traces *of the same questions* (matched by ``problem_id``):
+:func:`fit_difficulty` finds the median question's step accuracies and the spread of a
+per-question difficulty shared by both models (``Calibration.difficulty_sd``) by maximum
+likelihood.  The paired outcomes carry what independent steps cannot: whether the weak
+model fails the questions the strong model fails.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_trim.policies.calibration import Calibration, TokenModel
@@ -189,6 +197,113 @@ def observation_counts(
     return counts
 
 
+MIN_PAIRS = 20
+"""Fewer questions answered by both always-weak and always-strong runs cannot fit a spread."""
+
+
+@dataclass(frozen=True)
+class DifficultyFit:
+    """Maximum-likelihood per-question difficulty model of paired always-weak/strong runs."""
+
+    p_weak: float
+    """Median question's weak step accuracy."""
+    p_strong: float
+    difficulty_sd: float
+    log_likelihood: float
+    independent_log_likelihood: float
+    """The same data's log likelihood with every question alike (difficulty_sd = 0)."""
+    n_pairs: int
+
+
+def _pair_log_likelihood(
+    theta: Sequence[float], pairs: Sequence[tuple[int, bool, int, bool]], nodes: int = 24
+) -> float:
+    import numpy as np
+
+    a_w, a_s, sd = float(theta[0]), float(theta[1]), float(theta[2])
+    if sd > 0:
+        x, w = np.polynomial.hermite_e.hermegauss(nodes)
+        z, w = sd * x, w / w.sum()
+    else:
+        z, w = np.zeros(1), np.ones(1)
+    arr = np.asarray(pairs, dtype=np.float64)  # (n, 4): L_w, y_w, L_s, y_s
+    q_w = 1.0 / (1.0 + np.exp(z - a_w))  # (k,)
+    q_s = 1.0 / (1.0 + np.exp(z - a_s))
+    right_w = q_w[None, :] ** arr[:, 0:1]  # (n, k)
+    right_s = q_s[None, :] ** arr[:, 2:3]
+    f_w = np.where(arr[:, 1:2] > 0, right_w, 1.0 - right_w)
+    f_s = np.where(arr[:, 3:4] > 0, right_s, 1.0 - right_s)
+    return float(np.log(np.maximum((f_w * f_s) @ w, 1e-300)).sum())
+
+
+def fit_difficulty(pairs: Sequence[tuple[int, bool, int, bool]]) -> DifficultyFit:
+    """Fit ``(p_weak, p_strong, difficulty_sd)`` to paired outcomes by maximum likelihood.
+
+    ``pairs``: per question ``(weak steps, weak right, strong steps, strong right)``.  A
+    question's step accuracy is ``sigmoid(logit(p) - z)`` with ``z ~ N(0, sd)`` shared by
+    both models; a solution of ``L`` steps is right iff all its steps are.
+    """
+    if len(pairs) < MIN_PAIRS:
+        raise ValueError(
+            f"fit_difficulty needs >= {MIN_PAIRS} questions with both an always-weak and an "
+            f"always-strong trace, got {len(pairs)}"
+        )
+    from scipy.optimize import minimize
+
+    def logit(p: float) -> float:
+        p = min(max(p, 1e-3), 1 - 1e-6)
+        return math.log(p / (1 - p))
+
+    p_w = solve_step_accuracy([p[0] for p in pairs], sum(p[1] for p in pairs) / len(pairs))
+    p_s = solve_step_accuracy([p[2] for p in pairs], sum(p[3] for p in pairs) / len(pairs))
+    independent = _pair_log_likelihood((logit(p_w), logit(p_s), 0.0), pairs)
+    best = None
+    for sd0 in (0.5, 1.5, 3.0):  # a few starts: the likelihood is flat in sd near 0
+        res = minimize(
+            lambda th: -_pair_log_likelihood(th, pairs),
+            x0=[logit(p_w) + sd0, logit(p_s) + sd0, sd0],
+            method="L-BFGS-B",
+            bounds=[(-10, 15), (-10, 15), (0.0, 10.0)],
+        )
+        if best is None or res.fun < best.fun:
+            best = res
+    assert best is not None
+    a_w, a_s, sd = (float(v) for v in best.x)
+    if -best.fun <= independent:  # no better than alike questions: keep the simpler model
+        a_w, a_s, sd, ll = logit(p_w), logit(p_s), 0.0, independent
+    else:
+        ll = -float(best.fun)
+    return DifficultyFit(
+        p_weak=1.0 / (1.0 + math.exp(-a_w)),
+        p_strong=1.0 / (1.0 + math.exp(-a_s)),
+        difficulty_sd=sd,
+        log_likelihood=ll,
+        independent_log_likelihood=independent,
+        n_pairs=len(pairs),
+    )
+
+
+def _paired_outcomes(
+    weak: Sequence[Mapping[str, Any]], strong: Sequence[Mapping[str, Any]]
+) -> list[tuple[int, bool, int, bool]]:
+    """``(weak steps, weak right, strong steps, strong right)`` per question in both runs."""
+    by_id: dict[str, Mapping[str, Any]] = {}
+    for t in strong:
+        if t.get("problem_id") is not None:
+            by_id.setdefault(str(t["problem_id"]), t)
+    pairs, seen = [], set()
+    for t in weak:
+        pid = t.get("problem_id")
+        if pid is None or str(pid) in seen or str(pid) not in by_id:
+            continue
+        seen.add(str(pid))
+        s = by_id[str(pid)]
+        pairs.append(
+            (len(t["steps"]), bool(t.get("correct")), len(s["steps"]), bool(s.get("correct")))
+        )
+    return pairs
+
+
 MIN_FIRST_ROW = 20
 """A state's first-step row with fewer observations borrows the pooled first-step row."""
 
@@ -202,12 +317,14 @@ def fit_calibration(
     smoothing_bins: float = 1.0,
     pseudo_count: float = 0.01,
     source: str = "",
+    question_difficulty: bool = False,
 ) -> Calibration:
     """Fit every simulator parameter from traces (see the module docstring).
 
     Needs an always-weak and an always-strong run (policy groups whose traces are all
     weak / all strong steps); threshold or other mixed runs add observations and step
-    lengths.
+    lengths.  ``question_difficulty`` fits a per-question difficulty from the questions
+    both runs answered (:func:`fit_difficulty`).
     """
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for t in traces:
@@ -235,6 +352,16 @@ def fit_calibration(
     strong_lengths = [len(t["steps"]) for t in strong_only]
     p_weak = solve_step_accuracy(weak_lengths, accuracy(weak_only))
     p_strong = solve_step_accuracy(strong_lengths, accuracy(strong_only))
+    difficulty_sd = 0.0
+    if question_difficulty:
+        fit = fit_difficulty(_paired_outcomes(weak_only, strong_only))
+        p_weak, p_strong, difficulty_sd = fit.p_weak, fit.p_strong, fit.difficulty_sd
+        notes.append(
+            f"per-question difficulty from {fit.n_pairs} paired questions: sd "
+            f"{fit.difficulty_sd:.3f} (logit), median step accuracies {fit.p_weak:.4f} / "
+            f"{fit.p_strong:.4f}; log likelihood {fit.log_likelihood:.2f} vs "
+            f"{fit.independent_log_likelihood:.2f} with every question alike"
+        )
 
     weak_tok: list[int] = []
     strong_tok: list[int] = []
@@ -277,9 +404,17 @@ def fit_calibration(
         termination_strong=_length_pmf(strong_lengths, max_steps),
         weak_tokens=_token_model(weak_tok, "weak"),
         strong_tokens=_token_model(strong_tok, "strong"),
+        difficulty_sd=difficulty_sd,
         source=source or f"fit_calibration on {len(traces)} traces",
         notes=notes,
     )
 
 
-__all__ = ["fit_calibration", "observation_counts", "smooth_table", "solve_step_accuracy"]
+__all__ = [
+    "DifficultyFit",
+    "fit_calibration",
+    "fit_difficulty",
+    "observation_counts",
+    "smooth_table",
+    "solve_step_accuracy",
+]
