@@ -1,0 +1,266 @@
+"""Where an offline user's seconds go: the measured split of TRIM's wall time.
+
+The wall-time run (``benchmarks.real_routing run --no-cache``) says TRIM-Thr at its dev
+operating point takes about as long as always-strong on the embedded default.  This
+script says why.  It runs the same graph (greedy, no LLM or PRM cache) on the first
+``--n`` GSM8K-test problems for each policy, and records per problem:
+
+* wall seconds;
+* per model (weak, strong), llama.cpp's own counters: prompt evaluation (ms, tokens) and
+  decoding (ms, tokens) — prompt evaluation is what re-reading the accepted steps costs;
+* PRM seconds (a timing proxy around the PRM: encoding the prefix and the probe);
+* weak decoding spent on drafts the policy then discarded (their share of the weak
+  model's decoded tokens times its decoding time).
+
+Policies of one problem run back to back, so the ratios are measured side by side.
+Rows are appended per (problem, policy) to ``results/real_routing/walltime_split.jsonl``
+(a rerun resumes); ``--report`` writes ``walltime_split.md`` from them.  Absolute seconds
+depend on what else the machine runs (each row records the load average); the split is
+a share of the same run's time.
+
+    python -m benchmarks.walltime_split --n 10
+    python -m benchmarks.walltime_split --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from benchmarks.real_routing import (
+    MAX_STEPS,
+    MAX_TOTAL_TOKENS,
+    RUNS,
+    STEP_MAX_TOKENS,
+    build_setting,
+    load_split,
+)
+
+OUT = RUNS / "walltime_split.jsonl"
+POLICIES = ("weakscored", "strong", "thr:0.65")
+
+
+class TimedPRM:
+    """The PRM, with the seconds of every call added up (other attributes pass through)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _timed(self, fn: Any, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1
+
+    async def _atimed(self, fn: Any, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await fn(*args)
+        finally:
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1
+
+    def score(self, question: str, steps: Sequence[str]) -> list[float]:
+        return self._timed(self.inner.score, question, steps)  # type: ignore[no-any-return]
+
+    async def ascore(self, question: str, steps: Sequence[str]) -> list[float]:
+        return await self._atimed(self.inner.ascore, question, steps)  # type: ignore[no-any-return]
+
+    def score_batch(self, items: Sequence[Any]) -> list[list[float]]:
+        return self._timed(self.inner.score_batch, items)  # type: ignore[no-any-return]
+
+    async def ascore_batch(self, items: Sequence[Any]) -> list[list[float]]:
+        return await self._atimed(self.inner.ascore_batch, items)  # type: ignore[no-any-return]
+
+
+def _perf(model: Any) -> dict[str, float]:
+    """llama.cpp's counters of ``model``'s context since the last reset."""
+    import llama_cpp
+
+    d = llama_cpp.llama_perf_context(model.load().llm._ctx.ctx)
+    return {
+        "prompt_ms": float(d.t_p_eval_ms),
+        "prompt_tokens": int(d.n_p_eval),
+        "decode_ms": float(d.t_eval_ms),
+        "decode_tokens": int(d.n_eval),
+    }
+
+
+def _reset(model: Any) -> None:
+    import llama_cpp
+
+    llama_cpp.llama_perf_context_reset(model.load().llm._ctx.ctx)
+
+
+def _done() -> set[tuple[str, str]]:
+    if not OUT.exists():
+        return set()
+    rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
+    return {(r["problem_id"], r["policy"]) for r in rows}
+
+
+def measure(n: int, policies: Sequence[str]) -> None:
+    from langchain_trim.eval.prm_cache import CachedPRM
+    from langchain_trim.eval.runner import solve_problem
+    from langchain_trim.graph import create_trim_graph
+    from langchain_trim.policies.registry import make_policy
+
+    setting = build_setting(prm="probe")
+    inner = setting.prm.inner if isinstance(setting.prm, CachedPRM) else setting.prm
+    prm = TimedPRM(inner)
+    if getattr(setting.weak.load().llm, "_ctx", None) is getattr(
+        setting.strong.load().llm, "_ctx", 0
+    ):
+        raise SystemExit("weak and strong share a llama.cpp context: counters would mix")
+    done = _done()
+    for problem in load_split("test", "gsm8k", n):
+        for spec in policies:
+            if (problem.id, spec) in done:
+                continue
+            graph = create_trim_graph(
+                setting.weak,
+                setting.strong,
+                prm,
+                make_policy(spec),
+                max_steps=MAX_STEPS,
+                step_max_tokens=STEP_MAX_TOKENS,
+                max_total_tokens=MAX_TOTAL_TOKENS,
+                step_format=setting.step_format,
+            ).compile(name="trim")
+            for model in (setting.weak, setting.strong):
+                _reset(model)
+            prm.seconds, prm.calls = 0.0, 0
+            t0 = time.perf_counter()
+            lines = asyncio.run(solve_problem(graph, problem, spec))
+            wall = time.perf_counter() - t0
+            steps = [ln for ln in lines if ln.get("type") == "step"]
+            result = lines[-1]
+            weak = _perf(setting.weak)
+            discarded = sum(
+                int(s.get("draft_tokens") or 0) for s in steps if s["author"] == "strong"
+            )
+            row = {
+                "problem_id": problem.id,
+                "policy": spec,
+                "correct": result.get("correct"),
+                "wall_s": round(wall, 3),
+                "weak": weak,
+                "strong": _perf(setting.strong),
+                "prm_s": round(prm.seconds, 3),
+                "prm_calls": prm.calls,
+                "steps": len(steps),
+                "escalated": sum(s["author"] == "strong" for s in steps),
+                "discarded_draft_tokens": discarded,
+                "load_avg_1m": os.getloadavg()[0],
+            }
+            OUT.parent.mkdir(parents=True, exist_ok=True)
+            with OUT.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(
+                f"{problem.id} {spec}: {wall:.1f} s (prm {prm.seconds:.1f} s, weak "
+                f"{(weak['prompt_ms'] + weak['decode_ms']) / 1e3:.1f} s)",
+                flush=True,
+            )
+
+
+def report() -> str:
+    """Mean seconds per question by component, paired over problems every policy ran."""
+    rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
+    by: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["policy"], {})[r["problem_id"]] = r
+    ids = sorted(set.intersection(*(set(v) for v in by.values())))
+    lines = [
+        "# Where the seconds go (embedded default, GSM8K-test, greedy, no cache)",
+        "",
+        f"{len(ids)} problems, every policy on each, back to back; mean seconds per question.",
+        f"Machine load average during the run: {min(r['load_avg_1m'] for r in rows):.1f}–"
+        f"{max(r['load_avg_1m'] for r in rows):.1f} on 2 cores (absolute seconds inflate "
+        "with load; the shares are of the same run).",
+        "",
+        "| policy | wall | weak prompt eval | weak decode (of it discarded drafts) | PRM | "
+        "strong prompt eval | strong decode | other |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    summary: dict[str, dict[str, float]] = {}
+    for spec, per in by.items():
+        rs = [per[i] for i in ids]
+        n = len(rs) or 1
+
+        def mean(f: Any, rs: list[dict[str, Any]] = rs, n: int = n) -> float:
+            return sum(f(r) for r in rs) / n
+
+        wp = mean(lambda r: r["weak"]["prompt_ms"] / 1e3)
+        wd = mean(lambda r: r["weak"]["decode_ms"] / 1e3)
+        disc = mean(
+            lambda r: (
+                r["weak"]["decode_ms"]
+                / 1e3
+                * r["discarded_draft_tokens"]
+                / max(r["weak"]["decode_tokens"], 1)
+            )
+        )
+        sp = mean(lambda r: r["strong"]["prompt_ms"] / 1e3)
+        sd = mean(lambda r: r["strong"]["decode_ms"] / 1e3)
+        prm = mean(lambda r: r["prm_s"])
+        wall = mean(lambda r: r["wall_s"])
+        other = wall - wp - wd - sp - sd - prm
+        summary[spec] = {
+            "wall": wall,
+            "weak_prompt": wp,
+            "weak_decode": wd,
+            "discarded_drafts": disc,
+            "prm": prm,
+            "strong_prompt": sp,
+            "strong_decode": sd,
+            "other": other,
+        }
+        lines.append(
+            f"| {spec} | {wall:.1f} | {wp:.1f} | {wd:.1f} ({disc:.1f}) | {prm:.1f} | {sp:.1f} | "
+            f"{sd:.1f} | {other:.1f} |"
+        )
+    if "strong" in summary:
+        lines += ["", "As a share of always-strong's wall time:", ""]
+        base = summary["strong"]["wall"]
+        for spec, s in summary.items():
+            lines.append(
+                f"- {spec}: {s['wall'] / base:.2f}× — PRM {s['prm'] / base:.2f}, weak drafting "
+                f"{(s['weak_prompt'] + s['weak_decode']) / base:.2f} (discarded drafts "
+                f"{s['discarded_drafts'] / base:.2f}), strong "
+                f"{(s['strong_prompt'] + s['strong_decode']) / base:.2f} (prompt re-evaluation "
+                f"{s['strong_prompt'] / base:.2f})"
+            )
+    text = "\n".join(lines) + "\n"
+    OUT.with_suffix(".md").write_text(text, encoding="utf-8")
+    OUT.with_suffix(".json").write_text(
+        json.dumps({"n_problems": len(ids), "mean_seconds": summary}, indent=1) + "\n",
+        encoding="utf-8",
+    )
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=10)
+    parser.add_argument("--policies", default=" ".join(POLICIES))
+    parser.add_argument("--report", action="store_true", help="only write the report")
+    args = parser.parse_args(argv)
+    if not args.report:
+        measure(args.n, args.policies.split())
+    print(report())
+
+
+if __name__ == "__main__":
+    main()
