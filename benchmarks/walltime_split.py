@@ -73,16 +73,16 @@ class TimedPRM:
             self.calls += 1
 
     def score(self, question: str, steps: Sequence[str]) -> list[float]:
-        return self._timed(self.inner.score, question, steps)  # type: ignore[no-any-return]
+        return self._timed(self.inner.score, question, steps)
 
     async def ascore(self, question: str, steps: Sequence[str]) -> list[float]:
-        return await self._atimed(self.inner.ascore, question, steps)  # type: ignore[no-any-return]
+        return await self._atimed(self.inner.ascore, question, steps)
 
     def score_batch(self, items: Sequence[Any]) -> list[list[float]]:
-        return self._timed(self.inner.score_batch, items)  # type: ignore[no-any-return]
+        return self._timed(self.inner.score_batch, items)
 
     async def ascore_batch(self, items: Sequence[Any]) -> list[list[float]]:
-        return await self._atimed(self.inner.ascore_batch, items)  # type: ignore[no-any-return]
+        return await self._atimed(self.inner.ascore_batch, items)
 
 
 def _perf(model: Any) -> dict[str, float]:
