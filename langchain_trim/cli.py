@@ -702,6 +702,12 @@ def calibrate(
         ..., help="Dev run folder written by trim eval (weak, strong, and thr:k runs)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Calibration file to write (JSON)."),
+    question_difficulty: bool = typer.Option(
+        False,
+        "--question-difficulty",
+        help="Fit a per-question difficulty shared by both models (needs weak and strong "
+        "runs of the same questions).",
+    ),
 ) -> None:
     """Fit the simulator to your dev traces; train on it with --env sim:<file>."""
     try:  # the simulator fit and its dependencies load only here
@@ -717,7 +723,9 @@ def calibrate(
             raise InvalidInputError(f"{run} is not a folder")
         traces = [t for ts in load_traces(run, include_errors=False).values() for t in ts]
         try:
-            cal = fit_calibration(traces, source=f"dev traces of {run}")
+            cal = fit_calibration(
+                traces, source=f"dev traces of {run}", question_difficulty=question_difficulty
+            )
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from exc
         cal.save(out)

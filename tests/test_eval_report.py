@@ -326,3 +326,30 @@ def test_trim_calibrate_fits_the_simulator_on_dev_traces(tmp_path: Any) -> None:
     run_eval(probs, ["weak"], setting=setting, out_dir=only_weak, progress=False)
     result = CliRunner().invoke(app, ["calibrate", str(only_weak), "--out", str(out)])
     assert result.exit_code == 2 and "always-strong" in result.output
+
+
+def test_trim_calibrate_question_difficulty(tmp_path: Any) -> None:
+    """``--question-difficulty`` reaches the fit, and too few paired questions is a clear
+    input error, not a traceback."""
+    from typer.testing import CliRunner
+
+    from langchain_trim.cli import app
+    from langchain_trim.eval.datasets import Problem
+    from langchain_trim.eval.fake import fake_setting
+    from langchain_trim.eval.runner import run_eval
+    from langchain_trim.policies.calibration import Calibration
+
+    probs = [Problem(f"p{i}", f"{i} + {i}?", str(2 * i)) for i in range(24)]
+    setting = fake_setting({p.question: p.answer for p in probs}, slip_rate=0.5)
+    run_eval(probs[:10], ["weakscored", "strong"], setting=setting,
+             out_dir=tmp_path / "few", progress=False)  # fmt: skip
+    out = tmp_path / "cal.json"
+    args = ["calibrate", "--question-difficulty", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, str(tmp_path / "few")])
+    assert result.exit_code == 2 and "questions with both" in result.output
+    run_eval(probs, ["weakscored", "strong"], setting=setting,
+             out_dir=tmp_path / "dev", progress=False)  # fmt: skip
+    result = CliRunner().invoke(app, [*args, str(tmp_path / "dev")])
+    assert result.exit_code == 0, result.output
+    cal = Calibration.load(out)
+    assert cal.difficulty_sd >= 0 and any("paired questions" in n for n in cal.notes)
