@@ -383,6 +383,33 @@ def wall_time(folder: Path) -> dict[str, Any]:
     return out
 
 
+def split_lines(path: Path) -> list[str]:
+    """Where the seconds go (``benchmarks.walltime_split``), in units of always-strong's."""
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text(encoding="utf-8"))
+    rows, base = data["mean_seconds"], data["mean_seconds"].get("strong", {}).get("wall")
+    if not base:
+        return []
+    out = [
+        "",
+        f"Where the seconds go (`{path.name}`: {data['n_problems']} other problems, each "
+        "policy back to back, alone on the machine), in units of always-strong's wall time:",
+        "",
+        "| policy | wall | weak drafting (discarded drafts) | PRM | strong (prompt re-eval) |",
+        "|---|---|---|---|---|",
+    ]
+    for spec, r in rows.items():
+        strong = r["strong_prompt"] + r["strong_decode"]
+        out.append(
+            f"| {spec} | {r['wall'] / base:.2f} | "
+            f"{(r['weak_prompt'] + r['weak_decode']) / base:.2f} "
+            f"({r['discarded_drafts'] / base:.2f}) | {r['prm'] / base:.2f} | "
+            f"{strong / base:.2f} ({r['strong_prompt'] / base:.2f}) |"
+        )
+    return out
+
+
 def strong_format_on_dev(
     dev: Mapping[str, Mapping[str, Any]], other: Mapping[str, Mapping[str, Any]], name: str
 ) -> dict[str, Any]:
@@ -647,6 +674,8 @@ def render(result: Mapping[str, Any]) -> str:
                         f"| {spec} | {row['n']} | {row['seconds_mean']:.1f} | "
                         f"{_ci(row['share_of_strong'], False)} |"
                     )
+        if len(wt) > 1:
+            lines += split_lines(RUNS / "walltime_split.json")
         lines += ["", "| model | in graph | one call | difference, points [95% CI] | n |"]
         lines += ["|---|---|---|---|---|"]
         for model, row in block.get("stepwise_vs_one_call", {}).items():
