@@ -19,9 +19,10 @@ specs.  Nothing here reads a test trace.
 ``--check-sim`` asks whether the dev simulator stands for the dev runs it was fit to: each
 recorded dev policy, real (with a bootstrap interval over problems) beside the simulator
 with independent steps and with a per-question difficulty
-(``fit_calibration(question_difficulty=True)``), and the strong model's accuracy by
-solution length (the step-error model's premise).  ``--difficulty`` fits the policies'
-simulator with the per-question difficulty.
+(``fit_calibration(question_difficulty=True)``) and with, besides, solution-ending steps
+modelled apart (``final_step=True``), and the strong model's accuracy by solution length
+(the step-error model's premise).  ``--difficulty`` (and ``--final-step``) fit the
+policies' simulator that way.
 """
 
 from __future__ import annotations
@@ -56,12 +57,20 @@ def dev_traces(run: Path, strong_format: str = "") -> list[dict[str, Any]]:
     return [t for ts in by_spec.values() for t in ts.values()]
 
 
-def calibrate(run: Path, out: Path, strong_format: str = "", difficulty: bool = False) -> Path:
+def calibrate(
+    run: Path,
+    out: Path,
+    strong_format: str = "",
+    difficulty: bool = False,
+    final_step: bool = False,
+) -> Path:
     from langchain_trim.lab.sim import fit_calibration
 
     traces = dev_traces(run, strong_format)
     source = f"dev traces of {_rel(run)}" + (f" (strong: {strong_format})" if strong_format else "")
-    cal = fit_calibration(traces, source=source, question_difficulty=difficulty)
+    cal = fit_calibration(
+        traces, source=source, question_difficulty=difficulty, final_step=final_step
+    )
     path = out / "calibration.json"
     cal.save(path)
     print(f"calibration from {len(traces)} dev traces -> {_rel(path)}", file=sys.stderr)
@@ -156,6 +165,9 @@ def sim_check(run: Path, out: Path) -> dict[str, Any]:
     cals = {
         "independent steps": fit_calibration(traces),
         "per-question difficulty": fit_calibration(traces, question_difficulty=True),
+        "difficulty + final steps": fit_calibration(
+            traces, question_difficulty=True, final_step=True
+        ),
     }
     runs = load_run(run)
     rows = []
@@ -190,6 +202,8 @@ def sim_check(run: Path, out: Path) -> dict[str, Any]:
                 "p_weak": cal.p_weak,
                 "p_strong": cal.p_strong,
                 "difficulty_sd": cal.difficulty_sd,
+                "p_weak_final": cal.p_weak_final,
+                "p_strong_final": cal.p_strong_final,
                 "notes": [n for n in cal.notes if "difficulty" in n],
             }
             for name, cal in cals.items()
@@ -224,7 +238,13 @@ def sim_check(run: Path, out: Path) -> dict[str, Any]:
     for name, c in result["calibrations"].items():
         lines.append(
             f"- {name}: p_weak {c['p_weak']:.3f}, p_strong {c['p_strong']:.3f}, "
-            f"difficulty sd {c['difficulty_sd']:.2f}" + ("; " + c["notes"][0] if c["notes"] else "")
+            f"difficulty sd {c['difficulty_sd']:.2f}"
+            + (
+                f", final steps {c['p_weak_final']:.3f} / {c['p_strong_final']:.3f}"
+                if c["p_weak_final"]
+                else ""
+            )
+            + ("; " + c["notes"][0] if c["notes"] else "")
         )
     (out / "sim_check.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
@@ -243,6 +263,11 @@ def main(argv: list[str] | None = None) -> None:
         "--difficulty", action="store_true", help="fit a per-question difficulty in the simulator"
     )
     parser.add_argument(
+        "--final-step",
+        action="store_true",
+        help="with --difficulty: solution-ending steps get their own accuracy and length",
+    )
+    parser.add_argument(
         "--check-sim", action="store_true", help="only compare the dev simulators with the dev runs"
     )
     args = parser.parse_args(argv)
@@ -251,11 +276,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     lambdas = tuple(float(x) for x in args.lambdas.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
-    cal_path = calibrate(args.run, args.out, args.strong_format, args.difficulty)
+    cal_path = calibrate(args.run, args.out, args.strong_format, args.difficulty, args.final_step)
     result = choose(cal_path, candidates(cal_path, args.out, lambdas))
     result["dev_run"] = _rel(args.run)
     result["strong_format"] = args.strong_format or "paragraphs"
     result["question_difficulty"] = args.difficulty
+    result["final_step"] = args.final_step
     (args.out / "choice.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     for fam, rows in result["candidates"].items():
         for r in rows:

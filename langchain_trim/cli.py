@@ -708,6 +708,12 @@ def calibrate(
         help="Fit a per-question difficulty shared by both models (needs weak and strong "
         "runs of the same questions).",
     ),
+    final_step: bool = typer.Option(
+        False,
+        "--final-step",
+        help="With --question-difficulty: the step that ends a solution gets an accuracy and "
+        "a length of its own.",
+    ),
 ) -> None:
     """Fit the simulator to your dev traces; train on it with --env sim:<file>."""
     try:  # the simulator fit and its dependencies load only here
@@ -724,7 +730,10 @@ def calibrate(
         traces = [t for ts in load_traces(run, include_errors=False).values() for t in ts]
         try:
             cal = fit_calibration(
-                traces, source=f"dev traces of {run}", question_difficulty=question_difficulty
+                traces,
+                source=f"dev traces of {run}",
+                question_difficulty=question_difficulty,
+                final_step=final_step,
             )
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from exc

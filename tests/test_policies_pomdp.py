@@ -200,7 +200,7 @@ def test_pomdp_model_warns_on_a_per_question_difficulty() -> None:
     cal = synthetic_calibration(p_weak=0.7, p_strong=0.9, mean_steps=4).model_copy(
         update={"difficulty_sd": 2.0}
     )
-    with pytest.warns(UserWarning, match="independent steps"):
+    with pytest.warns(UserWarning, match="independent, identical steps"):
         model = PomdpModel.from_calibration(cal)
     same = synthetic_calibration(p_weak=model.p_weak, p_strong=model.p_strong, mean_steps=4)
     assert abs(same.expected_accuracy("weak") - cal.expected_accuracy("weak")) < 1e-6

@@ -402,3 +402,39 @@ def test_calibration_without_difficulty_field_loads(tmp_path: Path) -> None:
     assert Calibration.load(path).difficulty_sd == 0.0
     with pytest.raises(ValueError):
         Calibration.model_validate({**raw, "difficulty_sd": -1.0})
+
+
+def test_final_step_accuracy_makes_accuracy_flat_in_length() -> None:
+    """A model whose errors sit in the step that ends its solution (the embedded strong
+    model: as often right in one paragraph as in six) is simulated as such, the fit finds
+    it from paired outcomes, and with the fields unset nothing changes."""
+    import random
+
+    from langchain_trim.lab.sim.fit import fit_difficulty
+    from langchain_trim.policies.registry import make_policy
+
+    cal = synthetic_calibration(p_weak=0.9, p_strong=1.0, mean_steps=4).model_copy(
+        update={"p_strong_final": 0.6, "strong_final_tokens": TokenModel(mean=150.0, cv=0.3)}
+    )
+    episodes = SimEnv(cal).run(make_policy("strong"), 4000, seed=2, record_steps=True).traces()
+    by_length: dict[bool, list[bool]] = {}
+    for t in episodes:
+        by_length.setdefault(len(t["steps"]) <= 3, []).append(bool(t["correct"]))
+    short, long = (sum(v) / len(v) for v in (by_length[True], by_length[False]))
+    assert abs(short - 0.6) < 0.04 and abs(long - 0.6) < 0.04
+    assert abs(cal.expected_accuracy("strong") - 0.6) < 1e-9
+    last = [t["steps"][-1]["tokens"] for t in episodes]
+    assert 130 < sum(last) / len(last) < 170  # the final step's own length model
+    # fit: weak errors compound, strong errors only at the end
+    rng = random.Random(4)
+    pairs = []
+    for _ in range(3000):
+        lw, ls = rng.randint(2, 8), rng.randint(1, 7)
+        w_ok = all(rng.random() < 0.9 for _ in range(lw))
+        pairs.append((lw, w_ok, ls, rng.random() < 0.6))
+    fit = fit_difficulty(pairs, final_step=True)
+    assert fit.p_strong > 0.97 and fit.p_strong_final is not None
+    assert abs(fit.p_strong_final - 0.6) < 0.05
+    assert fit.log_likelihood > fit_difficulty(pairs).log_likelihood + 10
+    with pytest.raises(ValueError, match="pass both"):
+        fit_calibration(_paired_traces(0.0, 30), final_step=True)

@@ -16,6 +16,10 @@ difficulty ``z ~ N(0, difficulty_sd)`` on the logit scale, shared by both models
 question's step accuracies are ``sigmoid(logit(p) - z)``.  Real weak errors cluster on
 hard questions (the strong model fails them too); with independent steps a simulator
 credits a strong first step with fixing questions whose later weak steps fail anyway.
+``p_weak_final``/``p_strong_final`` and ``*_final_tokens`` (unset by default) give the
+step that ends a solution an accuracy and a length of its own: the embedded strong model
+is as often right in a one-paragraph answer as in a six-paragraph one, which errors
+compounding over steps cannot express.
 """
 
 from __future__ import annotations
@@ -100,6 +104,14 @@ class Calibration(BaseModel):
     """Same for the strong model (``None``: use the weak one)."""
     weak_tokens: TokenModel
     strong_tokens: TokenModel
+    weak_final_tokens: TokenModel | None = None
+    """Length of a weak step that ends the solution (``None``: ``weak_tokens``)."""
+    strong_final_tokens: TokenModel | None = None
+    """Length of a strong step that ends the solution (``None``: ``strong_tokens``)."""
+    p_weak_final: float | None = Field(default=None, gt=0, le=1)
+    """Accuracy of a weak step that ends the solution (``None``: ``p_weak``, as any step)."""
+    p_strong_final: float | None = Field(default=None, gt=0, le=1)
+    """Accuracy of a strong step that ends the solution (``None``: ``p_strong``)."""
     difficulty_sd: float = Field(default=0.0, ge=0, le=10)
     """Spread (logit scale) of a per-question difficulty shared by both models; 0: every
     question alike, steps independent.  ``p_weak``/``p_strong`` are then a median question's."""
@@ -188,41 +200,70 @@ class Calibration(BaseModel):
         """Expected solution length of ``"weak"`` or ``"strong"``."""
         return math.fsum((i + 1) * p for i, p in enumerate(self._termination(model)))
 
-    def step_accuracy(self, model: str = "weak", difficulty: float = 0.0) -> float:
-        """Step accuracy of ``model`` on a question of ``difficulty`` (logit shift, 0 = median).
+    def step_accuracy(
+        self, model: str = "weak", difficulty: float = 0.0, *, final: bool = False
+    ) -> float:
+        """Step accuracy of ``model`` on a question of ``difficulty`` (logit shift, 0 = median);
+        ``final``: of a step that ends the solution.
 
         >>> cal = synthetic_calibration(p_weak=0.5)
         >>> cal.step_accuracy(), round(cal.step_accuracy("weak", math.log(3)), 3)
         (0.5, 0.25)
         """
-        p = self.p_strong if model == "strong" else self.p_weak
+        if model == "strong":
+            p = self.p_strong_final if final and self.p_strong_final else self.p_strong
+        else:
+            p = self.p_weak_final if final and self.p_weak_final else self.p_weak
         if difficulty == 0.0 or p >= 1.0:
             return p
         return 1.0 / (1.0 + math.exp(difficulty - math.log(p / (1.0 - p))))
 
+    @property
+    def has_final_step_accuracy(self) -> bool:
+        """Whether a step that ends the solution has an accuracy or length of its own."""
+        return any(
+            v is not None
+            for v in (
+                self.p_weak_final,
+                self.p_strong_final,
+                self.weak_final_tokens,
+                self.strong_final_tokens,
+            )
+        )
+
+    def step_tokens(self, model: str = "weak", *, final: bool = False) -> TokenModel:
+        """The length model of a ``model`` step (``final``: one that ends the solution)."""
+        if model == "strong":
+            return (final and self.strong_final_tokens) or self.strong_tokens
+        return (final and self.weak_final_tokens) or self.weak_tokens
+
+    def _solution_accuracy(self, model: str, difficulty: float, pmf: list[float]) -> float:
+        p = self.step_accuracy(model, difficulty)
+        f = self.step_accuracy(model, difficulty, final=True)
+        return math.fsum(q * p**i * f for i, q in enumerate(pmf))
+
     def expected_accuracy(self, model: str = "weak") -> float:
-        """Always-``model`` accuracy implied by the step accuracy, difficulty and length pmf.
+        """Always-``model`` accuracy implied by the step accuracies, difficulty and length pmf.
 
         >>> cal = synthetic_calibration(p_weak=0.9, p_strong=1.0, mean_steps=1)
         >>> round(cal.expected_accuracy("weak"), 3), cal.expected_accuracy("strong")
         (0.9, 1.0)
         """
         pmf = self._termination(model)
-        total = 0.0
-        for z, w in difficulty_nodes(self.difficulty_sd):
-            p = self.step_accuracy(model, z)
-            total += w * math.fsum(q * p ** (i + 1) for i, q in enumerate(pmf))
-        return total
+        return math.fsum(
+            w * self._solution_accuracy(model, z, pmf)
+            for z, w in difficulty_nodes(self.difficulty_sd)
+        )
 
     def independent_step_accuracy(self, model: str = "weak") -> float:
-        """The one step accuracy that, with every question alike, gives
+        """The one step accuracy that, with every question and step alike, gives
         :meth:`expected_accuracy` (what a planner assuming independent steps should use).
 
         >>> cal = synthetic_calibration(p_weak=0.8)
         >>> cal.independent_step_accuracy() == 0.8
         True
         """
-        if self.difficulty_sd == 0.0:
+        if self.difficulty_sd == 0.0 and not self.has_final_step_accuracy:
             return self.p_strong if model == "strong" else self.p_weak
         target, pmf = self.expected_accuracy(model), self._termination(model)
         lo, hi = 0.0, 1.0

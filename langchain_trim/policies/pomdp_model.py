@@ -131,11 +131,12 @@ class PomdpModel:
         """
         obs = np.asarray(cal.effective_observation() if observation is None else observation)
         hw = np.asarray(cal.hazard("weak"))
-        if cal.difficulty_sd:
+        if cal.difficulty_sd or cal.has_final_step_accuracy:
             warnings.warn(
-                f"the TRIM-POMDP plans with independent steps: the calibration's per-question "
-                f"difficulty (sd {cal.difficulty_sd:.3g}) is replaced by the step accuracies "
-                "that give the same always-weak/always-strong accuracies",
+                "the TRIM-POMDP plans with independent, identical steps: the calibration's "
+                f"per-question difficulty (sd {cal.difficulty_sd:.3g}) and final-step "
+                "accuracies and lengths are replaced by the step accuracies that give the same "
+                "always-weak/always-strong accuracies",
                 UserWarning,
                 stacklevel=2,
             )

@@ -21,6 +21,8 @@ the same seed share their randomness (common random numbers): differences betwee
 policies are not sampling noise, and results are reproducible.  With a calibration's
 ``difficulty_sd`` each episode first draws its question's difficulty (one more uniform
 after the block, so runs without it are unchanged), which sets both step accuracies.
+Whether a step ends the solution is drawn with the step (the same uniform decides it for
+either author), so a calibration's final-step accuracies can apply to it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from langchain_trim.policies.base import RouteObservation, RoutingPolicy
 from langchain_trim.policies.calibration import STATES, Calibration, TokenModel
 from langchain_trim.policies.rule import decide_step
 
+_AUTHORS = ("weak", "strong")
 _SLOTS = 9
 """Uniforms per step: weak right/score bin/score jitter/tokens, strong the same, end."""
 _STD_NORMAL = NormalDist()
@@ -310,10 +313,9 @@ class SimEnv(EpisodeEnv):
         cal = self.calibration
         rng = random.Random(run.seed * 1_000_003 + run.index)
         u = [rng.random() for _ in range(_SLOTS * self.max_steps)]
-        p_weak, p_strong = cal.p_weak, cal.p_strong
-        if cal.difficulty_sd:  # this question's difficulty, shared by both models
-            z = cal.difficulty_sd * _normal(rng.random())
-            p_weak, p_strong = cal.step_accuracy("weak", z), cal.step_accuracy("strong", z)
+        z = cal.difficulty_sd * _normal(rng.random()) if cal.difficulty_sd else 0.0
+        # step accuracies [weak, strong][ends the solution]; z: this question's difficulty
+        acc = [[cal.step_accuracy(m, z, final=f) for f in (False, True)] for m in _AUTHORS]
         prefix_ok = True
         hidden: list[float] = []  # PRM scores of accepted steps on the tables' scale
         reported: list[float] = []  # the same as the PRM reports them (score_power)
@@ -322,8 +324,13 @@ class SimEnv(EpisodeEnv):
         step_tokens: list[int] = []
         for t in range(self.max_steps):
             b = t * _SLOTS
+            last = t + 1 >= self.max_steps
+            ends = (  # would a weak / a strong step here end the solution? (one uniform)
+                last or u[b + 8] < self._hazard_weak[t + 1],
+                last or u[b + 8] < self._hazard_strong[t + 1],
+            )
             if prefix_ok:
-                draft_ok = u[b] < p_weak
+                draft_ok = u[b] < acc[0][ends[0]]
                 state = 0 if draft_ok else 2
             else:
                 draft_ok, state = False, 1
@@ -331,7 +338,7 @@ class SimEnv(EpisodeEnv):
             draft_raw = self._score(state, min_prev, u[b + 1], u[b + 2])
             draft_score = self._reported(draft_raw)
             doubt = -_normal(u[b + 1]) if self._rho else 0.0
-            draft_tokens = self._tokens(cal.weak_tokens, u[b + 3], doubt)
+            draft_tokens = self._tokens(cal.step_tokens("weak", final=ends[0]), u[b + 3], doubt)
             run.weak_tokens += draft_tokens
             limit = self.step_max_tokens
             obs = self._observe(run, t, shown, draft_tokens, step_tokens, authors, limit)
@@ -347,11 +354,11 @@ class SimEnv(EpisodeEnv):
             run.budget_blocked += was_blocked
             if action == "escalate":
                 if prefix_ok:
-                    prefix_ok = u[b + 4] < p_strong
+                    prefix_ok = u[b + 4] < acc[1][ends[1]]
                     after = 0 if prefix_ok else 2
                 else:
                     after = 1
-                tokens = self._tokens(cal.strong_tokens, u[b + 7], doubt)
+                tokens = self._tokens(cal.step_tokens("strong", final=ends[1]), u[b + 7], doubt)
                 run.escalated(draft_tokens, tokens)
                 hidden.append(self._score(after, min_prev, u[b + 5], u[b + 6]))
                 reported.append(self._reported(hidden[-1]))
@@ -381,8 +388,7 @@ class SimEnv(EpisodeEnv):
                         "sim_state": STATES[state],
                     }
                 )
-            hazard = self._hazard_strong if author == "strong" else self._hazard_weak
-            if t + 1 >= self.max_steps or u[b + 8] < hazard[t + 1]:
+            if ends[author == "strong"]:
                 break
         if run.record_steps:
             final = reported if run.score_all else shown

@@ -211,37 +211,52 @@ class DifficultyFit:
     difficulty_sd: float
     log_likelihood: float
     independent_log_likelihood: float
-    """The same data's log likelihood with every question alike (difficulty_sd = 0)."""
+    """The same data's log likelihood with every question and step alike (sd 0)."""
     n_pairs: int
+    p_weak_final: float | None = None
+    """Median question's accuracy of a weak step that ends the solution (if fit apart)."""
+    p_strong_final: float | None = None
+
+
+def _sigmoid(x: Any) -> Any:
+    import numpy as np
+
+    return 1.0 / (1.0 + np.exp(-x))
 
 
 def _pair_log_likelihood(
     theta: Sequence[float], pairs: Sequence[tuple[int, bool, int, bool]], nodes: int = 24
 ) -> float:
+    """``theta``: (a_w, a_s, sd) or (a_w, a_s, sd, b_w, b_s) with final-step logits b."""
     import numpy as np
 
     a_w, a_s, sd = float(theta[0]), float(theta[1]), float(theta[2])
+    b_w, b_s = (float(theta[3]), float(theta[4])) if len(theta) > 3 else (a_w, a_s)
     if sd > 0:
         x, w = np.polynomial.hermite_e.hermegauss(nodes)
         z, w = sd * x, w / w.sum()
     else:
         z, w = np.zeros(1), np.ones(1)
     arr = np.asarray(pairs, dtype=np.float64)  # (n, 4): L_w, y_w, L_s, y_s
-    q_w = 1.0 / (1.0 + np.exp(z - a_w))  # (k,)
-    q_s = 1.0 / (1.0 + np.exp(z - a_s))
-    right_w = q_w[None, :] ** arr[:, 0:1]  # (n, k)
-    right_s = q_s[None, :] ** arr[:, 2:3]
-    f_w = np.where(arr[:, 1:2] > 0, right_w, 1.0 - right_w)
-    f_s = np.where(arr[:, 3:4] > 0, right_s, 1.0 - right_s)
+
+    def right(a: float, b: float, steps: Any) -> Any:  # (n, k): all steps right
+        return _sigmoid(a - z)[None, :] ** (steps - 1) * _sigmoid(b - z)[None, :]
+
+    r_w, r_s = right(a_w, b_w, arr[:, 0:1]), right(a_s, b_s, arr[:, 2:3])
+    f_w = np.where(arr[:, 1:2] > 0, r_w, 1.0 - r_w)
+    f_s = np.where(arr[:, 3:4] > 0, r_s, 1.0 - r_s)
     return float(np.log(np.maximum((f_w * f_s) @ w, 1e-300)).sum())
 
 
-def fit_difficulty(pairs: Sequence[tuple[int, bool, int, bool]]) -> DifficultyFit:
-    """Fit ``(p_weak, p_strong, difficulty_sd)`` to paired outcomes by maximum likelihood.
+def fit_difficulty(
+    pairs: Sequence[tuple[int, bool, int, bool]], *, final_step: bool = False
+) -> DifficultyFit:
+    """Fit the step accuracies and the difficulty spread to paired outcomes (max. likelihood).
 
     ``pairs``: per question ``(weak steps, weak right, strong steps, strong right)``.  A
     question's step accuracy is ``sigmoid(logit(p) - z)`` with ``z ~ N(0, sd)`` shared by
-    both models; a solution of ``L`` steps is right iff all its steps are.
+    both models; a solution is right iff all its steps are.  ``final_step`` gives each
+    model's last step an accuracy of its own (two more parameters).
     """
     if len(pairs) < MIN_PAIRS:
         raise ValueError(
@@ -257,29 +272,35 @@ def fit_difficulty(pairs: Sequence[tuple[int, bool, int, bool]]) -> DifficultyFi
     p_w = solve_step_accuracy([p[0] for p in pairs], sum(p[1] for p in pairs) / len(pairs))
     p_s = solve_step_accuracy([p[2] for p in pairs], sum(p[3] for p in pairs) / len(pairs))
     independent = _pair_log_likelihood((logit(p_w), logit(p_s), 0.0), pairs)
+    bounds = [(-10.0, 15.0), (-10.0, 15.0), (0.0, 10.0)] + [(-10.0, 15.0)] * (2 * final_step)
     best = None
     for sd0 in (0.5, 1.5, 3.0):  # a few starts: the likelihood is flat in sd near 0
+        x0 = [logit(p_w) + sd0, logit(p_s) + sd0, sd0]
+        if final_step:
+            x0 += [logit(p_w) + sd0, logit(p_s) + sd0]
         res = minimize(
-            lambda th: -_pair_log_likelihood(th, pairs),
-            x0=[logit(p_w) + sd0, logit(p_s) + sd0, sd0],
-            method="L-BFGS-B",
-            bounds=[(-10, 15), (-10, 15), (0.0, 10.0)],
+            lambda th: -_pair_log_likelihood(th, pairs), x0=x0, method="L-BFGS-B", bounds=bounds
         )
         if best is None or res.fun < best.fun:
             best = res
     assert best is not None
-    a_w, a_s, sd = (float(v) for v in best.x)
-    if -best.fun <= independent:  # no better than alike questions: keep the simpler model
-        a_w, a_s, sd, ll = logit(p_w), logit(p_s), 0.0, independent
-    else:
-        ll = -float(best.fun)
+    theta = [float(v) for v in best.x]
+    ll = -float(best.fun)
+    if ll <= independent:  # no better than alike questions and steps: the simpler model
+        theta, ll, final_step = [logit(p_w), logit(p_s), 0.0], independent, False
+
+    def prob(x: float) -> float:
+        return 1.0 / (1.0 + math.exp(-x))
+
     return DifficultyFit(
-        p_weak=1.0 / (1.0 + math.exp(-a_w)),
-        p_strong=1.0 / (1.0 + math.exp(-a_s)),
-        difficulty_sd=sd,
+        p_weak=prob(theta[0]),
+        p_strong=prob(theta[1]),
+        difficulty_sd=theta[2],
         log_likelihood=ll,
         independent_log_likelihood=independent,
         n_pairs=len(pairs),
+        p_weak_final=prob(theta[3]) if final_step else None,
+        p_strong_final=prob(theta[4]) if final_step else None,
     )
 
 
@@ -318,13 +339,15 @@ def fit_calibration(
     pseudo_count: float = 0.01,
     source: str = "",
     question_difficulty: bool = False,
+    final_step: bool = False,
 ) -> Calibration:
     """Fit every simulator parameter from traces (see the module docstring).
 
     Needs an always-weak and an always-strong run (policy groups whose traces are all
     weak / all strong steps); threshold or other mixed runs add observations and step
     lengths.  ``question_difficulty`` fits a per-question difficulty from the questions
-    both runs answered (:func:`fit_difficulty`).
+    both runs answered (:func:`fit_difficulty`); ``final_step`` (with it) gives each
+    model's solution-ending step an accuracy and a length model of its own.
     """
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for t in traces:
@@ -353,24 +376,41 @@ def fit_calibration(
     p_weak = solve_step_accuracy(weak_lengths, accuracy(weak_only))
     p_strong = solve_step_accuracy(strong_lengths, accuracy(strong_only))
     difficulty_sd = 0.0
+    weak_final: float | None = None
+    strong_final: float | None = None
+    if final_step and not question_difficulty:
+        raise ValueError("final_step is fit with the per-question difficulty: pass both")
     if question_difficulty:
-        fit = fit_difficulty(_paired_outcomes(weak_only, strong_only))
+        fit = fit_difficulty(_paired_outcomes(weak_only, strong_only), final_step=final_step)
         p_weak, p_strong, difficulty_sd = fit.p_weak, fit.p_strong, fit.difficulty_sd
+        weak_final, strong_final = fit.p_weak_final, fit.p_strong_final
+        final_note = (
+            f", final steps {fit.p_weak_final:.4f} / {fit.p_strong_final:.4f}"
+            if fit.p_weak_final is not None and fit.p_strong_final is not None
+            else ""
+        )
         notes.append(
             f"per-question difficulty from {fit.n_pairs} paired questions: sd "
             f"{fit.difficulty_sd:.3f} (logit), median step accuracies {fit.p_weak:.4f} / "
-            f"{fit.p_strong:.4f}; log likelihood {fit.log_likelihood:.2f} vs "
+            f"{fit.p_strong:.4f}{final_note}; log likelihood {fit.log_likelihood:.2f} vs "
             f"{fit.independent_log_likelihood:.2f} with every question alike"
         )
 
     weak_tok: list[int] = []
     strong_tok: list[int] = []
+    final_tok: dict[str, list[int]] = {"weak": [], "strong": []}
     for t in traces:
-        for s in t.get("steps") or []:
+        steps = t.get("steps") or []
+        for i, s in enumerate(steps):
             if s.get("author") == "strong":
-                strong_tok.append(int(s["tokens"]))
+                if final_step and i == len(steps) - 1:
+                    final_tok["strong"].append(int(s["tokens"]))
+                else:
+                    strong_tok.append(int(s["tokens"]))
                 if s.get("draft_tokens"):
                     weak_tok.append(int(s["draft_tokens"]))
+            elif final_step and i == len(steps) - 1:
+                final_tok["weak"].append(int(s["tokens"]))
             else:
                 weak_tok.append(int(s["tokens"]))
 
@@ -404,7 +444,15 @@ def fit_calibration(
         termination_strong=_length_pmf(strong_lengths, max_steps),
         weak_tokens=_token_model(weak_tok, "weak"),
         strong_tokens=_token_model(strong_tok, "strong"),
+        weak_final_tokens=_token_model(final_tok["weak"], "final weak")
+        if final_tok["weak"]
+        else None,
+        strong_final_tokens=_token_model(final_tok["strong"], "final strong")
+        if final_tok["strong"]
+        else None,
         difficulty_sd=difficulty_sd,
+        p_weak_final=weak_final,
+        p_strong_final=strong_final,
         source=source or f"fit_calibration on {len(traces)} traces",
         notes=notes,
     )
