@@ -137,12 +137,18 @@ def dev_choices(dev: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def expressive_choices(path: Path = OUT / "policies" / "choice.json") -> dict[str, str]:
-    """Family → the spec chosen on dev by ``benchmarks.real_routing_policies`` (if run)."""
+def expressive_choices(
+    path: Path = OUT / "policies" / "choice.json", suffix: str = ""
+) -> dict[str, str]:
+    """Family (+ ``suffix``) → the spec chosen on dev by ``benchmarks.real_routing_policies``."""
     if not path.is_file():
         return {}
     chosen = json.loads(path.read_text(encoding="utf-8"))["chosen"]
-    return {EXPRESSIVE[f]: spec for f, spec in chosen.items() if f in EXPRESSIVE}
+    return {EXPRESSIVE[f] + suffix: spec for f, spec in chosen.items() if f in EXPRESSIVE}
+
+
+REFIT = (OUT / "policies_v2" / "choice.json", " (final-step sim)")
+"""The expressive policies refit on the simulator with final-step accuracies (dev only)."""
 
 
 EXPRESSIVE = {"agg": "TRIM-Agg", "seq": "TRIM-Seq", "pomdp": "TRIM-POMDP"}
@@ -549,6 +555,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         OUT / (f"policies_{fmt}" if fmt else "policies") / "choice.json"
     )
     result["choices"]["expressive"] = expressive
+    refit = {} if fmt else expressive_choices(*REFIT)
+    result["choices"]["expressive_refit"] = refit
     result["dev"]["stepwise_vs_one_call"] = stepwise_vs_one_call(dev, one_call_rows("dev", "gsm8k"))
     result["dev"]["prm_on_new_steps"] = prm_on_new_steps(dev, "dev")
     lines = args.dev.with_name(args.dev.name + "_strong-lines")
@@ -568,6 +576,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if any(spec in test for spec in expressive.values()):
             result[folder.name]["with_expressive"] = test_analysis(
                 test, result["choices"], expressive
+            )
+        if refit and any(spec in test for spec in refit.values()):
+            result[folder.name]["with_expressive_refit"] = test_analysis(
+                test, result["choices"], refit
             )
         oracle = folder.with_name(folder.name + "_oracle_paragraphs")
         if oracle.is_dir():
@@ -624,6 +636,11 @@ def render(result: Mapping[str, Any]) -> str:
             f"- {fam}: `{spec}` (cheapest λ reaching PGR 0.95 in the simulator fit to the dev "
             "traces; `benchmarks/results/real_routing/policies/choice.json`)"
         )
+    for fam, spec in ch.get("expressive_refit", {}).items():
+        lines.append(
+            f"- {fam}: `{spec}` (the same rule in the simulator with per-question difficulty "
+            "and final-step accuracies; `benchmarks/results/real_routing/policies_v2/choice.json`)"
+        )
     short = {
         name: (block["n_test"], PLANNED[name])
         for name, block in result.items()
@@ -644,6 +661,15 @@ def render(result: Mapping[str, Any]) -> str:
         if block.get("with_expressive"):
             sub = block["with_expressive"]
             lines += ["", f"### With the expressive policies ({sub['n_test']} problems)", ""]
+            lines += _families(sub)
+        if block.get("with_expressive_refit"):
+            sub = block["with_expressive_refit"]
+            lines += [
+                "",
+                "### With the expressive policies refit on the final-step simulator "
+                f"({sub['n_test']} problems)",
+                "",
+            ]
             lines += _families(sub)
         if block.get("ablation"):
             ab = block["ablation"]
