@@ -120,6 +120,18 @@ def dev_choices(dev: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "dev_delta_ibc": fit.chosen.delta_ibc,
         "rule": "the package's fit_threshold (best ΔIBC on dev), as `trim fit` does",
     }
+    step0 = sorted(spec for spec in dev if spec.startswith("step0:"))
+    fired = {  # share of dev questions on which the arm rewrote step 0
+        spec: float(np.mean([t["steps"][0]["author"] == "strong" for t in dev[spec].values()]))
+        for spec in step0
+    }
+    firing = [spec for spec in step0 if fired[spec] > 0]
+    out["step0"] = {
+        "chosen": firing[0] if firing else None,
+        "fired_on_dev": fired,
+        "rule": "the lowest step-0 threshold run on dev that rewrites step 0 on any dev "
+        "question (the probe's step-0 scores are nearly constant: 0.65 never fires)",
+    }
     for signal, fn in SIGNALS.items():
         values = [fn(dev["weakscored"][p]) for p in ids]
         finite = np.array([v for v in values if v is not None], dtype=float)
@@ -466,7 +478,8 @@ def ablation(
     """Why TRIM-Thr wins or not, on the same test problems (issue 12's ablation).
 
     Beside always-weak/strong: TRIM-Thr at its dev point with the shipped probe; the same
-    rule on step 0 only (a query router that rewrites one step: ``step0:k``); TRIM-Thr with
+    rule on step 0 only at its dev-chosen threshold (a query router that rewrites one step:
+    ``step0:k``); TRIM-Thr with
     the reference-solution scorer (``benchmarks.oracle_prm``, run with ``--prm oracle``),
     which separates "the PRM cannot tell" from "step routing cannot help".
     """
@@ -474,12 +487,12 @@ def ablation(
     from langchain_trim.eval.stats import bootstrap_ci
 
     chosen = choices["thr"]["chosen"]
-    k = threshold_of(chosen)
+    step0 = (choices.get("step0") or {}).get("chosen") or f"step0:{threshold_of(chosen):g}"
     arms = {
         "weak": (test, "weakscored"),
         "strong": (test, "strong"),
         f"{chosen} (probe)": (test, chosen),
-        f"step0:{k:g} (probe, step 0 only)": (test, f"step0:{k:g}"),
+        f"{step0} (probe, step 0 only)": (test, step0),
         **{f"{s} (oracle scorer)": (oracle, s) for s in thr_specs(oracle)},
     }
     arms = {name: arm for name, arm in arms.items() if arm[1] in arm[0]}
@@ -616,8 +629,15 @@ def render(result: Mapping[str, Any]) -> str:
         f"## Chosen on dev (GSM8K-train, {ch['n_dev']} problems)",
         "",
         f"- TRIM-Thr operating point: `{ch['thr']['chosen']}` (best ΔIBC on dev: "
-        f"{ch['thr']['dev_delta_ibc']}); grid {', '.join(ch['thr']['grid'])}",
+        f"{ch['thr']['dev_delta_ibc']:.3f}); grid {', '.join(ch['thr']['grid'])}",
     ]
+    s0 = ch.get("step0") or {}
+    if s0.get("chosen"):
+        fired = ", ".join(f"`{k}` {v:.0%}" for k, v in s0["fired_on_dev"].items())
+        lines.append(
+            f"- the step-0-only arm: `{s0['chosen']}` ({s0['rule']}; rewrote step 0 on dev: "
+            f"{fired})"
+        )
     for signal in SIGNALS:
         c = ch[signal]
         lines.append(
