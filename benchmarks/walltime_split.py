@@ -12,6 +12,10 @@ script says why.  It runs the same graph (greedy, no LLM or PRM cache) on the fi
 * weak decoding spent on drafts the policy then discarded (their share of the weak
   model's decoded tokens times its decoding time).
 
+Every (problem, policy) run starts cold: the models' KV prefixes and the PRM's feature
+cache are cleared first (as for a user's single question).  Rows written before that
+(``"cold": false``) let a later policy reuse PRM features of an earlier one.
+
 Policies of one problem run back to back, so the ratios are measured side by side.
 Rows are appended per (problem, policy) to ``results/real_routing/walltime_split.jsonl``
 (a rerun resumes); ``--report`` writes ``walltime_split.md`` from them.  Absolute seconds
@@ -141,6 +145,10 @@ def measure(n: int, policies: Sequence[str]) -> None:
             ).compile(name="trim")
             for model in (setting.weak, setting.strong):
                 _reset(model)
+                model.load().llm.reset()  # no KV prefix left from the previous policy's run
+            encoder = getattr(inner, "encoder", None)
+            if encoder is not None:  # nor cached PRM features: each run starts cold
+                encoder.clear_cache()
             prm.seconds, prm.calls = 0.0, 0
             t0 = time.perf_counter()
             lines = asyncio.run(solve_problem(graph, problem, spec))
@@ -164,6 +172,7 @@ def measure(n: int, policies: Sequence[str]) -> None:
                 "escalated": sum(s["author"] == "strong" for s in steps),
                 "discarded_draft_tokens": discarded,
                 "load_avg_1m": os.getloadavg()[0],
+                "cold": True,
             }
             OUT.parent.mkdir(parents=True, exist_ok=True)
             with OUT.open("a", encoding="utf-8") as fh:

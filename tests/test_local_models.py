@@ -195,6 +195,9 @@ def test_step_encoder_shares_weights_and_reuses_its_cache(tiny: LlamaCppChatMode
     grown = np.stack([enc.encode_model(question, steps[: i + 1])[-1] for i in range(len(steps))])
     tail = slice(full.shape[1] - len(SCALAR_FEATURES), None)
     np.testing.assert_allclose(grown[:, tail], full[:, tail], rtol=1e-3, atol=1e-3)
+    enc.clear_cache()  # cold again (for timing a question), same features
+    assert not enc._cache and not enc._tokens
+    np.testing.assert_allclose(enc.encode_model(question, steps), full, rtol=1e-3, atol=1e-3)
 
     # the log-probabilities are those of a plain llama.cpp pass with every logit kept
     tokens, spans = enc.layout(question, steps)

@@ -186,6 +186,13 @@ class LlamaStepEncoder:
             self._llm = None
             self._tokens = []
 
+    def clear_cache(self) -> None:
+        """Forget every cached feature row and the evaluated prefix: the next call starts
+        cold (what timing a single question needs; scores do not change)."""
+        with self._lock:
+            self._cache.clear()
+            self._tokens = []
+
     @property
     def dim(self) -> int:
         return 2 * int(self.load().n_embd()) + len(SCALAR_FEATURES) + len(TEXT_FEATURES)
