@@ -203,7 +203,7 @@ def report() -> str:
         "strong prompt eval | strong decode | other |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    summary: dict[str, dict[str, float]] = {}
+    summary: dict[str, dict[str, Any]] = {}
     for spec, per in by.items():
         rs = [per[i] for i in ids]
         n = len(rs) or 1
@@ -217,8 +217,7 @@ def report() -> str:
             lambda r: (
                 r["weak"]["decode_ms"]
                 / 1e3
-                * r["discarded_draft_tokens"]
-                / max(r["weak"]["decode_tokens"], 1)
+                * min(r["discarded_draft_tokens"] / max(r["weak"]["decode_tokens"], 1), 1.0)
             )
         )
         sp = mean(lambda r: r["strong"]["prompt_ms"] / 1e3)
@@ -240,6 +239,24 @@ def report() -> str:
             f"| {spec} | {wall:.1f} | {wp:.1f} | {wd:.1f} ({disc:.1f}) | {prm:.1f} | {sp:.1f} | "
             f"{sd:.1f} | {other:.1f} |"
         )
+    if "strong" in by:
+        from langchain_trim.eval.stats import bootstrap_ci
+
+        ref = [by["strong"][i]["wall_s"] for i in ids]
+        lines += [
+            "",
+            "Wall time ÷ always-strong's, paired over problems (95% bootstrap interval):",
+            "",
+        ]
+        for spec in by:
+            if spec == "strong":
+                continue
+            mine = [by[spec][i]["wall_s"] for i in ids]
+            point, lo, hi = bootstrap_ci(
+                {"m": mine, "r": ref}, lambda c: float(c["m"].sum() / c["r"].sum())
+            )
+            summary[spec]["ratio_to_strong_ci"] = [lo or 0.0, hi or 0.0]
+            lines.append(f"- {spec}: {point:.2f}× [{lo:.2f}, {hi:.2f}]")
     if "strong" in summary:
         st = summary["strong"]
         alone = st["wall"] - st["weak_prompt"] - st["weak_decode"]
