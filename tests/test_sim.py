@@ -114,6 +114,37 @@ def test_endpoints_match_the_calibration(cal: Calibration) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "update",
+    [
+        {"difficulty_sd": 1.5},
+        {"p_weak_final": 0.6, "p_strong_final": 0.8},
+        {"difficulty_sd": 2.0, "p_strong": 1.0, "p_strong_final": 0.7},
+    ],
+)
+def test_endpoints_match_the_calibration_with_difficulty_and_final_steps(
+    cal: Calibration, update: dict[str, float]
+) -> None:
+    """The simulator and :meth:`Calibration.expected_accuracy` (quadrature over the
+    difficulty, final step apart) agree; the planner's independent accuracies reproduce it."""
+    cal = cal.model_copy(update=update)
+    env, n = SimEnv(cal), 6000
+    for policy, model in ((ThresholdPolicy(0), "weak"), (ThresholdPolicy(1), "strong")):
+        p = cal.expected_accuracy(model)
+        assert abs(env.run(policy, n, seed=7).accuracy - p) < 3.5 * math.sqrt(p * (1 - p) / n)
+        q = cal.independent_step_accuracy(model)
+        alike = cal.model_copy(
+            update={
+                "difficulty_sd": 0.0,
+                "p_weak_final": None,
+                "p_strong_final": None,
+                "p_weak": q,
+                "p_strong": q,
+            }
+        )
+        assert alike.expected_accuracy(model) == pytest.approx(p, abs=1e-6)
+
+
 def test_observations_are_built_like_the_graph(cal: Calibration) -> None:
     policy = Recorder(every=2)
     env = SimEnv(cal, step_max_tokens=300)
