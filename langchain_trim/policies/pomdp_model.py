@@ -126,8 +126,9 @@ class PomdpModel:
 
         The length correlation is ``length_score_corr²``: in the calibration both the
         draft's and the rewrite's log length load on the same latent doubt.  A per-question
-        difficulty (``difficulty_sd``) is not planned over: the belief would need a
-        difficulty axis; the model warns and uses the equivalent independent accuracies.
+        difficulty (``difficulty_sd``) and final-step accuracies or lengths are not planned
+        over (the belief would need a difficulty axis, the plan the solution's end in
+        advance): the model warns and uses the equivalent independent accuracies.
         """
         obs = np.asarray(cal.effective_observation() if observation is None else observation)
         hw = np.asarray(cal.hazard("weak"))
