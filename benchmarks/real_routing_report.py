@@ -483,7 +483,7 @@ def ablation(
     the reference-solution scorer (``benchmarks.oracle_prm``, run with ``--prm oracle``),
     which separates "the PRM cannot tell" from "step routing cannot help".
     """
-    from langchain_trim.eval.metrics import OperatingPoint, pgr
+    from langchain_trim.eval.metrics import OperatingPoint, delta_ibc, pgr
     from langchain_trim.eval.stats import bootstrap_ci
 
     chosen = choices["thr"]["chosen"]
@@ -513,6 +513,19 @@ def ablation(
 
         return f
 
+    def dibc_of(name: str) -> Callable[[Mapping[str, np.ndarray]], float | None]:
+        """ΔIBC: accuracy gained per strong token against the weak→strong line (arms at
+        different costs compare on it; 0 = no better than mixing the endpoints)."""
+
+        def f(c: Mapping[str, np.ndarray]) -> float | None:
+            point = {
+                n: OperatingPoint(float(c[f"{n}:c"].mean()), float(c[f"{n}:t"].mean()))
+                for n in ("weak", "strong", name)
+            }
+            return delta_ibc(point[name], point["weak"], point["strong"])
+
+        return f
+
     return {
         "n": len(order),
         "points": {
@@ -520,6 +533,9 @@ def ablation(
                 "accuracy": bootstrap_ci(cols, lambda c, n=name: float(c[f"{n}:c"].mean())),
                 "strong_tokens": float(cols[f"{name}:t"].mean()),
                 "pgr": bootstrap_ci(cols, pgr_of(name)),
+                "delta_ibc": bootstrap_ci(cols, dibc_of(name))
+                if name not in ("weak", "strong")
+                else None,
             }
             for name in arms
         },
@@ -697,13 +713,14 @@ def render(result: Mapping[str, Any]) -> str:
                 "",
                 f"### Ablation: scorer and step-0-only ({ab['n']} problems)",
                 "",
-                "| arm | accuracy % [95% CI] | strong tokens/q | PGR [95% CI] |",
-                "|---|---|---|---|",
+                "| arm | accuracy % [95% CI] | strong tokens/q | PGR [95% CI] | ΔIBC [95% CI] |",
+                "|---|---|---|---|---|",
             ]
             for arm, row in ab["points"].items():
+                dibc = row.get("delta_ibc")
                 lines.append(
                     f"| {arm} | {_ci(row['accuracy'])} | {row['strong_tokens']:.1f} | "
-                    f"{_ci(row['pgr'], False)} |"
+                    f"{_ci(row['pgr'], False)} | {_ci(dibc, False) if dibc else '—'} |"
                 )
         wt = block.get("wall_time") or {}
         if len(wt) > 1:
