@@ -247,8 +247,43 @@ def sim_check(run: Path, out: Path) -> dict[str, Any]:
             + ("; " + c["notes"][0] if c["notes"] else "")
         )
     (out / "sim_check.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    plot_sim_check(result, out / "sim_check.png")
     print("\n".join(lines))
     return result
+
+
+def plot_sim_check(result: dict[str, Any], path: Path) -> None:
+    """Each dev policy: real accuracy and strong tokens (95% intervals) and each simulator's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["calibrations"])
+    markers = ["s", "^", "D", "v"]
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for i, row in enumerate(result["policies"]):
+        color = f"C{i}"
+        (a, alo, ahi), (t, tlo, thi) = row["accuracy"], row["strong_tokens"]
+        ax.errorbar(
+            t, 100 * a, xerr=[[t - tlo], [thi - t]], yerr=[[100 * (a - alo)], [100 * (ahi - a)]],
+            fmt="o", color=color, capsize=3, label=f"{row['spec']} (real, n {row['n']})",
+        )  # fmt: skip
+        for name, marker in zip(names, markers, strict=False):
+            sim = row[name]
+            ax.scatter(
+                sim["strong_tokens"], 100 * sim["accuracy"], marker=marker, color=color,
+                facecolors="none", s=45,
+            )  # fmt: skip
+    for name, marker in zip(names, markers, strict=False):
+        ax.scatter([], [], marker=marker, color="gray", facecolors="none", label=f"sim: {name}")
+    ax.set_xlabel("strong tokens per question")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Dev runs (filled, 95% CI) vs the simulators fit to them (open)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:

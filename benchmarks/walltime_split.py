@@ -284,11 +284,42 @@ def report() -> str:
             )
     text = "\n".join(lines) + "\n"
     OUT.with_suffix(".md").write_text(text, encoding="utf-8")
+    plot(summary, OUT.with_suffix(".png"), len(ids))
     OUT.with_suffix(".json").write_text(
         json.dumps({"n_problems": len(ids), "mean_seconds": summary}, indent=1) + "\n",
         encoding="utf-8",
     )
     return text
+
+
+def plot(summary: dict[str, dict[str, Any]], path: Any, n: int) -> None:
+    """Stacked seconds per question by component, one bar per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = [
+        ("weak drafts kept", lambda r: r["weak_prompt"] + r["weak_decode"] - r["discarded_drafts"]),
+        ("weak drafts discarded", lambda r: r["discarded_drafts"]),
+        ("PRM", lambda r: r["prm"]),
+        ("strong prompt re-evaluation", lambda r: r["strong_prompt"]),
+        ("strong decoding", lambda r: r["strong_decode"]),
+        ("other", lambda r: max(r["other"], 0.0)),
+    ]
+    specs = list(summary)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    bottom = [0.0] * len(specs)
+    for label, value in parts:
+        heights = [value(summary[s]) for s in specs]
+        ax.bar(specs, heights, bottom=bottom, label=label)
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    ax.set_ylabel("seconds per question")
+    ax.set_title(f"Where the seconds go ({n} GSM8K-test problems, cold)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
