@@ -17,12 +17,13 @@ specs.  Nothing here reads a test trace.
     python -m benchmarks.real_routing_policies --check-sim  # results/real_routing/sim_check.*
 
 ``--check-sim`` asks whether the dev simulator stands for the dev runs it was fit to: each
-recorded dev policy, real (with a bootstrap interval over problems) beside the simulator
-with independent steps and with a per-question difficulty
-(``fit_calibration(question_difficulty=True)``) and with, besides, solution-ending steps
-modelled apart (``final_step=True``), and the strong model's accuracy by solution length
-(the step-error model's premise).  ``--difficulty`` (and ``--final-step``) fit the
-policies' simulator that way.
+recorded dev policy, real (with a bootstrap interval over problems), beside four
+simulators fit to the same traces — independent steps; a per-question difficulty
+(``fit_calibration(question_difficulty=True)``); that and solution-ending steps modelled
+apart (``final_step=True``); that and the link between a draft's length and its score
+(``length_score=True``) — and the strong model's accuracy by solution length (the
+step-error model's premise).  ``--difficulty``, ``--final-step`` and ``--length-score``
+fit the policies' simulator that way.
 """
 
 from __future__ import annotations
@@ -63,13 +64,18 @@ def calibrate(
     strong_format: str = "",
     difficulty: bool = False,
     final_step: bool = False,
+    length_score: bool = False,
 ) -> Path:
     from langchain_trim.lab.sim import fit_calibration
 
     traces = dev_traces(run, strong_format)
     source = f"dev traces of {_rel(run)}" + (f" (strong: {strong_format})" if strong_format else "")
     cal = fit_calibration(
-        traces, source=source, question_difficulty=difficulty, final_step=final_step
+        traces,
+        source=source,
+        question_difficulty=difficulty,
+        final_step=final_step,
+        length_score=length_score,
     )
     path = out / "calibration.json"
     cal.save(path)
@@ -168,6 +174,9 @@ def sim_check(run: Path, out: Path) -> dict[str, Any]:
         "difficulty + final steps": fit_calibration(
             traces, question_difficulty=True, final_step=True
         ),
+        "+ length–score link": fit_calibration(
+            traces, question_difficulty=True, final_step=True, length_score=True
+        ),
     }
     runs = load_run(run)
     rows = []
@@ -204,6 +213,7 @@ def sim_check(run: Path, out: Path) -> dict[str, Any]:
                 "difficulty_sd": cal.difficulty_sd,
                 "p_weak_final": cal.p_weak_final,
                 "p_strong_final": cal.p_strong_final,
+                "length_score_corr": cal.length_score_corr,
                 "notes": [n for n in cal.notes if "difficulty" in n],
             }
             for name, cal in cals.items()
@@ -242,6 +252,11 @@ def sim_check(run: Path, out: Path) -> dict[str, Any]:
             + (
                 f", final steps {c['p_weak_final']:.3f} / {c['p_strong_final']:.3f}"
                 if c["p_weak_final"]
+                else ""
+            )
+            + (
+                f", length–score corr {c['length_score_corr']:.2f}"
+                if c["length_score_corr"]
                 else ""
             )
             + ("; " + c["notes"][0] if c["notes"] else "")
@@ -303,6 +318,11 @@ def main(argv: list[str] | None = None) -> None:
         help="with --difficulty: solution-ending steps get their own accuracy and length",
     )
     parser.add_argument(
+        "--length-score",
+        action="store_true",
+        help="fit the link between a draft's length and how low it scores",
+    )
+    parser.add_argument(
         "--check-sim", action="store_true", help="only compare the dev simulators with the dev runs"
     )
     args = parser.parse_args(argv)
@@ -311,12 +331,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     lambdas = tuple(float(x) for x in args.lambdas.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
-    cal_path = calibrate(args.run, args.out, args.strong_format, args.difficulty, args.final_step)
+    cal_path = calibrate(
+        args.run, args.out, args.strong_format, args.difficulty, args.final_step, args.length_score
+    )
     result = choose(cal_path, candidates(cal_path, args.out, lambdas))
     result["dev_run"] = _rel(args.run)
     result["strong_format"] = args.strong_format or "paragraphs"
     result["question_difficulty"] = args.difficulty
     result["final_step"] = args.final_step
+    result["length_score"] = args.length_score
     (args.out / "choice.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     for fam, rows in result["candidates"].items():
         for r in rows:

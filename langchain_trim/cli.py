@@ -714,6 +714,12 @@ def calibrate(
         help="With --question-difficulty: the step that ends a solution gets an accuracy and "
         "a length of its own.",
     ),
+    length_score: bool = typer.Option(
+        False,
+        "--length-score",
+        help="Fit the link between a draft's length and how low it scores "
+        "(length_score_corr; longer drafts and their rewrites score lower).",
+    ),
 ) -> None:
     """Fit the simulator to your dev traces; train on it with --env sim:<file>."""
     try:  # the simulator fit and its dependencies load only here
@@ -734,6 +740,7 @@ def calibrate(
                 source=f"dev traces of {run}",
                 question_difficulty=question_difficulty,
                 final_step=final_step,
+                length_score=length_score,
             )
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from exc

@@ -355,6 +355,10 @@ def test_trim_calibrate_question_difficulty(tmp_path: Any) -> None:
     assert cal.difficulty_sd >= 0 and any("paired questions" in n for n in cal.notes)
     result = CliRunner().invoke(app, [*args[:1], "--final-step", *args[2:], str(tmp_path / "dev")])
     assert result.exit_code == 2 and "pass both" in result.output
-    result = CliRunner().invoke(app, [*args, "--final-step", str(tmp_path / "dev")])
+    result = CliRunner().invoke(
+        app, [*args, "--final-step", "--length-score", str(tmp_path / "dev")]
+    )
     assert result.exit_code == 0, result.output
-    assert Calibration.load(out).strong_final_tokens is not None
+    cal = Calibration.load(out)
+    assert cal.strong_final_tokens is not None
+    assert any("length_score_corr" in n for n in cal.notes)

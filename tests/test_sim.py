@@ -469,3 +469,39 @@ def test_final_step_accuracy_makes_accuracy_flat_in_length() -> None:
     assert fit.log_likelihood > fit_difficulty(pairs).log_likelihood + 10
     with pytest.raises(ValueError, match="pass both"):
         fit_calibration(_paired_traces(0.0, 30), final_step=True)
+
+
+def test_length_score_correlation_is_recovered() -> None:
+    """Longer drafts score lower on the embedded probe (dev: 0.78); the fit reads the
+    simulator's own link back (attenuated), and finds none where there is none."""
+    from langchain_trim.lab.sim.fit import length_score_correlation
+
+    base = synthetic_calibration(p_weak=0.85, mean_steps=6)
+
+    def fitted(rho: float) -> float:
+        cal = base.model_copy(update={"length_score_corr": rho})
+        traces = (
+            SimEnv(cal)
+            .run(ThresholdPolicy(0), 1500, seed=4, record_steps=True, score_all=True)
+            .traces()
+        )
+        return length_score_correlation(traces)
+
+    # ranked over all drafts, not within the hidden state: attenuated, still ordered
+    low, high = fitted(0.6), fitted(0.9)
+    assert 0.2 < low < 0.6 and low < high < 0.9
+    assert fitted(0.0) < 0.15
+    assert length_score_correlation([]) == 0.0
+    weak = {"author": "weak", "tokens": 5, "score": 0.5, "draft_score": 0.5}
+    traces = [{"policy": "weakscored", "steps": [weak]}]
+    assert (
+        fit_calibration(
+            [
+                *traces,
+                {"policy": "strong", "correct": True, "steps": [{"author": "strong", "tokens": 9}]},
+            ]
+            * 3,
+            length_score=True,
+        ).length_score_corr
+        == 0.0
+    )

@@ -325,6 +325,43 @@ def _paired_outcomes(
     return pairs
 
 
+def length_score_correlation(traces: Iterable[Mapping[str, Any]]) -> float:
+    """Correlation of a weak draft's log length with how low its PRM score ranks.
+
+    The simulator draws a step's length from ``rho * doubt + sqrt(1 - rho²) * noise`` with
+    ``doubt`` the standard-normal lowness of its score, so ``rho`` is that correlation.
+    Scores are ranked over all scored drafts after the first step (first-step scores are a
+    distribution of their own), not within the hidden state, which shifts scores whatever
+    the length: ``rho`` errs low (on the simulator's own traces, 0.6 reads as ~0.35).
+    Clipped to [0, 0.95]; 0 with fewer than 20 drafts.
+    """
+    from statistics import NormalDist
+
+    pairs: list[tuple[float, float]] = []
+    for t in traces:
+        for i, step in enumerate(t.get("steps") or []):
+            score = step.get("draft_score")
+            tokens = step.get("draft_tokens") or step.get("tokens")
+            if i == 0 or score is None or not tokens:
+                continue
+            pairs.append((math.log(max(int(tokens), 1)), float(score)))
+    if len(pairs) < 20:
+        return 0.0
+    order = sorted(range(len(pairs)), key=lambda k: -pairs[k][1])  # highest score first
+    doubt = [0.0] * len(pairs)
+    nd = NormalDist()
+    for rank, k in enumerate(order):
+        doubt[k] = nd.inv_cdf((rank + 0.5) / len(pairs))
+    xs = [x for x, _ in pairs]
+    mx, md = math.fsum(xs) / len(xs), math.fsum(doubt) / len(doubt)
+    cov = math.fsum((x - mx) * (d - md) for x, d in zip(xs, doubt, strict=True))
+    vx = math.fsum((x - mx) ** 2 for x in xs)
+    vd = math.fsum((d - md) ** 2 for d in doubt)
+    if vx <= 0 or vd <= 0:
+        return 0.0
+    return min(max(cov / math.sqrt(vx * vd), 0.0), 0.95)
+
+
 MIN_FIRST_ROW = 20
 """A state's first-step row with fewer observations borrows the pooled first-step row."""
 
@@ -340,6 +377,7 @@ def fit_calibration(
     source: str = "",
     question_difficulty: bool = False,
     final_step: bool = False,
+    length_score: bool = False,
 ) -> Calibration:
     """Fit every simulator parameter from traces (see the module docstring).
 
@@ -347,7 +385,8 @@ def fit_calibration(
     weak / all strong steps); threshold or other mixed runs add observations and step
     lengths.  ``question_difficulty`` fits a per-question difficulty from the questions
     both runs answered (:func:`fit_difficulty`); ``final_step`` (with it) gives each
-    model's solution-ending step an accuracy and a length model of its own.
+    model's solution-ending step an accuracy and a length model of its own;
+    ``length_score`` fits ``length_score_corr`` (:func:`length_score_correlation`).
     """
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for t in traces:
@@ -435,6 +474,10 @@ def fit_calibration(
             base = [list(row) for row in base[:-1]] + [[v * scale for v in pooled[-1]]]
             notes.append(f"{name}: {own:g} first-step observations, pooled row used")
         tables.append(smooth_table(base, smoothing_bins, pseudo_count, own_top_row=True))
+    rho = 0.0
+    if length_score:
+        rho = length_score_correlation(traces)
+        notes.append(f"length_score_corr {rho:.3f}: log draft length vs score rank, later steps")
     return Calibration(
         p_weak=p_weak,
         p_strong=p_strong,
@@ -451,6 +494,7 @@ def fit_calibration(
         if final_tok["strong"]
         else None,
         difficulty_sd=difficulty_sd,
+        length_score_corr=rho,
         p_weak_final=weak_final,
         p_strong_final=strong_final,
         source=source or f"fit_calibration on {len(traces)} traces",
@@ -462,6 +506,7 @@ __all__ = [
     "DifficultyFit",
     "fit_calibration",
     "fit_difficulty",
+    "length_score_correlation",
     "observation_counts",
     "smooth_table",
     "solve_step_accuracy",
