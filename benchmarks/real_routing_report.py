@@ -159,8 +159,16 @@ def expressive_choices(
     return {EXPRESSIVE[f] + suffix: spec for f, spec in chosen.items() if f in EXPRESSIVE}
 
 
-REFIT = (OUT / "policies_v2" / "choice.json", " (final-step sim)")
-"""The expressive policies refit on the simulator with final-step accuracies (dev only)."""
+REFITS = {
+    "v2": ("final-step sim", "per-question difficulty and final-step accuracies"),
+    "v3": (
+        "checked sim",
+        "per-question difficulty, final-step accuracies and the length–score link — the "
+        "one whose predictions of every dev policy fall inside the real intervals",
+    ),
+}
+"""The expressive policies refit on better simulators (``policies_<key>/``, dev only):
+family suffix and what the simulator adds."""
 
 
 EXPRESSIVE = {"agg": "TRIM-Agg", "seq": "TRIM-Seq", "pomdp": "TRIM-POMDP"}
@@ -584,8 +592,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         OUT / (f"policies_{fmt}" if fmt else "policies") / "choice.json"
     )
     result["choices"]["expressive"] = expressive
-    refit = {} if fmt else expressive_choices(*REFIT)
-    result["choices"]["expressive_refit"] = refit
+    refits = {
+        key: {} if fmt else expressive_choices(OUT / f"policies_{key}" / "choice.json", f" ({tag})")
+        for key, (tag, _) in REFITS.items()
+    }
+    result["choices"]["expressive_refit"] = refits
     result["dev"]["stepwise_vs_one_call"] = stepwise_vs_one_call(dev, one_call_rows("dev", "gsm8k"))
     result["dev"]["prm_on_new_steps"] = prm_on_new_steps(dev, "dev")
     lines = args.dev.with_name(args.dev.name + "_strong-lines")
@@ -606,10 +617,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result[folder.name]["with_expressive"] = test_analysis(
                 test, result["choices"], expressive
             )
-        if refit and any(spec in test for spec in refit.values()):
-            result[folder.name]["with_expressive_refit"] = test_analysis(
-                test, result["choices"], refit
-            )
+        for key, refit in refits.items():
+            if refit and any(spec in test for spec in refit.values()):
+                result[folder.name][f"with_expressive_{key}"] = test_analysis(
+                    test, result["choices"], refit
+                )
         oracle = folder.with_name(folder.name + "_oracle_paragraphs")
         if oracle.is_dir():
             result[folder.name]["ablation"] = ablation(test, load_run(oracle), result["choices"])
@@ -672,11 +684,12 @@ def render(result: Mapping[str, Any]) -> str:
             f"- {fam}: `{spec}` (cheapest λ reaching PGR 0.95 in the simulator fit to the dev "
             "traces; `benchmarks/results/real_routing/policies/choice.json`)"
         )
-    for fam, spec in ch.get("expressive_refit", {}).items():
-        lines.append(
-            f"- {fam}: `{spec}` (the same rule in the simulator with per-question difficulty "
-            "and final-step accuracies; `benchmarks/results/real_routing/policies_v2/choice.json`)"
-        )
+    for key, refit in ch.get("expressive_refit", {}).items():
+        for fam, spec in refit.items():
+            lines.append(
+                f"- {fam}: `{spec}` (the same rule in the simulator with {REFITS[key][1]}; "
+                f"`benchmarks/results/real_routing/policies_{key}/choice.json`)"
+            )
     short = {
         name: (block["n_test"], PLANNED[name])
         for name, block in result.items()
@@ -698,15 +711,16 @@ def render(result: Mapping[str, Any]) -> str:
             sub = block["with_expressive"]
             lines += ["", f"### With the expressive policies ({sub['n_test']} problems)", ""]
             lines += _families(sub)
-        if block.get("with_expressive_refit"):
-            sub = block["with_expressive_refit"]
-            lines += [
-                "",
-                "### With the expressive policies refit on the final-step simulator "
-                f"({sub['n_test']} problems)",
-                "",
-            ]
-            lines += _families(sub)
+        for key, (tag, _) in REFITS.items():
+            sub = block.get(f"with_expressive_{key}")
+            if sub:
+                lines += [
+                    "",
+                    f"### With the expressive policies refit on the {tag.replace(' sim', '')} "
+                    f"simulator (`policies_{key}/`, {sub['n_test']} problems)",
+                    "",
+                ]
+                lines += _families(sub)
         if block.get("ablation"):
             ab = block["ablation"]
             lines += [
