@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -265,15 +266,8 @@ class Calibration(BaseModel):
         """
         if self.difficulty_sd == 0.0 and not self.has_final_step_accuracy:
             return self.p_strong if model == "strong" else self.p_weak
-        target, pmf = self.expected_accuracy(model), self._termination(model)
-        lo, hi = 0.0, 1.0
-        for _ in range(100):
-            mid = (lo + hi) / 2
-            if math.fsum(q * mid ** (i + 1) for i, q in enumerate(pmf)) < target:
-                lo = mid
-            else:
-                hi = mid
-        return max((lo + hi) / 2, 1e-3)
+        pmf = self._termination(model)
+        return power_mean_root(range(1, len(pmf) + 1), pmf, self.expected_accuracy(model))
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -343,6 +337,24 @@ class Calibration(BaseModel):
             strong_tokens=TokenModel(mean=strong_tokens_per_question / mean_s, cv=token_cv),
             source=f"official release tables: {path.name} ({observation}; {weak} -> {strong})",
         )
+
+
+def power_mean_root(lengths: Iterable[int], weights: Iterable[float], target: float) -> float:
+    """The ``p`` in [1e-3, 1] with ``Σ w p^L / Σ w == target`` (bisection; it rises with p).
+
+    >>> round(power_mean_root([2, 2], [1.0, 1.0], 0.81), 6)
+    0.9
+    """
+    pairs = list(zip(lengths, weights, strict=True))
+    total = math.fsum(w for _, w in pairs)
+    lo, hi = 0.0, 1.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if math.fsum(w * mid**n for n, w in pairs) / total < target:
+            lo = mid
+        else:
+            hi = mid
+    return max((lo + hi) / 2, 1e-3)
 
 
 def difficulty_nodes(sd: float, k: int = 24) -> list[tuple[float, float]]:
@@ -462,5 +474,6 @@ __all__ = [
     "apply_correction",
     "difficulty_nodes",
     "official_calibration",
+    "power_mean_root",
     "synthetic_calibration",
 ]

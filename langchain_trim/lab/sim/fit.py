@@ -50,7 +50,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_trim.policies.calibration import Calibration, TokenModel
+from langchain_trim.policies.calibration import Calibration, TokenModel, power_mean_root
 
 
 def solve_step_accuracy(
@@ -70,19 +70,11 @@ def solve_step_accuracy(
     w = [1.0] * len(lengths) if weights is None else [float(x) for x in weights]
     if len(w) != len(lengths) or any(x < 0 for x in w) or math.fsum(w) <= 0:
         raise ValueError("weights must be non-negative, not all zero, one per length")
-    total = math.fsum(w)
     if not 0.0 <= accuracy <= 1.0:
         raise ValueError(f"accuracy must be in [0, 1], got {accuracy}")
     if accuracy >= 1.0:
         return 1.0
-    lo, hi = 0.0, 1.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        if math.fsum(x * mid**n for x, n in zip(w, lengths, strict=True)) / total < accuracy:
-            lo = mid
-        else:
-            hi = mid
-    return max((lo + hi) / 2, 1e-3)
+    return power_mean_root(lengths, w, accuracy)
 
 
 def _token_model(values: Sequence[int], what: str) -> TokenModel:
