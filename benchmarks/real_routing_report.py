@@ -751,7 +751,6 @@ def render(result: Mapping[str, Any]) -> str:
                         f"| {spec} | {row['n']} | {row['seconds_mean']:.1f} | "
                         f"{_ci(row['share_of_strong'], False)} |"
                     )
-        if len(wt) > 1:
             lines += split_lines(RUNS / "walltime_split.json")
         lines += ["", "| model | in graph | one call | difference, points [95% CI] | n |"]
         lines += ["|---|---|---|---|---|"]

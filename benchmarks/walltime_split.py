@@ -13,8 +13,9 @@ script says why.  It runs the same graph (greedy, no LLM or PRM cache) on the fi
   model's decoded tokens times its decoding time).
 
 Every (problem, policy) run starts cold: the models' KV prefixes and the PRM's feature
-cache are cleared first (as for a user's single question).  Rows written before that
-(``"cold": false``) let a later policy reuse PRM features of an earlier one.
+cache are cleared first (as for a user's single question); such rows say ``"cold": true``.
+Rows without it were written before the reset existed; only a problem's first policy
+(``weakscored``) and policies without a PRM (``strong``) are kept from that time.
 
 Policies of one problem run back to back, so the ratios are measured side by side.
 Rows are appended per (problem, policy) to ``results/real_routing/walltime_split.jsonl``

@@ -50,7 +50,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_trim.policies.calibration import Calibration, TokenModel, power_mean_root
+from langchain_trim.policies.calibration import (
+    Calibration,
+    TokenModel,
+    difficulty_nodes,
+    power_mean_root,
+)
 
 
 def solve_step_accuracy(
@@ -224,11 +229,7 @@ def _pair_log_likelihood(
 
     a_w, a_s, sd = float(theta[0]), float(theta[1]), float(theta[2])
     b_w, b_s = (float(theta[3]), float(theta[4])) if len(theta) > 3 else (a_w, a_s)
-    if sd > 0:
-        x, w = np.polynomial.hermite_e.hermegauss(nodes)
-        z, w = sd * x, w / w.sum()
-    else:
-        z, w = np.zeros(1), np.ones(1)
+    z, w = (np.asarray(v) for v in zip(*difficulty_nodes(sd, nodes), strict=True))
     arr = np.asarray(pairs, dtype=np.float64)  # (n, 4): L_w, y_w, L_s, y_s
 
     def right(a: float, b: float, steps: Any) -> Any:  # (n, k): all steps right
