@@ -29,10 +29,15 @@ back)::
     python -m benchmarks.real_routing run --split dev --dataset gsm8k --n 200 \\
         --policies "weakscored strong thr:0.45,0.55,0.65"
     python -m benchmarks.real_routing_policies     # expressive policies, from dev only
+    python -m benchmarks.real_routing_policies --difficulty --final-step --length-score \\
+        --out benchmarks/results/real_routing/policies_v3   # the simulator checked on dev
     python -m benchmarks.real_routing run --split test --dataset gsm8k --n 300 \\
-        --policies "weakscored strong thr:0.45,0.55,0.65 step0:0.65 $(jq -r \\
+        --policies "weakscored strong thr:0.45,0.55,0.65 step0:0.95 $(jq -r \\
         '.chosen | [.agg,.seq,.pomdp] | join(" ")' \\
-        benchmarks/results/real_routing/policies/choice.json)"
+        benchmarks/results/real_routing/policies_v3/choice.json)"
+    python -m benchmarks.real_routing run --split dev --dataset gsm8k --n 200 \\
+        --tag policies-v3 --policies "<the same three chosen specs>"  # stopped at 70:
+        # the dev problems the simulator was fit on; real vs simulated (--check-sim)
     python -m benchmarks.real_routing run --split test --dataset gsm8k --n 300 \\
         --prm oracle --policies "thr:0.5"          # the ablation's reference scorer
     python -m benchmarks.real_routing run --split test --dataset math500 --n 100 \\
@@ -340,6 +345,8 @@ def run_command(args: argparse.Namespace) -> None:
 
         if isinstance(setting.prm, CachedPRM):
             setting.prm = setting.prm.inner
+    if args.tag:
+        suffix += f"_{args.tag}"
     out = RUNS / f"{args.split}_{args.dataset}{suffix}"
     # Problem-major chunks: a run stopped at any time leaves every policy on the same
     # problems (paired comparisons), and the next run resumes from the trace files.
@@ -416,6 +423,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--prm", default="probe")
     r.add_argument(
         "--strong-format", default="", help="the strong model's step format when it differs"
+    )
+    r.add_argument(
+        "--tag",
+        default="",
+        help="a folder of its own, <split>_<dataset>_TAG (runs kept apart from a fit's inputs)",
     )
     r.add_argument("--concurrency", type=int, default=1)
     r.add_argument("--chunk", type=int, default=10, help="problems per resumable chunk")
