@@ -24,12 +24,20 @@ apart (``final_step=True``); that and the link between a draft's length and its 
 (``length_score=True``) — and the strong model's accuracy by solution length (the
 step-error model's premise).  ``--difficulty``, ``--final-step`` and ``--length-score``
 fit the policies' simulator that way.
+
+It then checks the policies trained in that simulator the same way (``--policies-run``,
+default ``dev_gsm8k_policies-v3``: the chosen ``policies_v3/`` specs run on the same dev
+problems, kept in a folder of their own so that they never feed a fit): real accuracy,
+strong tokens and which steps they rewrite, beside what the simulator they were trained
+in predicted, and each policy's paired difference from TRIM-Thr 0.65 — a policy that
+exploits a flaw of its simulator shows up here, on dev, before any test number.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +45,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RUN = HERE / "results" / "real_routing" / "dev_gsm8k"
 OUT = HERE / "results" / "real_routing" / "policies"
+POLICIES_RUN = HERE / "results" / "real_routing" / "dev_gsm8k_policies-v3"
+POLICIES_CAL = HERE / "results" / "real_routing" / "policies_v3" / "calibration.json"
+REFERENCE = "thr:0.65"  # the dev-chosen default the expressive policies must beat
+STEP_INDICES = 7  # rewrite rates shown for steps 0..6
 LAMBDAS = (2e-4, 5e-4, 1e-3, 2e-3, 4e-3)
 THRESHOLDS = (0.3, 0.45, 0.55, 0.65, 0.75, 0.85)
 STEP_MAX_TOKENS = 256  # as benchmarks.real_routing
@@ -156,7 +168,12 @@ def _length_band(n: int) -> str:
     return "1" if n == 1 else "2-4" if n <= 4 else "5-6" if n <= 6 else "7+"
 
 
-def sim_check(run: Path, out: Path) -> dict[str, Any]:
+def sim_check(
+    run: Path,
+    out: Path,
+    policies_run: Path | None = POLICIES_RUN,
+    policies_cal: Path = POLICIES_CAL,
+) -> dict[str, Any]:
     """Dev runs vs the simulators fit to them (see the module docstring); writes
     ``sim_check.json`` and ``sim_check.md`` in ``out``."""
     import warnings
@@ -203,9 +220,14 @@ def sim_check(run: Path, out: Path) -> dict[str, Any]:
         by_length[spec] = {
             b: {"n": len(v), "accuracy": sum(v) / len(v)} for b, v in sorted(bands.items())
         }
-    result = {
+    result: dict[str, Any] = {
         "dev_run": _rel(run),
         "episodes": EPISODES,
+        "trained_policies": (
+            trained_policy_check(runs, policies_run, policies_cal)
+            if policies_run is not None and policies_run.is_dir()
+            else None
+        ),
         "calibrations": {
             name: {
                 "p_weak": cal.p_weak,
@@ -240,6 +262,7 @@ def sim_check(run: Path, out: Path) -> dict[str, Any]:
             f"| {r['spec']} | {r['n']} | {a[0]:.1%} [{a[1]:.1%}, {a[2]:.1%}] | "
             f"{t[0]:.0f} [{t[1]:.0f}, {t[2]:.0f}] | {sims} |"
         )
+    lines += trained_policy_lines(result["trained_policies"])
     lines += ["", "Accuracy by solution length (steps), dev:", ""]
     for spec, bands in by_length.items():
         cells = ", ".join(f"{b} steps: {v['accuracy']:.0%} (n {v['n']})" for b, v in bands.items())
@@ -263,8 +286,170 @@ def sim_check(run: Path, out: Path) -> dict[str, Any]:
         )
     (out / "sim_check.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     plot_sim_check(result, out / "sim_check.png")
+    if result["trained_policies"]:
+        plot_trained_policies(result["trained_policies"], out / "sim_check_policies.png")
     print("\n".join(lines))
     return result
+
+
+def rewrite_rates(traces: list[dict[str, Any]]) -> list[float | None]:
+    """Per step index, the share of solutions reaching it whose step there is the strong
+    model's (``None`` where fewer than 5 solutions reach it)."""
+    rates: list[float | None] = []
+    for i in range(STEP_INDICES):
+        reach = [t["steps"][i] for t in traces if len(t.get("steps") or []) > i]
+        strong = sum(s.get("author") == "strong" for s in reach)
+        rates.append(strong / len(reach) if len(reach) >= 5 else None)
+    return rates
+
+
+def trained_policy_check(
+    runs: dict[str, dict[str, dict[str, Any]]], policies_run: Path, cal_path: Path
+) -> dict[str, Any]:
+    """The trained policies on dev: real vs the simulator they were trained in."""
+    import warnings
+
+    from benchmarks.real_routing_report import load_run, strong_tokens
+    from langchain_trim.eval.stats import bootstrap_ci
+    from langchain_trim.lab.sim.env import SimEnv
+    from langchain_trim.policies.calibration import Calibration
+    from langchain_trim.policies.registry import make_policy
+
+    env = SimEnv(Calibration.load(cal_path), step_max_tokens=STEP_MAX_TOKENS)
+    reference = runs.get(REFERENCE, {})
+
+    def simulate(spec: str) -> dict[str, Any]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sim = env.run(make_policy(spec), EPISODES, seed=1, record_steps=True)
+        traces = [e.trace for e in sim.episodes if e.trace is not None]
+        return {
+            "accuracy": sim.accuracy,
+            "strong_tokens": sim.mean_strong_tokens,
+            "rewrite_rates": rewrite_rates(traces),
+        }
+
+    ref_sim = simulate(REFERENCE)
+    rows = []
+    for spec, by_id in sorted(load_run(policies_run).items()):
+        ts = list(by_id.values())
+        ids = sorted(set(by_id) & set(reference))
+        correct = [float(bool(t.get("correct"))) for t in ts]
+        tokens = [strong_tokens(t) for t in ts]
+        sim = simulate(spec)
+        rows.append(
+            {
+                "spec": spec,
+                "n": len(ts),
+                "accuracy": bootstrap_ci({"c": correct}, lambda c: float(c["c"].mean())),
+                "strong_tokens": bootstrap_ci({"k": tokens}, lambda c: float(c["k"].mean())),
+                "rewrite_rates": rewrite_rates(ts),
+                "sim": sim,
+                "vs_reference": {
+                    "n": len(ids),
+                    "accuracy": bootstrap_ci(
+                        {
+                            "a": [float(bool(by_id[i].get("correct"))) for i in ids],
+                            "b": [float(bool(reference[i].get("correct"))) for i in ids],
+                        },
+                        lambda c: float((c["a"] - c["b"]).mean()),
+                    ),
+                    "strong_tokens": bootstrap_ci(
+                        {
+                            "a": [strong_tokens(by_id[i]) for i in ids],
+                            "b": [strong_tokens(reference[i]) for i in ids],
+                        },
+                        lambda c: float((c["a"] - c["b"]).mean()),
+                    ),
+                    "sim_accuracy": sim["accuracy"] - ref_sim["accuracy"],
+                    "sim_strong_tokens": sim["strong_tokens"] - ref_sim["strong_tokens"],
+                },
+            }
+        )
+    ref_traces = list(reference.values())
+    return {
+        "run": _rel(policies_run),
+        "calibration": _rel(cal_path),
+        "reference": {
+            "spec": REFERENCE,
+            "n": len(ref_traces),
+            "rewrite_rates": rewrite_rates(ref_traces),
+            "sim": ref_sim,
+        },
+        "policies": rows,
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.0%}"
+
+
+def trained_policy_lines(check: dict[str, Any] | None) -> list[str]:
+    if not check:
+        return []
+    lines = [
+        "",
+        f"## The trained policies on dev ({check['run']}, trained in {check['calibration']})",
+        "",
+        "Real (95% interval over problems) vs the simulator they were trained in; the "
+        f"paired difference from {REFERENCE} on the same dev problems, real vs predicted.",
+        "",
+        "| policy | n | real accuracy | real strong tok | simulated | Δ accuracy vs "
+        f"{REFERENCE} (real / sim) | Δ strong tok (real / sim) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in check["policies"]:
+        a, t, d = r["accuracy"], r["strong_tokens"], r["vs_reference"]
+        da, dt = d["accuracy"], d["strong_tokens"]
+        lines.append(
+            f"| {r['spec']} | {r['n']} | {a[0]:.1%} [{a[1]:.1%}, {a[2]:.1%}] | "
+            f"{t[0]:.0f} [{t[1]:.0f}, {t[2]:.0f}] | "
+            f"{r['sim']['accuracy']:.1%} @ {r['sim']['strong_tokens']:.0f} | "
+            f"{da[0]:+.1%} [{da[1]:+.1%}, {da[2]:+.1%}] / {d['sim_accuracy']:+.1%} | "
+            f"{dt[0]:+.0f} [{dt[1]:+.0f}, {dt[2]:+.0f}] / {d['sim_strong_tokens']:+.0f} |"
+        )
+    lines += [
+        "",
+        "Share of solutions reaching step i whose step i the strong model wrote (real / sim):",
+        "",
+        "| policy | " + " | ".join(f"step {i}" for i in range(STEP_INDICES)) + " |",
+        "|---|" + "---|" * STEP_INDICES,
+    ]
+    ref = check["reference"]
+    for spec, real, sim in [(ref["spec"], ref["rewrite_rates"], ref["sim"]["rewrite_rates"])] + [
+        (r["spec"], r["rewrite_rates"], r["sim"]["rewrite_rates"]) for r in check["policies"]
+    ]:
+        cells = " | ".join(f"{_pct(a)} / {_pct(b)}" for a, b in zip(real, sim, strict=True))
+        lines.append(f"| {spec} | {cells} |")
+    return lines
+
+
+def plot_trained_policies(check: dict[str, Any], path: Path) -> None:
+    """Which steps each trained policy rewrites on dev, real (solid) vs simulated (dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ref = check["reference"]
+    series = [(ref["spec"], ref["rewrite_rates"], ref["sim"]["rewrite_rates"])] + [
+        (r["spec"].split(":")[0] + " (v3)", r["rewrite_rates"], r["sim"]["rewrite_rates"])
+        for r in check["policies"]
+    ]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (label, real, sim) in enumerate(series):
+        xs = range(STEP_INDICES)
+        ax.plot(xs, [math.nan if v is None else 100 * v for v in real], "-o", color=f"C{i}",
+                label=f"{label} real")  # fmt: skip
+        ax.plot(xs, [math.nan if v is None else 100 * v for v in sim], "--", color=f"C{i}",
+                label=f"{label} sim")  # fmt: skip
+    ax.set_xlabel("step index")
+    ax.set_ylabel("steps rewritten by the strong model (%)")
+    ax.set_title("Dev: where the trained policies rewrite, real vs their simulator")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def plot_sim_check(result: dict[str, Any], path: Path) -> None:
@@ -323,11 +508,17 @@ def main(argv: list[str] | None = None) -> None:
         help="fit the link between a draft's length and how low it scores",
     )
     parser.add_argument(
+        "--policies-run",
+        type=Path,
+        default=POLICIES_RUN,
+        help="with --check-sim: the trained policies' dev run (skipped when absent)",
+    )
+    parser.add_argument(
         "--check-sim", action="store_true", help="only compare the dev simulators with the dev runs"
     )
     args = parser.parse_args(argv)
     if args.check_sim:
-        sim_check(args.run, args.out.parent)
+        sim_check(args.run, args.out.parent, args.policies_run)
         return
     lambdas = tuple(float(x) for x in args.lambdas.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
