@@ -333,25 +333,32 @@ def run_command(args: argparse.Namespace) -> None:
     else:
         setting = build_setting(prm=args.prm, step_format=args.format)
     specs = expand_specs(args.policies)
-    suffix = (
-        "" if (args.prm, args.format) == ("probe", "paragraphs") else f"_{args.prm}_{args.format}"
-    )
     if args.strong_format:
         register_lines_format()
-        suffix += f"_strong-{args.strong_format}"
     if args.no_cache:  # wall time: every call paid, in a folder of its own
-        suffix += "_walltime"
         from langchain_trim.eval.prm_cache import CachedPRM
 
         if isinstance(setting.prm, CachedPRM):
             setting.prm = setting.prm.inner
-    if args.tag:
-        suffix += f"_{args.tag}"
-    out = RUNS / f"{args.split}_{args.dataset}{suffix}"
+    out = run_folder(args)
     # Problem-major chunks: a run stopped at any time leaves every policy on the same
     # problems (paired comparisons), and the next run resumes from the trace files.
     for start in range(0, len(problems), args.chunk):
         run_chunk(args, problems[start : start + args.chunk], specs, setting, out)
+
+
+def run_folder(args: argparse.Namespace) -> Path:
+    """Where a run's traces go: ``<split>_<dataset>`` plus what sets it apart."""
+    suffix = (
+        "" if (args.prm, args.format) == ("probe", "paragraphs") else f"_{args.prm}_{args.format}"
+    )
+    if args.strong_format:
+        suffix += f"_strong-{args.strong_format}"
+    if args.no_cache:
+        suffix += "_walltime"
+    if args.tag:
+        suffix += f"_{args.tag}"
+    return RUNS / f"{args.split}_{args.dataset}{suffix}"
 
 
 def run_chunk(

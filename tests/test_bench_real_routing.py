@@ -1,0 +1,31 @@
+"""The real-model benchmark's own helpers (the numbers they print go in the report)."""
+
+from __future__ import annotations
+
+from benchmarks.real_routing import RUNS, parse_args, run_folder
+from benchmarks.real_routing_policies import STEP_INDICES, rewrite_rates
+
+
+def _trace(authors: str) -> dict[str, object]:
+    return {"steps": [{"author": "strong" if a == "s" else "weak"} for a in authors]}
+
+
+def test_rewrite_rates_count_only_solutions_that_reach_the_step() -> None:
+    traces = [_trace("sww"), _trace("sw"), _trace("s"), _trace("ws"), _trace("wsw")]
+    rates = rewrite_rates(traces)
+    assert len(rates) == STEP_INDICES
+    assert rates[0] == 3 / 5
+    # four solutions reach step 1: fewer than five, so no rate is claimed
+    assert rates[1] is None
+    more = [*traces, _trace("ws")]
+    assert rewrite_rates(more)[1] == 3 / 5
+
+
+def test_run_tag_names_a_folder_of_its_own() -> None:
+    base = ["run", "--split", "dev", "--n", "3", "--policies", "weak"]
+    assert run_folder(parse_args(base)) == RUNS / "dev_gsm8k"
+    assert run_folder(parse_args([*base, "--tag", "x"])) == RUNS / "dev_gsm8k_x"
+    walltime = parse_args([*base, "--dataset", "math500", "--no-cache", "--tag", "x"])
+    assert run_folder(walltime) == RUNS / "dev_math500_walltime_x"
+    lines = parse_args([*base, "--strong-format", "lines"])
+    assert run_folder(lines) == RUNS / "dev_gsm8k_strong-lines"
