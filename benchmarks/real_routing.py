@@ -343,7 +343,9 @@ def run_command(args: argparse.Namespace) -> None:
     out = run_folder(args)
     # Problem-major chunks: a run stopped at any time leaves every policy on the same
     # problems (paired comparisons), and the next run resumes from the trace files.
-    for start in range(0, len(problems), args.chunk):
+    # ``--start``: a second worker (another clone) takes the later problems of the same
+    # seeded list; the traces of both go in one folder.
+    for start in range(args.start, len(problems), args.chunk):
         run_chunk(args, problems[start : start + args.chunk], specs, setting, out)
 
 
@@ -435,6 +437,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tag",
         default="",
         help="a folder of its own, <split>_<dataset>_TAG (runs kept apart from a fit's inputs)",
+    )
+    r.add_argument(
+        "--start",
+        type=int,
+        default=0,
+        help="begin at this problem of the seeded list (a second worker's share)",
     )
     r.add_argument("--concurrency", type=int, default=1)
     r.add_argument("--chunk", type=int, default=10, help="problems per resumable chunk")

@@ -29,3 +29,9 @@ def test_run_tag_names_a_folder_of_its_own() -> None:
     assert run_folder(walltime) == RUNS / "dev_math500_walltime_x"
     lines = parse_args([*base, "--strong-format", "lines"])
     assert run_folder(lines) == RUNS / "dev_gsm8k_strong-lines"
+
+
+def test_a_second_worker_starts_later_in_the_same_list() -> None:
+    base = ["run", "--split", "test", "--n", "300", "--policies", "weak"]
+    assert parse_args(base).start == 0
+    assert parse_args([*base, "--start", "200"]).start == 200
