@@ -597,6 +597,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for key, (tag, _) in REFITS.items()
     }
     result["choices"]["expressive_refit"] = refits
+    check = OUT / "sim_check.json"
+    if check.is_file() and not fmt:
+        result["dev"]["trained_policies"] = json.loads(check.read_text(encoding="utf-8")).get(
+            "trained_policies"
+        )
     result["dev"]["stepwise_vs_one_call"] = stepwise_vs_one_call(dev, one_call_rows("dev", "gsm8k"))
     result["dev"]["prm_on_new_steps"] = prm_on_new_steps(dev, "dev")
     lines = args.dev.with_name(args.dev.name + "_strong-lines")
@@ -690,6 +695,7 @@ def render(result: Mapping[str, Any]) -> str:
                 f"- {fam}: `{spec}` (the same rule in the simulator with {REFITS[key][1]}; "
                 f"`benchmarks/results/real_routing/policies_{key}/choice.json`)"
             )
+    lines += _trained_policy_check(result["dev"].get("trained_policies"))
     short = {
         name: (block["n_test"], PLANNED[name])
         for name, block in result.items()
@@ -777,6 +783,30 @@ def render(result: Mapping[str, Any]) -> str:
                 f"{row['escalations_later']} | {row['terminations']} | {row['seconds_mean']:.1f} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _trained_policy_check(check: Mapping[str, Any] | None) -> list[str]:
+    """The dev check of the policies trained in the simulator (``--check-sim``)."""
+    if not check or not check.get("policies"):
+        return []
+    lines = [
+        "",
+        f"Dev check of the trained policies, before any test result is read (`{check['run']}`, "
+        "the dev problems the simulator was fit on; `sim_check.md`): real accuracy @ strong "
+        f"tokens vs what their simulator predicted, and the paired difference from "
+        f"`{check['reference']['spec']}` (real [95% CI] / simulated):",
+        "",
+    ]
+    for r in check["policies"]:
+        a, t, d = r["accuracy"], r["strong_tokens"], r["vs_reference"]
+        lines.append(
+            f"- `{r['spec']}` ({r['n']}): {a[0]:.1%} @ {t[0]:.0f} vs simulated "
+            f"{r['sim']['accuracy']:.1%} @ {r['sim']['strong_tokens']:.0f}; accuracy "
+            f"{d['accuracy'][0]:+.1%} [{d['accuracy'][1]:+.1%}, {d['accuracy'][2]:+.1%}] / "
+            f"{d['sim_accuracy']:+.1%}, strong tokens {d['strong_tokens'][0]:+.0f} / "
+            f"{d['sim_strong_tokens']:+.0f}"
+        )
+    return lines
 
 
 def _families(block: Mapping[str, Any]) -> list[str]:

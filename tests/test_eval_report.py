@@ -362,3 +362,72 @@ def test_trim_calibrate_question_difficulty(tmp_path: Any) -> None:
     cal = Calibration.load(out)
     assert cal.strong_final_tokens is not None
     assert any("length_score_corr" in n for n in cal.notes)
+
+
+def _trained_policy(tmp_path: Path, accuracy: float) -> str:
+    """A real Agg policy file whose sidecar says it reached ``accuracy`` in its simulator."""
+    from langchain_trim.policies.agg import AggPolicy
+
+    path = AggPolicy.default().save(
+        tmp_path / "agg.safetensors",
+        record={"best": {"accuracy": accuracy, "mean_strong_tokens": 50.0}},
+    )
+    return f"agg:{path}"
+
+
+@pytest.mark.parametrize(("promised", "warned"), [(0.95, True), (0.5, False)])
+def test_report_sets_a_trained_policy_beside_its_simulator(
+    tmp_path: Path, promised: float, warned: bool
+) -> None:
+    """A policy that does far worse than its simulator promised is flagged, visibly."""
+    run = tmp_path / "run"
+    spec = _trained_policy(tmp_path, promised)
+    for i in range(20):
+        write_trace(run, "weakscored", f"p{i}", False, 0, (0.5, 0.5))
+        write_trace(run, "strong", f"p{i}", True, 100)
+        write_trace(run, spec, f"p{i}", i % 2 == 0, 40, (0.5, 0.5))  # 50% right
+    metrics = compute_metrics(load_traces(run))
+    row = metrics["simulated_vs_real"][spec]
+    assert row["simulated_accuracy"] == promised
+    assert row["accuracy"] == 0.5
+    lo, hi = row["accuracy_ci"]
+    assert lo < 0.5 < hi
+    assert row["inside"] is not warned
+    flagged = [n for n in metrics["notes"] if "simulator does not stand" in n]
+    assert bool(flagged) is warned
+    md = render_markdown(metrics)
+    assert "Trained policies: their simulator vs these traces" in md
+    assert ("⚠" in md) is warned
+
+
+def test_simulated_point_reads_and_validates_the_sidecar(tmp_path: Path) -> None:
+    from langchain_trim.errors import PolicyFileError
+    from langchain_trim.policies.learned import simulated_point
+
+    spec = _trained_policy(tmp_path, 0.7)
+    path = Path(spec.partition(":")[2])
+    assert simulated_point(path) == (0.7, 50.0)
+    sidecar = path.with_suffix(".json")
+    data = json.loads(sidecar.read_text())
+    data["record"]["best"]["accuracy"] = 1.5
+    sidecar.write_text(json.dumps(data))
+    with pytest.raises(PolicyFileError, match=r"record.best"):
+        simulated_point(path)
+    sidecar.write_text("{not json")
+    with pytest.raises(PolicyFileError, match="not readable JSON"):
+        simulated_point(path)
+    sidecar.unlink()
+    assert simulated_point(path) is None
+
+
+def test_an_unreadable_sidecar_is_a_note_not_a_crash(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    spec = _trained_policy(tmp_path, 0.7)
+    Path(spec.partition(":")[2]).with_suffix(".json").write_text("{not json")
+    for i in range(3):
+        write_trace(run, "weakscored", f"p{i}", False, 0, (0.5, 0.5))
+        write_trace(run, "strong", f"p{i}", True, 100)
+        write_trace(run, spec, f"p{i}", True, 40, (0.5, 0.5))
+    metrics = compute_metrics(load_traces(run))
+    assert metrics["simulated_vs_real"] == {}
+    assert any("no simulated point" in n for n in metrics["notes"])

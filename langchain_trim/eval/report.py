@@ -34,6 +34,7 @@ from langchain_trim.eval.fit import threshold_of
 from langchain_trim.eval.metrics import OperatingPoint, summarize_curve
 from langchain_trim.eval.query_routers import RouterPoint, query_level_baselines
 from langchain_trim.eval.runner import load_traces, policy_dirname, read_config
+from langchain_trim.eval.stats import bootstrap_ci
 
 FAMILY_NAMES = {
     "thr": "TRIM-Thr",
@@ -210,6 +211,8 @@ def compute_metrics(
             }
     for fam in families.values():
         notes += [d for d in fam["degenerate"] if d not in notes]
+    simulated, sim_notes = simulated_vs_real(kept, stats)
+    notes += sim_notes
     per_policy: dict[str, dict[str, Any]] = {}
     for spec, s in stats.items():
         row = asdict(s)
@@ -238,8 +241,71 @@ def compute_metrics(
         },
         "policies": per_policy,
         "families": families,
+        "simulated_vs_real": simulated,
         "notes": notes,
     }
+
+
+TRAINED_KINDS = ("agg", "seq")
+"""Policy kinds whose files record the point they reached in their simulator."""
+
+
+def trained_policy_file(spec: str) -> Path | None:
+    """The weights file of an ``agg[:path]``/``seq[:path]`` spec (the shipped ones when no
+    path is given); ``None`` for other policies."""
+    name, _, arg = spec.strip().partition(":")
+    if name not in TRAINED_KINDS:
+        return None
+    if arg:
+        return Path(arg)
+    from langchain_trim.policies.agg import AggPolicy
+    from langchain_trim.policies.seq import SeqPolicy
+
+    return (AggPolicy if name == "agg" else SeqPolicy).official_weights()
+
+
+def simulated_vs_real(
+    traces: Mapping[str, Sequence[Mapping[str, Any]]], stats: Mapping[str, PolicyStats]
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Each trained policy's point in its simulator beside its real traces, and a note for
+    every one whose simulated accuracy falls outside the real 95% interval (or cannot be
+    read): the simulator then does not stand for this setting."""
+    from langchain_trim.errors import PolicyFileError
+    from langchain_trim.policies.learned import simulated_point
+
+    out: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    for spec, s in stats.items():
+        path = trained_policy_file(spec)
+        if path is None:
+            continue
+        try:
+            point = simulated_point(path)
+        except PolicyFileError as exc:
+            notes.append(f"{spec}: no simulated point to compare with ({exc})")
+            continue
+        if point is None:
+            continue
+        correct = [float(bool(t.get("correct"))) for t in traces[spec]]
+        _, lo, hi = bootstrap_ci({"c": correct}, lambda c: float(c["c"].mean()))
+        inside = lo is not None and hi is not None and lo <= point[0] <= hi
+        out[spec] = {
+            "simulated_accuracy": point[0],
+            "simulated_strong_tokens": point[1],
+            "accuracy": s.accuracy,
+            "accuracy_ci": [lo, hi],
+            "strong_tokens": s.strong_tokens,
+            "inside": inside,
+        }
+        if not inside:
+            notes.append(
+                f"{spec}: its simulator promised {point[0]:.1%} accuracy at {point[1]:.0f} "
+                f"strong tokens; these traces give {s.accuracy:.1%} [{_pct(lo)}, {_pct(hi)}] "
+                f"at {s.strong_tokens:.0f} — the simulator does not stand for this setting "
+                "(refit it on dev traces with `trim calibrate` and check again before "
+                "trusting the policy)"
+            )
+    return out, notes
 
 
 # -- markdown -------------------------------------------------------------------------------
@@ -308,6 +374,26 @@ def render_markdown(metrics: Mapping[str, Any], *, figures: Sequence[str] = ()) 
                 f"{_pct(cpt.get('80'))} | {_pct(cpt.get('95'))} | {_fmt(fam['apgr'])} | "
                 f"{_fmt(fam['delta_ibc_best'], '{:.2f}')} | "
                 f"{_fmt(fam['delta_ibc_fit'], '{:.2f}')} |"
+            )
+    if metrics.get("simulated_vs_real"):
+        lines += [
+            "",
+            "## Trained policies: their simulator vs these traces",
+            "",
+            "What each policy reached in the simulator it was trained in (its sidecar) "
+            "beside what it did here; a simulated accuracy outside the real 95% interval "
+            "means the simulator does not stand for this setting.",
+            "",
+            "| policy | simulated accuracy | real accuracy [95% CI] | simulated strong tok/q | "
+            "real strong tok/q |",
+            "|---|---|---|---|---|",
+        ]
+        for spec, row in metrics["simulated_vs_real"].items():
+            lo, hi = row["accuracy_ci"]
+            lines.append(
+                f"| `{spec}` | {_pct(row['simulated_accuracy'])} | {_pct(row['accuracy'])} "
+                f"[{_pct(lo)}, {_pct(hi)}]{'' if row['inside'] else ' ⚠'} | "
+                f"{row['simulated_strong_tokens']:.1f} | {row['strong_tokens']:.1f} |"
             )
     if metrics.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in metrics["notes"]]

@@ -301,6 +301,46 @@ def _check_sidecar(path: Path, config: Mapping[str, Any]) -> None:
         )
 
 
+def simulated_point(path: str | Path) -> tuple[float, float] | None:
+    """Accuracy and strong tokens per question the policy reached in the simulator it was
+    trained in (its sidecar's ``record.best``, written by ``trim train``), or ``None``
+    when there is no sidecar or it records no such point.
+
+    A trained policy is only as good as its simulator; comparing this point with real
+    traces of the same policy (``trim report`` does) is how a user sees the two disagree.
+    Raises :class:`~langchain_trim.errors.PolicyFileError` for a sidecar that is not
+    valid JSON or holds a malformed point.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
+        return None
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PolicyFileError(f"sidecar {sidecar} is not readable JSON: {exc}") from exc
+    record = data.get("record") if isinstance(data, dict) else None
+    best = record.get("best") if isinstance(record, dict) else None
+    if best is None:
+        return None
+    accuracy = best.get("accuracy") if isinstance(best, dict) else None
+    tokens = best.get("mean_strong_tokens") if isinstance(best, dict) else None
+    if not (
+        isinstance(accuracy, int | float)
+        and isinstance(tokens, int | float)
+        and 0.0 <= accuracy <= 1.0
+        and math.isfinite(tokens)
+        and tokens >= 0.0
+    ):
+        raise PolicyFileError(
+            f"sidecar {sidecar}: record.best needs an accuracy in [0, 1] and finite "
+            f"mean_strong_tokens >= 0, got {best!r}"
+        )
+    return float(accuracy), float(tokens)
+
+
 __all__ = [
     "CONFIG_KEY",
     "LearnedPolicy",
@@ -309,5 +349,6 @@ __all__ = [
     "layer_norm",
     "log_softmax",
     "mlp_heads",
+    "simulated_point",
     "trunk_shapes",
 ]
