@@ -791,8 +791,9 @@ def _trained_policy_check(check: Mapping[str, Any] | None) -> list[str]:
         return []
     lines = [
         "",
-        f"Dev check of the trained policies, before any test result is read (`{check['run']}`, "
-        "the dev problems the simulator was fit on; `sim_check.md`): real accuracy @ strong "
+        f"Dev check of the trained policies (`{check['run']}`: the dev problems their "
+        "simulator was fit on; run in session 7, while their test runs were under way; it "
+        "changes no choice; `sim_check.md`): real accuracy @ strong "
         f"tokens vs what their simulator predicted, and the paired difference from "
         f"`{check['reference']['spec']}` (real [95% CI] / simulated):",
         "",
