@@ -431,3 +431,21 @@ def test_an_unreadable_sidecar_is_a_note_not_a_crash(tmp_path: Path) -> None:
     metrics = compute_metrics(load_traces(run))
     assert metrics["simulated_vs_real"] == {}
     assert any("no simulated point" in n for n in metrics["notes"])
+
+
+def test_cli_report_prints_the_simulated_and_real_points(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from langchain_trim.cli import app
+
+    run = tmp_path / "run"
+    spec = _trained_policy(tmp_path, 0.95)
+    for i in range(20):
+        write_trace(run, "weakscored", f"p{i}", False, 0, (0.5, 0.5))
+        write_trace(run, "strong", f"p{i}", True, 100)
+        write_trace(run, spec, f"p{i}", i % 2 == 0, 40, (0.5, 0.5))
+    result = CliRunner().invoke(app, ["report", str(run)], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert f"{spec}: simulated 95.0% @ 50, here 50.0% [" in out
+    assert "(outside: see the note)" in out and "simulator does not stand" in out
