@@ -431,6 +431,9 @@ def test_an_unreadable_sidecar_is_a_note_not_a_crash(tmp_path: Path) -> None:
     metrics = compute_metrics(load_traces(run))
     assert metrics["simulated_vs_real"] == {}
     assert any("no simulated point" in n for n in metrics["notes"])
+    Path(spec.partition(":")[2]).unlink()  # the report read from elsewhere: no file
+    metrics = compute_metrics(load_traces(run))
+    assert any("not found from here" in n for n in metrics["notes"])
 
 
 def test_cli_report_prints_the_simulated_and_real_points(tmp_path: Path) -> None:

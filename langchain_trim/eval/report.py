@@ -279,6 +279,12 @@ def simulated_vs_real(
         path = trained_policy_file(spec)
         if path is None:
             continue
+        if not path.with_suffix(".safetensors").is_file():
+            notes.append(
+                f"{spec}: its policy file is not found from here ({path}); no simulated "
+                "point to compare with"
+            )
+            continue
         try:
             point = simulated_point(path)
         except PolicyFileError as exc:
