@@ -345,8 +345,9 @@ def run_command(args: argparse.Namespace) -> None:
     # problems (paired comparisons), and the next run resumes from the trace files.
     # ``--start``: a second worker (another clone) takes the later problems of the same
     # seeded list; the traces of both go in one folder.
-    for start in range(args.start, len(problems), args.chunk):
-        run_chunk(args, problems[start : start + args.chunk], specs, setting, out)
+    end = len(problems) if args.end is None else min(args.end, len(problems))
+    for start in range(args.start, end, args.chunk):
+        run_chunk(args, problems[start : min(start + args.chunk, end)], specs, setting, out)
 
 
 def run_folder(args: argparse.Namespace) -> Path:
@@ -443,6 +444,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="begin at this problem of the seeded list (a second worker's share)",
+    )
+    r.add_argument(
+        "--end",
+        type=int,
+        default=None,
+        help="stop before this problem of the seeded list (the first worker's share)",
     )
     r.add_argument("--concurrency", type=int, default=1)
     r.add_argument("--chunk", type=int, default=10, help="problems per resumable chunk")

@@ -35,3 +35,5 @@ def test_a_second_worker_starts_later_in_the_same_list() -> None:
     base = ["run", "--split", "test", "--n", "300", "--policies", "weak"]
     assert parse_args(base).start == 0
     assert parse_args([*base, "--start", "200"]).start == 200
+    assert parse_args(base).end is None
+    assert parse_args([*base, "--end", "250"]).end == 250
