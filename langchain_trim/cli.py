@@ -655,11 +655,10 @@ def report(
         )
     for spec, row in metrics.get("simulated_vs_real", {}).items():
         lo, hi = row["accuracy_ci"]
-        interval = "" if lo is None or hi is None else f" [{lo:.1%}, {hi:.1%}]"
         console.print(
             f"  {spec}: simulated {row['simulated_accuracy']:.1%} @ "
-            f"{row['simulated_strong_tokens']:.0f}, here {row['accuracy']:.1%}{interval} "
-            f"@ {row['strong_tokens']:.0f}"
+            f"{row['simulated_strong_tokens']:.0f}, here {row['accuracy']:.1%} "
+            f"[{lo:.1%}, {hi:.1%}] @ {row['strong_tokens']:.0f}"
             + ("" if row["inside"] else "  (outside: see the note)"),
             markup=False,
         )

@@ -34,7 +34,7 @@ from langchain_trim.eval.fit import threshold_of
 from langchain_trim.eval.metrics import OperatingPoint, summarize_curve
 from langchain_trim.eval.query_routers import RouterPoint, query_level_baselines
 from langchain_trim.eval.runner import load_traces, policy_dirname, read_config
-from langchain_trim.eval.stats import bootstrap_ci
+from langchain_trim.eval.stats import bootstrap_mean
 
 FAMILY_NAMES = {
     "thr": "TRIM-Thr",
@@ -250,51 +250,39 @@ TRAINED_KINDS = ("agg", "seq")
 """Policy kinds whose files record the point they reached in their simulator."""
 
 
-def trained_policy_file(spec: str) -> Path | None:
-    """The weights file of an ``agg[:path]``/``seq[:path]`` spec (the shipped ones when no
-    path is given); ``None`` for other policies."""
-    name, _, arg = spec.strip().partition(":")
-    if name not in TRAINED_KINDS:
-        return None
-    if arg:
-        return Path(arg)
-    from langchain_trim.policies.agg import AggPolicy
-    from langchain_trim.policies.seq import SeqPolicy
-
-    return (AggPolicy if name == "agg" else SeqPolicy).official_weights()
-
-
 def simulated_vs_real(
     traces: Mapping[str, Sequence[Mapping[str, Any]]], stats: Mapping[str, PolicyStats]
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Each trained policy's point in its simulator beside its real traces, and a note for
     every one whose simulated accuracy falls outside the real 95% interval (or cannot be
     read): the simulator then does not stand for this setting."""
-    from langchain_trim.errors import PolicyFileError
-    from langchain_trim.policies.learned import simulated_point
+    from langchain_trim.errors import InvalidInputError
+    from langchain_trim.policies.learned import LearnedPolicy, simulated_point
+    from langchain_trim.policies.registry import make_policy
 
     out: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
     for spec, s in stats.items():
-        path = trained_policy_file(spec)
-        if path is None:
-            continue
-        if not path.with_suffix(".safetensors").is_file():
+        if spec.strip().partition(":")[0] not in TRAINED_KINDS:
+            continue  # (building other policies, e.g. solving a POMDP, is not needed)
+        try:
+            policy = make_policy(spec)  # the registry knows where its weights lie
+        except InvalidInputError as exc:
             notes.append(
-                f"{spec}: its policy file is not found from here ({path}); no simulated "
-                "point to compare with"
+                f"{spec}: its policy file is not found from here or not valid ({exc}); "
+                "no simulated point to compare with"
             )
             continue
+        path = policy.path if isinstance(policy, LearnedPolicy) else None
         try:
-            point = simulated_point(path)
-        except PolicyFileError as exc:
+            point = None if path is None else simulated_point(path)
+        except InvalidInputError as exc:
             notes.append(f"{spec}: no simulated point to compare with ({exc})")
             continue
         if point is None:
             continue
-        correct = [float(bool(t.get("correct"))) for t in traces[spec]]
-        _, lo, hi = bootstrap_ci({"c": correct}, lambda c: float(c["c"].mean()))
-        inside = lo is not None and hi is not None and lo <= point[0] <= hi
+        lo, hi = bootstrap_mean([float(bool(t.get("correct"))) for t in traces[spec]])
+        inside = lo <= point[0] <= hi
         out[spec] = {
             "simulated_accuracy": point[0],
             "simulated_strong_tokens": point[1],

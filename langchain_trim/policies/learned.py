@@ -132,6 +132,8 @@ class LearnedPolicy(ABC):
     """Base of the network policies; subclasses define the inputs and the encoder."""
 
     kind: ClassVar[str] = ""
+    path: Path | None = None
+    """The weights file it was loaded from (``None`` when built in memory)."""
 
     def __init__(
         self,
@@ -275,21 +277,31 @@ class LearnedPolicy(ABC):
                 f"{FORMAT_VERSION} (upgrade it)"
             )
         _check_sidecar(path, config)
-        return cls(params, config, source=str(path), _file_dtype=True)
+        policy = cls(params, config, source=str(path), _file_dtype=True)
+        policy.path = path
+        return policy
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.label!r})"
 
 
-def _check_sidecar(path: Path, config: Mapping[str, Any]) -> None:
-    """A ``.json`` sidecar next to the weights must hold the weights' config."""
+def _read_sidecar(path: Path) -> Any:
+    """The parsed ``.json`` sidecar next to the weights ``path``, or ``None`` if absent."""
     sidecar = path.with_suffix(".json")
-    if not sidecar.exists():
-        return
+    if not sidecar.is_file():
+        return None
     try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
+        return json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise PolicyFileError(f"sidecar {sidecar} is not readable JSON: {exc}") from exc
+
+
+def _check_sidecar(path: Path, config: Mapping[str, Any]) -> None:
+    """A ``.json`` sidecar next to the weights must hold the weights' config."""
+    data = _read_sidecar(path)
+    if data is None:
+        return
+    sidecar = path.with_suffix(".json")
     side = data.get("config") if isinstance(data, dict) else None
     if not isinstance(side, dict):
         raise PolicyFileError(f"sidecar {sidecar} has no 'config' object")
@@ -312,15 +324,7 @@ def simulated_point(path: str | Path) -> tuple[float, float] | None:
     valid JSON or holds a malformed point.
     """
     path = Path(path)
-    if path.suffix != ".safetensors":
-        path = path.with_suffix(".safetensors")
-    sidecar = path.with_suffix(".json")
-    if not sidecar.is_file():
-        return None
-    try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise PolicyFileError(f"sidecar {sidecar} is not readable JSON: {exc}") from exc
+    data = _read_sidecar(path)
     record = data.get("record") if isinstance(data, dict) else None
     best = record.get("best") if isinstance(record, dict) else None
     if best is None:
@@ -335,8 +339,8 @@ def simulated_point(path: str | Path) -> tuple[float, float] | None:
         and tokens >= 0.0
     ):
         raise PolicyFileError(
-            f"sidecar {sidecar}: record.best needs an accuracy in [0, 1] and finite "
-            f"mean_strong_tokens >= 0, got {best!r}"
+            f"sidecar {path.with_suffix('.json')}: record.best needs an accuracy in [0, 1] "
+            f"and finite mean_strong_tokens >= 0, got {best!r}"
         )
     return float(accuracy), float(tokens)
 
