@@ -35,9 +35,9 @@ back)::
         --policies "weakscored strong thr:0.45,0.55,0.65 step0:0.95 $(jq -r \\
         '.chosen | [.agg,.seq,.pomdp] | join(" ")' \\
         benchmarks/results/real_routing/policies_v3/choice.json)"
-    python -m benchmarks.real_routing run --split dev --dataset gsm8k --n 200 \\
-        --tag policies-v3 --policies "<the same three chosen specs>"  # stopped at 70:
-        # the dev problems the simulator was fit on; real vs simulated (--check-sim)
+    python -m benchmarks.real_routing run --split dev --dataset gsm8k --n 200 --end 70 \\
+        --tag policies-v3 --policies "<the same three chosen specs>"  # the 70 dev problems
+        # the simulator was fit on; real vs simulated (--check-sim)
     python -m benchmarks.real_routing run --split test --dataset gsm8k --n 300 \\
         --prm oracle --policies "thr:0.5"          # the ablation's reference scorer
     python -m benchmarks.real_routing run --split test --dataset math500 --n 100 \\
@@ -343,8 +343,8 @@ def run_command(args: argparse.Namespace) -> None:
     out = run_folder(args)
     # Problem-major chunks: a run stopped at any time leaves every policy on the same
     # problems (paired comparisons), and the next run resumes from the trace files.
-    # ``--start``: a second worker (another clone) takes the later problems of the same
-    # seeded list; the traces of both go in one folder.
+    # ``--start``/``--end``: two workers (two clones) split the same seeded list; the
+    # traces of both go in one folder.
     end = len(problems) if args.end is None else min(args.end, len(problems))
     for start in range(args.start, end, args.chunk):
         run_chunk(args, problems[start : min(start + args.chunk, end)], specs, setting, out)
