@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import json
+from pathlib import Path
+
 from benchmarks.real_routing import RUNS, parse_args, run_folder
 from benchmarks.real_routing_policies import STEP_INDICES, rewrite_rates
 
@@ -37,3 +41,30 @@ def test_a_second_worker_starts_later_in_the_same_list() -> None:
     assert parse_args([*base, "--start", "200"]).start == 200
     assert parse_args(base).end is None
     assert parse_args([*base, "--end", "250"]).end == 250
+
+
+def test_the_readme_quotes_the_report_verbatim() -> None:
+    """README.md's real-model block is the committed one the report wrote, to the letter."""
+    from benchmarks.real_routing_report import OUT, README_MARKERS, README_SECTION
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start, end = (readme.index(m) for m in README_MARKERS)
+    block = readme[start : end + len(README_MARKERS[1])] + "\n"
+    assert block == (OUT / README_SECTION).read_text(encoding="utf-8")
+
+
+def test_the_readme_block_quotes_no_number_while_interim() -> None:
+    from benchmarks.real_routing_report import OUT, PLANNED, readme_section
+
+    metrics = json.loads((OUT / "metrics.json").read_text(encoding="utf-8"))
+    complete = copy.deepcopy(metrics)
+    for name, n in PLANNED.items():
+        complete[name]["n_test"] = n
+    full = readme_section(complete)
+    assert "APGR TRIM-Thr − difficulty router" in full and "%" not in full.split("|")[0]
+    apgr = complete["test_gsm8k"]["families"]["TRIM-Thr"]["apgr"][0]
+    assert f"{apgr:.3f}" in full
+    short = copy.deepcopy(complete)
+    short["test_gsm8k"]["n_test"] = PLANNED["test_gsm8k"] - 1
+    interim = readme_section(short)
+    assert "Interim" in interim and f"{apgr:.3f}" not in interim and "|" not in interim
