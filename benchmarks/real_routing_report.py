@@ -848,14 +848,9 @@ def readme_section(result: Mapping[str, Any]) -> str:
         )
     latest = list(REFITS)[-1]  # the expressive policies of the simulator checked on dev
     for fam, spec in ch["expressive_refit"].get(latest, {}).items():
-        name = fam.split(" (")[0]
         row(
-            f"{name} (`policies_{latest}/`; n)",
-            lambda b, f=fam, s=spec: _expressive(b, latest, f, s, ratio=False),
-        )
-        row(
-            f"CPT(95%) {name} ÷ TRIM-Thr's",
-            lambda b, f=fam, s=spec: _expressive(b, latest, f, s, ratio=True),
+            f"{fam.split(' (')[0]} (`policies_{latest}/`); its CPT(95%) ÷ TRIM-Thr's",
+            lambda b, f=fam, s=spec: _expressive(b, latest, f, s),
         )
     row("weak steps/solution", lambda b: f"{b['steps']['weakscored']['steps_mean']:.1f}")
     dev_point = ch["thr"]["chosen"]
@@ -879,15 +874,15 @@ def readme_section(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _expressive(test: Mapping[str, Any], key: str, family: str, spec: str, ratio: bool) -> str:
-    """One expressive family's point (with its n) or CPT(95%) ratio; a dash if not run."""
+def _expressive(test: Mapping[str, Any], key: str, family: str, spec: str) -> str:
+    """An expressive family's point and CPT(95%) ratio (its n if short); a dash if not run."""
     block = test.get(f"with_expressive_{key}")
     if not block or spec not in block["points"]:
         return "—"
-    if ratio:
-        return _ci(block["differences"].get(f"CPT(95%) {family} ÷ TRIM-Thr"), False)
     p = block["points"][spec]
-    return f"{_ci(p['accuracy'])} @ {p['strong_tokens']:.0f} ({block['n_test']})"
+    ratio = _ci(block["differences"].get(f"CPT(95%) {family} ÷ TRIM-Thr"), False)
+    n = "" if block["n_test"] == test["n_test"] else f" (n {block['n_test']})"
+    return f"{_ci(p['accuracy'])} @ {p['strong_tokens']:.0f}; ×{ratio}{n}"
 
 
 def _one_call(row: Mapping[str, Any] | None) -> str:
