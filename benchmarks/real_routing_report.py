@@ -31,6 +31,7 @@ from langchain_trim.eval.fit import threshold_of
 from langchain_trim.eval.query_routers import first_step_score, solution_score
 
 OUT = RESULTS / "real_routing"  # next to the committed traces
+ROOT = Path(__file__).resolve().parents[1]
 QUANTILES = tuple(q / 10 for q in range(1, 10))
 PLANNED = {"test_gsm8k": 300, "test_math500": 100}
 """Test-set sizes of issue 12; a report with fewer problems says it is interim."""
@@ -111,6 +112,22 @@ def curve(columns: Mapping[str, np.ndarray], names: Sequence[str]) -> Any:
         )
 
     return summarize_curve([point(n) for n in names], point("weak"), point("strong"))
+
+
+def delta_ibc_of(name: str) -> Callable[[Mapping[str, np.ndarray]], float | None]:
+    """ΔIBC of column ``name``: accuracy gained per strong token against the weak→strong
+    line (points at different costs compare on it; 0 = no better than mixing the
+    endpoints; the paper's "cost efficiency")."""
+    from langchain_trim.eval.metrics import OperatingPoint, delta_ibc
+
+    def f(c: Mapping[str, np.ndarray]) -> float | None:
+        point = {
+            n: OperatingPoint(float(c[f"{n}:c"].mean()), float(c[f"{n}:t"].mean()))
+            for n in ("weak", "strong", name)
+        }
+        return delta_ibc(point[name], point["weak"], point["strong"])
+
+    return f
 
 
 def dev_choices(dev: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -248,8 +265,21 @@ def test_analysis(
             "accuracy": bootstrap_ci(cols, lambda c, n=name: float(c[f"{n}:c"].mean())),
             "strong_tokens": float(cols[f"{name}:t"].mean()),
         }
+    columns = {
+        **{n: n for n in ["weak", "strong", *specs, *expressive.values()]},
+        **{f"{sig} (dev point)": f"{sig}@{choices[sig]['chosen']:.4f}" for sig in SIGNALS},
+    }
+    for name, column in columns.items():
+        if name not in ("weak", "strong"):
+            out["points"][name]["delta_ibc"] = bootstrap_ci(cols, delta_ibc_of(column))
     chosen = choices["thr"]["chosen"]
     if chosen in specs:
+        for signal in SIGNALS:
+            router = columns[f"{signal} (dev point)"]
+            out["differences"][f"ΔIBC {chosen} − {signal} (dev points)"] = bootstrap_ci(
+                cols,
+                lambda c, r=router: _diff(delta_ibc_of(chosen)(c), delta_ibc_of(r)(c)),
+            )
         out["thr_dev_point"] = {
             "spec": chosen,
             "accuracy": bootstrap_ci(cols, lambda c: float(c[f"{chosen}:c"].mean())),
@@ -500,7 +530,7 @@ def ablation(
     the reference-solution scorer (``benchmarks.oracle_prm``, run with ``--prm oracle``),
     which separates "the PRM cannot tell" from "step routing cannot help".
     """
-    from langchain_trim.eval.metrics import OperatingPoint, delta_ibc, pgr
+    from langchain_trim.eval.metrics import OperatingPoint, pgr
     from langchain_trim.eval.stats import bootstrap_ci
 
     chosen = choices["thr"]["chosen"]
@@ -530,19 +560,6 @@ def ablation(
 
         return f
 
-    def dibc_of(name: str) -> Callable[[Mapping[str, np.ndarray]], float | None]:
-        """ΔIBC: accuracy gained per strong token against the weak→strong line (arms at
-        different costs compare on it; 0 = no better than mixing the endpoints)."""
-
-        def f(c: Mapping[str, np.ndarray]) -> float | None:
-            point = {
-                n: OperatingPoint(float(c[f"{n}:c"].mean()), float(c[f"{n}:t"].mean()))
-                for n in ("weak", "strong", name)
-            }
-            return delta_ibc(point[name], point["weak"], point["strong"])
-
-        return f
-
     return {
         "n": len(order),
         "points": {
@@ -550,7 +567,7 @@ def ablation(
                 "accuracy": bootstrap_ci(cols, lambda c, n=name: float(c[f"{n}:c"].mean())),
                 "strong_tokens": float(cols[f"{name}:t"].mean()),
                 "pgr": bootstrap_ci(cols, pgr_of(name)),
-                "delta_ibc": bootstrap_ci(cols, dibc_of(name))
+                "delta_ibc": bootstrap_ci(cols, delta_ibc_of(name))
                 if name not in ("weak", "strong")
                 else None,
             }
@@ -643,6 +660,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (OUT / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     (OUT / "report.md").write_text(render(result))
     (OUT / README_SECTION).write_text(readme_section(result))
+    paste_into_readme(readme_section(result))
     plot(result, OUT / "curves.png")
     print(render(result))
     return result
@@ -852,6 +870,13 @@ def readme_section(result: Mapping[str, Any]) -> str:
             f"{fam.split(' (')[0]} (`policies_{latest}/`); its CPT(95%) ÷ TRIM-Thr's",
             lambda b, f=fam, s=spec: _expressive(b, latest, f, s),
         )
+    row(
+        "ΔIBC at the dev points: TRIM-Thr / " + " / ".join(QUERY_ROUTERS[sig] for sig in SIGNALS),
+        lambda b: " / ".join(
+            _ci(b["points"][name].get("delta_ibc"), False).split(" [")[0]
+            for name in (ch["thr"]["chosen"], *(f"{sig} (dev point)" for sig in SIGNALS))
+        ),
+    )
     row("weak steps/solution", lambda b: f"{b['steps']['weakscored']['steps_mean']:.1f}")
     dev_point = ch["thr"]["chosen"]
     row(
@@ -896,6 +921,14 @@ def _share(row: Mapping[str, Any]) -> str:
     return f"{row['rewrite_tokens_mean']:.0f} tokens = {100 * share:.0f}%"
 
 
+def paste_into_readme(section: str, readme: Path = ROOT / "README.md") -> None:
+    """Replace the README's block between :data:`README_MARKERS` with ``section``."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = (text.index(m) for m in README_MARKERS)
+    end += len(README_MARKERS[1]) + 1  # and its newline
+    readme.write_text(text[:start] + section + text[end:], encoding="utf-8")
+
+
 def _trained_policy_check(check: Mapping[str, Any] | None) -> list[str]:
     """The dev check of the policies trained in the simulator (``--check-sim``)."""
     if not check or not check.get("policies"):
@@ -923,9 +956,15 @@ def _trained_policy_check(check: Mapping[str, Any] | None) -> list[str]:
 
 def _families(block: Mapping[str, Any]) -> list[str]:
     """Points, families and paired differences of one test analysis."""
-    lines = ["| policy | accuracy % [95% CI] | strong tokens/q |", "|---|---|---|"]
+    lines = [
+        "| policy | accuracy % [95% CI] | strong tokens/q | ΔIBC [95% CI] |",
+        "|---|---|---|---|",
+    ]
     for spec, row in block["points"].items():
-        lines.append(f"| {spec} | {_ci(row['accuracy'])} | {row['strong_tokens']:.1f} |")
+        lines.append(
+            f"| {spec} | {_ci(row['accuracy'])} | {row['strong_tokens']:.1f} | "
+            f"{_ci(row.get('delta_ibc'), False)} |"
+        )
     lines += ["", "| family | APGR [95% CI] | CPT(95%) [95% CI] |", "|---|---|---|"]
     for fam, row in block["families"].items():
         lines.append(f"| {fam} | {_ci(row['apgr'], False)} | {_ci(row['cpt95'], False)} |")

@@ -68,3 +68,14 @@ def test_the_readme_block_quotes_no_number_while_interim() -> None:
     short["test_gsm8k"]["n_test"] = PLANNED["test_gsm8k"] - 1
     interim = readme_section(short)
     assert "Interim" in interim and f"{apgr:.3f}" not in interim and "|" not in interim
+
+
+def test_pasting_replaces_only_the_block(tmp_path: Path) -> None:
+    from benchmarks.real_routing_report import README_MARKERS, paste_into_readme
+
+    readme = tmp_path / "README.md"
+    start, end = README_MARKERS
+    readme.write_text(f"# x\n\n{start}\nold\n{end}\n\n## More\n", encoding="utf-8")
+    paste_into_readme(f"{start}\nnew | 1\n{end}\n", readme)
+    paste_into_readme(f"{start}\nnew | 2\n{end}\n", readme)
+    assert readme.read_text(encoding="utf-8") == f"# x\n\n{start}\nnew | 2\n{end}\n\n## More\n"
