@@ -419,10 +419,12 @@ def prm_on_new_steps(run: Mapping[str, Mapping[str, Any]], split: str) -> dict[s
     }
 
 
-def wall_time(folder: Path) -> dict[str, Any]:
+def wall_time(folder: Path, choices: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Seconds per question of each policy in an uncached run (``run --no-cache``).
 
-    Also each policy's wall time as a share of always-strong's, paired by problem.
+    Also each policy's wall time as a share of always-strong's, paired by problem; and,
+    given the dev ``choices``, the query routers at their dev points composed from the
+    same uncached runs (:func:`router_seconds`).
     """
     from langchain_trim.eval.stats import bootstrap_ci
 
@@ -431,13 +433,23 @@ def wall_time(folder: Path) -> dict[str, Any]:
     run = load_run(folder)
     if "strong" not in run:
         return {}
+    seconds: dict[str, dict[str, float]] = {
+        spec: {i: float(t.get("seconds", 0.0)) for i, t in traces.items()}
+        for spec, traces in run.items()
+    }
+    if choices and "weakscored" in run:
+        for signal in SIGNALS:
+            ids = common_ids(run, ["weakscored", "strong"])
+            seconds[f"{signal} (dev point, composed)"] = {
+                i: router_seconds(run, i, signal, choices[signal]["chosen"]) for i in ids
+            }
     out: dict[str, Any] = {"folder": folder.name}
-    for spec in run:
-        ids = common_ids(run, [spec, "strong"])
+    for spec, mine_by_id in seconds.items():
+        ids = sorted(set(mine_by_id) & set(seconds["strong"]))
         if not ids:
             continue
-        mine = np.array([float(run[spec][i].get("seconds", 0.0)) for i in ids])
-        ref = np.array([float(run["strong"][i].get("seconds", 0.0)) for i in ids])
+        mine = np.array([mine_by_id[i] for i in ids])
+        ref = np.array([seconds["strong"][i] for i in ids])
         out[spec] = {
             "n": len(ids),
             "seconds_mean": float(mine.mean()),
@@ -446,6 +458,26 @@ def wall_time(folder: Path) -> dict[str, Any]:
             ),
         }
     return out
+
+
+def router_seconds(
+    run: Mapping[str, Mapping[str, Any]], pid: str, signal: str, threshold: float
+) -> float:
+    """What a query router would take on one question, from uncached always-weak (scored)
+    and always-strong runs: the weak solution as far as its signal needs (step 0 for the
+    difficulty router, all of it for AutoMix), then always-strong's whole run if it
+    escalates. An upper bound when it escalates: the graph's always-strong run drafts
+    (and discards) weak steps of its own."""
+    weak, strong = run["weakscored"][pid], run["strong"][pid]
+    steps = weak.get("steps") or []
+    if signal == "difficulty" and steps:
+        spent = float(steps[0].get("seconds", 0.0))
+    else:
+        spent = float(weak.get("seconds", 0.0))
+    value = SIGNALS[signal](weak)
+    if value is None or value < threshold:
+        return spent + float(strong.get("seconds", 0.0))
+    return float(weak.get("seconds", 0.0))
 
 
 def split_lines(path: Path) -> list[str]:
@@ -641,7 +673,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result[folder.name] = {
             "steps": step_stats(test),
             "stepwise_vs_one_call": stepwise_vs_one_call(test, one_call_rows(split, dataset)),
-            "wall_time": wall_time(folder.with_name(folder.name + "_walltime")),
+            "wall_time": wall_time(folder.with_name(folder.name + "_walltime"), result["choices"]),
             **test_analysis(test, result["choices"]),
         }
         if any(spec in test for spec in expressive.values()):
@@ -785,6 +817,15 @@ def render(result: Mapping[str, Any]) -> str:
                         f"| {spec} | {row['n']} | {row['seconds_mean']:.1f} | "
                         f"{_ci(row['share_of_strong'], False)} |"
                     )
+            if any("composed" in spec for spec in wt):
+                lines += [
+                    "",
+                    "Composed rows: a query router at its dev point, timed from the same "
+                    "uncached runs — the weak solution as far as its signal needs (step 0 "
+                    "for the difficulty router, all of it for AutoMix), then always-strong's "
+                    "whole run when it escalates (an upper bound: that run drafts and "
+                    "discards weak steps of its own).",
+                ]
             lines += split_lines(RUNS / "walltime_split.json")
         lines += ["", "| model | in graph | one call | difference, points [95% CI] | n |"]
         lines += ["|---|---|---|---|---|"]

@@ -79,3 +79,19 @@ def test_pasting_replaces_only_the_block(tmp_path: Path) -> None:
     paste_into_readme(f"{start}\nnew | 1\n{end}\n", readme)
     paste_into_readme(f"{start}\nnew | 2\n{end}\n", readme)
     assert readme.read_text(encoding="utf-8") == f"# x\n\n{start}\nnew | 2\n{end}\n\n## More\n"
+
+
+def test_a_query_router_pays_what_its_signal_needs_then_the_strong_run() -> None:
+    from benchmarks.real_routing_report import router_seconds
+
+    weak = {
+        "seconds": 10.0,
+        "steps": [{"seconds": 2.0, "draft_score": 0.5}, {"seconds": 8.0, "draft_score": 0.9}],
+    }
+    run = {"weakscored": {"q": weak}, "strong": {"q": {"seconds": 20.0}}}
+    # difficulty reads step 0's score (0.5): escalated below 0.6 after 2 s, kept above 0.4
+    assert router_seconds(run, "q", "difficulty", 0.6) == 22.0
+    assert router_seconds(run, "q", "difficulty", 0.4) == 10.0
+    # AutoMix reads the whole weak solution's min score first
+    assert router_seconds(run, "q", "automix_min", 0.6) == 30.0
+    assert router_seconds(run, "q", "automix_min", 0.4) == 10.0
