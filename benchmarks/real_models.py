@@ -118,6 +118,7 @@ def load_subset(dataset: str, n: int, seed: int) -> tuple[list[Any], Path]:
 
 def build_setting(args: argparse.Namespace) -> Any:
     from langchain_trim.local.setting import local_setting
+    from langchain_trim.setting import load_models
 
     # The committed results of this benchmark were measured with the release's format.
     setting = local_setting(
@@ -127,11 +128,7 @@ def build_setting(args: argparse.Namespace) -> Any:
         temperature=args.temperature,
         step_format="release",
     )
-    for model in (setting.weak, setting.strong):
-        model.load()
-    encoder = getattr(setting.prm, "encoder", None)
-    if encoder is not None:
-        encoder.load()
+    load_models(setting)
     return setting
 
 

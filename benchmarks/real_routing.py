@@ -135,17 +135,14 @@ def register_lines_format() -> None:
 
 def build_setting(prm: str = "probe", step_format: str = "paragraphs") -> Any:
     from langchain_trim.local.setting import local_setting
+    from langchain_trim.setting import load_models
 
     setting = local_setting(prm=prm, temperature=0.0, step_format=step_format)
     if setting.prm is not None:  # policies sharing a prefix share its scores
         from langchain_trim.eval.prm_cache import CachedPRM
 
         setting.prm = CachedPRM(setting.prm, CACHE_DIR / f"prm_{prm}.sqlite")
-    for model in (setting.weak, setting.strong):
-        model.load()
-    encoder = getattr(setting.prm, "encoder", None)
-    if encoder is not None:
-        encoder.load()
+    load_models(setting)
     return setting
 
 

@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 from langchain_trim.errors import InvalidInputError, ModelNotFoundError, TrimError
 from langchain_trim.events import is_step_event
+from langchain_trim.setting import load_models
 
 app = typer.Typer(
     add_completion=False,
@@ -371,9 +372,7 @@ def _run(
     if threshold is None and policy in ("thr", "threshold"):
         chosen = _policy(policy, None, setting.prm)
     t0 = time.perf_counter()
-    for model in (setting.weak, setting.strong):
-        if hasattr(model, "load"):
-            model.load()
+    load_models(setting)
     if not as_json:
         names = (
             f"weak {model_display_name(setting.weak)} · "
@@ -503,16 +502,6 @@ def _eval_problems(
     return problems, str(source if source is not None else DATASETS[dataset].hf_path)
 
 
-def _preload(setting: Any) -> None:
-    """Load every model now, so a missing file fails the command, not each problem."""
-    for model in (setting.weak, setting.strong):
-        if hasattr(model, "load"):
-            model.load()
-    encoder = getattr(setting.prm, "encoder", None)
-    if encoder is not None and hasattr(encoder, "load"):
-        encoder.load()
-
-
 @app.command("eval")
 @_option_groups
 def eval_command(
@@ -568,7 +557,7 @@ def eval_command(
             setting: Any = fake_setting({p.question: p.answer for p in problems})
         else:
             setting = _setting_of(models, steps)
-            _preload(setting)
+            load_models(setting)
         config = {
             "dataset": {
                 "name": dataset,

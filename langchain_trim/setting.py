@@ -27,4 +27,14 @@ def step_formats(setting: Setting) -> tuple[str | StepFormat | None, str | StepF
     return getattr(setting, "step_format", None), getattr(setting, "strong_step_format", None)
 
 
-__all__ = ["Setting", "step_formats"]
+def load_models(setting: Setting) -> None:
+    """Load every model of ``setting`` now (weak, strong, the PRM's encoder), so a missing
+    file fails at once rather than on the first problem; models without ``load`` are
+    left alone."""
+    encoder = getattr(setting.prm, "encoder", None)
+    for model in (setting.weak, setting.strong, encoder):
+        if model is not None and hasattr(model, "load"):
+            model.load()
+
+
+__all__ = ["Setting", "load_models", "step_formats"]
