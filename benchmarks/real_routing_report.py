@@ -674,6 +674,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "steps": step_stats(test),
             "stepwise_vs_one_call": stepwise_vs_one_call(test, one_call_rows(split, dataset)),
             "wall_time": wall_time(folder.with_name(folder.name + "_walltime"), result["choices"]),
+            "wall_time_more": [  # e.g. `run --no-cache --tag expressive`, each paired within
+                wall_time(more, result["choices"])
+                for more in sorted(folder.parent.glob(folder.name + "_walltime_*"))
+            ],
             **test_analysis(test, result["choices"]),
         }
         if any(spec in test for spec in expressive.values()):
@@ -802,8 +806,9 @@ def render(result: Mapping[str, Any]) -> str:
                     f"| {arm} | {_ci(row['accuracy'])} | {row['strong_tokens']:.1f} | "
                     f"{_ci(row['pgr'], False)} | {_ci(dibc, False) if dibc else '—'} |"
                 )
-        wt = block.get("wall_time") or {}
-        if len(wt) > 1:
+        for n_wt, wt in enumerate([block.get("wall_time") or {}, *block.get("wall_time_more", [])]):
+            if len(wt) <= 1:
+                continue
             lines += [
                 "",
                 f"### Wall time (`{wt['folder']}`: no cache, every call paid, problems in turn)",
@@ -826,7 +831,8 @@ def render(result: Mapping[str, Any]) -> str:
                     "whole run when it escalates (an upper bound: that run drafts and "
                     "discards weak steps of its own).",
                 ]
-            lines += split_lines(RUNS / "walltime_split.json")
+            if n_wt == 0:
+                lines += split_lines(RUNS / "walltime_split.json")
         lines += ["", "| model | in graph | one call | difference, points [95% CI] | n |"]
         lines += ["|---|---|---|---|---|"]
         for model, row in block.get("stepwise_vs_one_call", {}).items():
