@@ -673,6 +673,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result[folder.name] = {
             "steps": step_stats(test),
             "stepwise_vs_one_call": stepwise_vs_one_call(test, one_call_rows(split, dataset)),
+            "prm_on_new_steps": prm_on_new_steps(test, split) if dataset == "gsm8k" else {},
             "wall_time": wall_time(folder.with_name(folder.name + "_walltime"), result["choices"]),
             "wall_time_more": [  # e.g. `run --no-cache --tag expressive`, each paired within
                 wall_time(more, result["choices"])
@@ -760,6 +761,14 @@ def render(result: Mapping[str, Any]) -> str:
                 f"`benchmarks/results/real_routing/policies_{key}/choice.json`)"
             )
     lines += _trained_policy_check(result["dev"].get("trained_policies"))
+    lines += _prm_lines(
+        {"dev (GSM8K-train)": result["dev"].get("prm_on_new_steps") or {}}
+        | {
+            TEST_LABELS.get(name, name): block.get("prm_on_new_steps") or {}
+            for name, block in result.items()
+            if name.startswith("test_") and block.get("prm_on_new_steps")
+        }
+    )
     short = {
         name: (block["n_test"], PLANNED[name])
         for name, block in result.items()
@@ -974,6 +983,31 @@ def paste_into_readme(section: str, readme: Path = ROOT / "README.md") -> None:
     start, end = (text.index(m) for m in README_MARKERS)
     end += len(README_MARKERS[1]) + 1  # and its newline
     readme.write_text(text[:start] + section + text[end:], encoding="utf-8")
+
+
+def _prm_lines(blocks: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The shipped PRM on the always-weak solutions' steps (:func:`prm_on_new_steps`)."""
+    rows = {k: v for k, v in blocks.items() if v.get("steps")}
+    if not rows:
+        return []
+    lines = [
+        "",
+        "The probe PRM on the always-weak solutions' steps (weak labels from the reference "
+        "solution's values: steps before the first error vs the first error; later steps "
+        "left out): its step AUROC, and how well its step-0 score predicts a right solution "
+        "(what a query router would need):",
+        "",
+        "| split | solutions (labelled) | steps (first errors) | step AUROC | step-0 AUROC |",
+        "|---|---|---|---|---|",
+    ]
+    for split, r in rows.items():
+        step, first = r["step_auroc_wrong_vs_right"], r["step0_auroc_solution_correct"]
+        lines.append(
+            f"| {split} | {r['solutions']} ({r['labelled']}) | {r['steps']} "
+            f"({r['first_errors']}) | {'—' if step is None else f'{step:.3f}'} | "
+            f"{'—' if first is None else f'{first:.3f}'} |"
+        )
+    return lines
 
 
 def _trained_policy_check(check: Mapping[str, Any] | None) -> list[str]:
