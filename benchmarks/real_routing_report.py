@@ -815,33 +815,7 @@ def render(result: Mapping[str, Any]) -> str:
                     f"| {arm} | {_ci(row['accuracy'])} | {row['strong_tokens']:.1f} | "
                     f"{_ci(row['pgr'], False)} | {_ci(dibc, False) if dibc else '—'} |"
                 )
-        for n_wt, wt in enumerate([block.get("wall_time") or {}, *block.get("wall_time_more", [])]):
-            if len(wt) <= 1:
-                continue
-            lines += [
-                "",
-                f"### Wall time (`{wt['folder']}`: no cache, every call paid, problems in turn)",
-                "",
-                "| policy | n | s/question | share of always-strong's seconds [95% CI] |",
-                "|---|---|---|---|",
-            ]
-            for spec, row in wt.items():
-                if spec != "folder":
-                    lines.append(
-                        f"| {spec} | {row['n']} | {row['seconds_mean']:.1f} | "
-                        f"{_ci(row['share_of_strong'], False)} |"
-                    )
-            if any("composed" in spec for spec in wt):
-                lines += [
-                    "",
-                    "Composed rows: a query router at its dev point, timed from the same "
-                    "uncached runs — the weak solution as far as its signal needs (step 0 "
-                    "for the difficulty router, all of it for AutoMix), then always-strong's "
-                    "whole run when it escalates (an upper bound: that run drafts and "
-                    "discards weak steps of its own).",
-                ]
-            if n_wt == 0:
-                lines += split_lines(RUNS / "walltime_split.json")
+        lines += _wall_time_lines(block)
         lines += ["", "| model | in graph | one call | difference, points [95% CI] | n |"]
         lines += ["|---|---|---|---|---|"]
         for model, row in block.get("stepwise_vs_one_call", {}).items():
@@ -983,6 +957,39 @@ def paste_into_readme(section: str, readme: Path = ROOT / "README.md") -> None:
     start, end = (text.index(m) for m in README_MARKERS)
     end += len(README_MARKERS[1]) + 1  # and its newline
     readme.write_text(text[:start] + section + text[end:], encoding="utf-8")
+
+
+def _wall_time_lines(block: Mapping[str, Any]) -> list[str]:
+    """The uncached wall-time tables of one test set; the measured split after the first."""
+    lines: list[str] = []
+    for n_wt, wt in enumerate([block.get("wall_time") or {}, *block.get("wall_time_more", [])]):
+        if len(wt) <= 1:
+            continue
+        lines += [
+            "",
+            f"### Wall time (`{wt['folder']}`: no cache, every call paid, problems in turn)",
+            "",
+            "| policy | n | s/question | share of always-strong's seconds [95% CI] |",
+            "|---|---|---|---|",
+        ]
+        for spec, row in wt.items():
+            if spec != "folder":
+                lines.append(
+                    f"| {spec} | {row['n']} | {row['seconds_mean']:.1f} | "
+                    f"{_ci(row['share_of_strong'], False)} |"
+                )
+        if any("composed" in spec for spec in wt):
+            lines += [
+                "",
+                "Composed rows: a query router at its dev point, timed from the same "
+                "uncached runs — the weak solution as far as its signal needs (step 0 "
+                "for the difficulty router, all of it for AutoMix), then always-strong's "
+                "whole run when it escalates (an upper bound: that run drafts and "
+                "discards weak steps of its own).",
+            ]
+        if n_wt == 0:
+            lines += split_lines(RUNS / "walltime_split.json")
+    return lines
 
 
 def _prm_lines(blocks: Mapping[str, Mapping[str, Any]]) -> list[str]:
