@@ -130,6 +130,20 @@ def delta_ibc_of(name: str) -> Callable[[Mapping[str, np.ndarray]], float | None
     return f
 
 
+def above_curve(columns: Mapping[str, np.ndarray], name: str, family: Sequence[str]) -> float:
+    """Accuracy of column ``name`` minus the family's frontier (hull, endpoints included)
+    at the same strong tokens: a one-point policy compared at equal cost, which CPT(95%)
+    cannot do when the point sits below PGR 0.95."""
+    from langchain_trim.eval.metrics import frontier
+
+    def point(n: str) -> tuple[float, float]:
+        return float(columns[f"{n}:t"].mean()), float(columns[f"{n}:c"].mean())
+
+    front = frontier([point(n) for n in family], "hull")
+    cost, accuracy = point(name)
+    return accuracy - float(np.interp(cost, [c for c, _ in front], [a for _, a in front]))
+
+
 def dev_choices(dev: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Thresholds and operating points fit on dev only."""
     ids = common_ids(dev, ["weakscored", "strong", *thr_specs(dev)])
@@ -258,6 +272,10 @@ def test_analysis(
     for fam in expressive:
         out["differences"][f"CPT(95%) {fam} ÷ TRIM-Thr"] = bootstrap_ci(
             cols, lambda c, f=fam: _ratio(stat(f, "cpt")(c), stat("TRIM-Thr", "cpt")(c))
+        )
+    for fam, spec in expressive.items():
+        out["differences"][f"accuracy {fam} − TRIM-Thr's curve at its cost"] = bootstrap_ci(
+            cols, lambda c, s=spec: above_curve(c, s, ["weak", "strong", *specs])
         )
     for signal in SIGNALS:  # the query routers at their dev operating point
         name = f"{signal}@{choices[signal]['chosen']:.4f}"
@@ -897,7 +915,8 @@ def readme_section(result: Mapping[str, Any]) -> str:
     latest = list(REFITS)[-1]  # the expressive policies of the simulator checked on dev
     for fam, spec in ch["expressive_refit"].get(latest, {}).items():
         row(
-            f"{fam.split(' (')[0]} (`policies_{latest}/`); its CPT(95%) ÷ TRIM-Thr's",
+            f"{fam.split(' (')[0]} (`policies_{latest}/`); CPT(95%) ÷ TRIM-Thr's; "
+            "points above TRIM-Thr's curve at its cost",
             lambda b, f=fam, s=spec: _expressive(b, latest, f, s),
         )
     row(
@@ -936,8 +955,9 @@ def _expressive(test: Mapping[str, Any], key: str, family: str, spec: str) -> st
         return "—"
     p = block["points"][spec]
     ratio = _ci(block["differences"].get(f"CPT(95%) {family} ÷ TRIM-Thr"), False)
+    above = _ci(block["differences"].get(f"accuracy {family} − TRIM-Thr's curve at its cost"))
     n = "" if block["n_test"] == test["n_test"] else f" (n {block['n_test']})"
-    return f"{_ci(p['accuracy'])} @ {p['strong_tokens']:.0f}; ×{ratio}{n}"
+    return f"{_ci(p['accuracy'])} @ {p['strong_tokens']:.0f}; ×{ratio}; {above}{n}"
 
 
 def _one_call(row: Mapping[str, Any] | None) -> str:

@@ -95,3 +95,26 @@ def test_a_query_router_pays_what_its_signal_needs_then_the_strong_run() -> None
     # AutoMix reads the whole weak solution's min score first
     assert router_seconds(run, "q", "automix_min", 0.6) == 30.0
     assert router_seconds(run, "q", "automix_min", 0.4) == 10.0
+
+
+def test_a_point_is_compared_with_the_curve_at_its_own_cost() -> None:
+    import numpy as np
+
+    from benchmarks.real_routing_report import above_curve
+
+    def col(acc: float, tokens: float) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([acc, acc]), np.array([tokens, tokens])
+
+    cols = {}
+    for name, (a, t) in {
+        "weak": (0.2, 0.0),
+        "strong": (0.6, 200.0),
+        "thr": (0.5, 100.0),
+        "x": (0.45, 50.0),
+        "y": (0.45, 150.0),
+    }.items():
+        cols[f"{name}:c"], cols[f"{name}:t"] = col(a, t)
+    family = ["weak", "strong", "thr"]
+    # the hull runs 0.2 → 0.5 over 0..100 tokens: 0.35 at 50, then 0.55 at 150
+    assert abs(above_curve(cols, "x", family) - 0.10) < 1e-9
+    assert abs(above_curve(cols, "y", family) + 0.10) < 1e-9
