@@ -290,6 +290,11 @@ def test_analysis(
     for name, column in columns.items():
         if name not in ("weak", "strong"):
             out["points"][name]["delta_ibc"] = bootstrap_ci(cols, delta_ibc_of(column))
+    out["router_curves"] = {  # every swept threshold, for the figure
+        signal: [[float(cols[f"{n}:t"].mean()), float(cols[f"{n}:c"].mean())] for n in names]
+        for signal, names in families.items()
+        if signal in SIGNALS
+    }
     chosen = choices["thr"]["chosen"]
     if chosen in specs:
         for signal in SIGNALS:
@@ -1094,9 +1099,10 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
         return
     fig, axes = plt.subplots(1, len(tests), figsize=(6 * len(tests), 4.5), squeeze=False)
     for ax, (name, block) in zip(axes[0], tests, strict=True):
+        latest = block.get(f"with_expressive_{list(REFITS)[-1]}")
+        if latest and latest["n_test"] == block["n_test"]:
+            block = latest  # the same problems, with the expressive policies
         pts = block["points"]
-        xs = [pts[s]["strong_tokens"] for s in pts]
-        ys = [100 * pts[s]["accuracy"][0] for s in pts]
         ax.plot(
             [pts["weak"]["strong_tokens"], pts["strong"]["strong_tokens"]],
             [100 * pts["weak"]["accuracy"][0], 100 * pts["strong"]["accuracy"][0]],
@@ -1104,14 +1110,34 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
             lw=1,
             label="random mixing",
         )
-        ax.scatter(xs, ys, zorder=3)
-        for s, x, y in zip(pts, xs, ys, strict=True):
-            ax.annotate(s, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        for signal, curve_points in block.get("router_curves", {}).items():
+            xs, ys = zip(*sorted(curve_points), strict=True)
+            ax.plot(xs, [100 * y for y in ys], ":", lw=1.2, label=f"{signal} router (sweep)")
+        groups = {
+            "TRIM-Thr / endpoints": [s for s in pts if threshold_of(s) is not None]
+            + ["weak", "strong"],
+            "query routers (dev point)": [s for s in pts if "dev point" in s],
+            "expressive (policies_v3)": [s for s in pts if s.split(":")[0] in EXPRESSIVE],
+        }
+        for (label, names), marker in zip(groups.items(), "osD", strict=True):
+            names = [n for n in names if n in pts]
+            if not names:
+                continue
+            xs = [pts[n]["strong_tokens"] for n in names]
+            ys = [100 * pts[n]["accuracy"][0] for n in names]
+            err = [
+                [100 * (pts[n]["accuracy"][0] - pts[n]["accuracy"][1]) for n in names],
+                [100 * (pts[n]["accuracy"][2] - pts[n]["accuracy"][0]) for n in names],
+            ]
+            ax.errorbar(xs, ys, yerr=err, fmt=marker, capsize=2, zorder=3, label=label)
+            for n, x, y in zip(names, xs, ys, strict=True):
+                short = EXPRESSIVE.get(n.split(":")[0], n.split("@")[0])
+                ax.annotate(short, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xlabel("strong tokens per question")
         ax.set_ylabel("accuracy (%)")
         interim = " — interim" if block["n_test"] < PLANNED.get(name, 0) else ""
         ax.set_title(f"{name} ({block['n_test']} problems{interim})")
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
