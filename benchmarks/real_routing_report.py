@@ -103,29 +103,28 @@ def thr_specs(run: Mapping[str, Any]) -> list[str]:
     )
 
 
+def point_of(columns: Mapping[str, np.ndarray], name: str) -> Any:
+    """Mean accuracy and strong tokens of column ``name`` as an ``OperatingPoint``."""
+    from langchain_trim.eval.metrics import OperatingPoint
+
+    return OperatingPoint(float(columns[f"{name}:c"].mean()), float(columns[f"{name}:t"].mean()))
+
+
 def curve(columns: Mapping[str, np.ndarray], names: Sequence[str]) -> Any:
-    from langchain_trim.eval.metrics import OperatingPoint, summarize_curve
+    from langchain_trim.eval.metrics import summarize_curve
 
-    def point(name: str) -> OperatingPoint:
-        return OperatingPoint(
-            float(columns[f"{name}:c"].mean()), float(columns[f"{name}:t"].mean())
-        )
-
-    return summarize_curve([point(n) for n in names], point("weak"), point("strong"))
+    point = [point_of(columns, n) for n in names]
+    return summarize_curve(point, point_of(columns, "weak"), point_of(columns, "strong"))
 
 
 def delta_ibc_of(name: str) -> Callable[[Mapping[str, np.ndarray]], float | None]:
     """ΔIBC of column ``name``: accuracy gained per strong token against the weak→strong
     line (points at different costs compare on it; 0 = no better than mixing the
     endpoints; the paper's "cost efficiency")."""
-    from langchain_trim.eval.metrics import OperatingPoint, delta_ibc
+    from langchain_trim.eval.metrics import delta_ibc
 
     def f(c: Mapping[str, np.ndarray]) -> float | None:
-        point = {
-            n: OperatingPoint(float(c[f"{n}:c"].mean()), float(c[f"{n}:t"].mean()))
-            for n in ("weak", "strong", name)
-        }
-        return delta_ibc(point[name], point["weak"], point["strong"])
+        return delta_ibc(point_of(c, name), point_of(c, "weak"), point_of(c, "strong"))
 
     return f
 
@@ -136,12 +135,9 @@ def above_curve(columns: Mapping[str, np.ndarray], name: str, family: Sequence[s
     cannot do when the point sits below PGR 0.95."""
     from langchain_trim.eval.metrics import frontier
 
-    def point(n: str) -> tuple[float, float]:
-        return float(columns[f"{n}:t"].mean()), float(columns[f"{n}:c"].mean())
-
-    front = frontier([point(n) for n in family], "hull")
-    cost, accuracy = point(name)
-    return accuracy - float(np.interp(cost, [c for c, _ in front], [a for _, a in front]))
+    front = frontier([(p.cost, p.accuracy) for p in (point_of(columns, n) for n in family)])
+    mine = point_of(columns, name)
+    return mine.accuracy - float(np.interp(mine.cost, *zip(*front, strict=True)))
 
 
 def dev_choices(dev: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -277,21 +273,19 @@ def test_analysis(
         out["differences"][f"accuracy {fam} − TRIM-Thr's curve at its cost"] = bootstrap_ci(
             cols, lambda c, s=spec: above_curve(c, s, ["weak", "strong", *specs])
         )
-    for signal in SIGNALS:  # the query routers at their dev operating point
-        name = f"{signal}@{choices[signal]['chosen']:.4f}"
-        out["points"][f"{signal} (dev point)"] = {
-            "accuracy": bootstrap_ci(cols, lambda c, n=name: float(c[f"{n}:c"].mean())),
-            "strong_tokens": float(cols[f"{name}:t"].mean()),
+    # the query routers at their dev operating point
+    routers = {f"{sig} (dev point)": f"{sig}@{choices[sig]['chosen']:.4f}" for sig in SIGNALS}
+    for name, column in routers.items():
+        out["points"][name] = {
+            "accuracy": bootstrap_ci(cols, lambda c, n=column: float(c[f"{n}:c"].mean())),
+            "strong_tokens": float(cols[f"{column}:t"].mean()),
         }
-    columns = {
-        **{n: n for n in ["weak", "strong", *specs, *expressive.values()]},
-        **{f"{sig} (dev point)": f"{sig}@{choices[sig]['chosen']:.4f}" for sig in SIGNALS},
-    }
+    columns = {**{n: n for n in out["points"]}, **routers}
     for name, column in columns.items():
         if name not in ("weak", "strong"):
             out["points"][name]["delta_ibc"] = bootstrap_ci(cols, delta_ibc_of(column))
     out["router_curves"] = {  # every swept threshold, for the figure
-        signal: [[float(cols[f"{n}:t"].mean()), float(cols[f"{n}:c"].mean())] for n in names]
+        signal: [[point_of(cols, n).cost, point_of(cols, n).accuracy] for n in names]
         for signal, names in families.items()
         if signal in SIGNALS
     }
@@ -461,8 +455,8 @@ def wall_time(folder: Path, choices: Mapping[str, Any] | None = None) -> dict[st
         for spec, traces in run.items()
     }
     if choices and "weakscored" in run:
+        ids = common_ids(run, ["weakscored", "strong"])
         for signal in SIGNALS:
-            ids = common_ids(run, ["weakscored", "strong"])
             seconds[f"{signal} (dev point, composed)"] = {
                 i: router_seconds(run, i, signal, choices[signal]["chosen"]) for i in ids
             }
@@ -719,8 +713,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     (OUT / "report.md").write_text(render(result))
-    (OUT / README_SECTION).write_text(readme_section(result))
-    paste_into_readme(readme_section(result))
+    section = readme_section(result)
+    (OUT / README_SECTION).write_text(section)
+    paste_into_readme(section)
     plot(result, OUT / "curves.png")
     print(render(result))
     return result
@@ -927,7 +922,7 @@ def readme_section(result: Mapping[str, Any]) -> str:
     row(
         "ΔIBC at the dev points: TRIM-Thr / " + " / ".join(QUERY_ROUTERS[sig] for sig in SIGNALS),
         lambda b: " / ".join(
-            _ci(b["points"][name].get("delta_ibc"), False).split(" [")[0]
+            _estimate(b["points"][name].get("delta_ibc"))
             for name in (ch["thr"]["chosen"], *(f"{sig} (dev point)" for sig in SIGNALS))
         ),
     )
@@ -954,7 +949,8 @@ def readme_section(result: Mapping[str, Any]) -> str:
 
 
 def _expressive(test: Mapping[str, Any], key: str, family: str, spec: str) -> str:
-    """An expressive family's point and CPT(95%) ratio (its n if short); a dash if not run."""
+    """An expressive family's point, CPT(95%) ratio and accuracy above TRIM-Thr's curve at
+    its cost (its n if short); a dash if not run."""
     block = test.get(f"with_expressive_{key}")
     if not block or spec not in block["points"]:
         return "—"
@@ -963,6 +959,11 @@ def _expressive(test: Mapping[str, Any], key: str, family: str, spec: str) -> st
     above = _ci(block["differences"].get(f"accuracy {family} − TRIM-Thr's curve at its cost"))
     n = "" if block["n_test"] == test["n_test"] else f" (n {block['n_test']})"
     return f"{_ci(p['accuracy'])} @ {p['strong_tokens']:.0f}; ×{ratio}; {above}{n}"
+
+
+def _estimate(triple: Sequence[Any] | None) -> str:
+    """The point estimate of a ``(value, lo, hi)`` triple, without its interval."""
+    return "—" if not triple or triple[0] is None else f"{triple[0]:.3f}"
 
 
 def _one_call(row: Mapping[str, Any] | None) -> str:
