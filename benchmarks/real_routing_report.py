@@ -625,6 +625,63 @@ def ablation(
     }
 
 
+def rewrite_cost(run: Mapping[str, Mapping[str, Any]], spec: str) -> dict[str, Any]:
+    """Strong tokens per strong call and per rewritten *logical* step of ``spec``.
+
+    A capped step (stop ``"length"``) and the records that continue it are one logical
+    step; when a strong rewrite is capped and its continuation escalated again, the
+    step's rewrite cost is the sum of both calls.
+    """
+    calls: list[int] = []
+    steps: list[int] = []
+    for trace in run.get(spec, {}).values():
+        open_strong, open_step = 0, False
+        for s in trace["steps"]:
+            strong = s.get("tokens", 0) if s.get("author") == "strong" else 0
+            if strong:
+                calls.append(strong)
+            open_strong = (open_strong if open_step else 0) + strong
+            open_step = s.get("stop") == "length"
+            if not open_step and open_strong:
+                steps.append(open_strong)
+        if open_step and open_strong:
+            steps.append(open_strong)
+    return {
+        "per_call": float(np.mean(calls)) if calls else None,
+        "per_step": float(np.mean(steps)) if steps else None,
+        "rewritten_steps": len(steps),
+    }
+
+
+def strong_cap_on_dev(
+    dev: Mapping[str, Mapping[str, Any]], capped: Mapping[str, Mapping[str, Any]], cap: int
+) -> dict[str, Any]:
+    """TRIM-Thr's dev sweep with strong rewrites capped at ``cap`` tokens, beside the default.
+
+    Rule fixed before the run (session 9): the cap is adopted only if, on dev, (1) a
+    rewritten logical step costs on average <= 25% of an always-strong solution's tokens
+    and (2) the capped sweep's APGR is at least the default sweep's (same endpoints, same
+    problems).  Otherwise it is reported as a negative result.
+    """
+    out = strong_format_on_dev(dev, capped, f"cap {cap}")
+    if not out:
+        return {}
+    mean_strong = out["points"]["strong"]["strong_tokens"]
+    costs = {
+        **{f"default {s}": rewrite_cost(dev, s) for s in thr_specs(dev)},
+        **{f"cap {cap} {s}": rewrite_cost(capped, s) for s in thr_specs(capped)},
+    }
+    share = max((c["per_step"] or 0.0) for k, c in costs.items() if k.startswith("cap"))
+    out["rewrite_cost"] = costs
+    out["cap_share_of_strong_solution"] = share / mean_strong if mean_strong else None
+    out["adopted"] = bool(
+        out["cap_share_of_strong_solution"] is not None
+        and out["cap_share_of_strong_solution"] <= 0.25
+        and (out["apgr_alternative"] or 0.0) >= (out["apgr_default"] or 0.0)
+    )
+    return out
+
+
 ENDPOINTS = ("weakscored", "strong")
 
 
