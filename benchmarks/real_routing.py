@@ -347,25 +347,6 @@ def run_command(args: argparse.Namespace) -> None:
         run_chunk(args, problems[start : min(start + args.chunk, end)], specs, setting, out)
 
 
-class CappedStrong:
-    """A strong step generator whose rewrites stop at ``cap`` tokens.
-
-    A capped rewrite ends with stop ``"length"``, so the graph keeps it and the next
-    draft continues the step: the strong model corrects the start of a step at a
-    bounded price instead of rewriting all of it.
-    """
-
-    def __init__(self, inner: Any, cap: int) -> None:
-        self.inner, self.cap, self.name = inner, cap, inner.name
-
-    def generate(self, question: str, prefix: Any, *, max_tokens: int, **kwargs: Any) -> Any:
-        return self.inner.generate(question, prefix, max_tokens=min(max_tokens, self.cap), **kwargs)
-
-    async def agenerate(self, question: str, prefix: Any, *, max_tokens: int, **kwargs: Any) -> Any:
-        capped = min(max_tokens, self.cap)
-        return await self.inner.agenerate(question, prefix, max_tokens=capped, **kwargs)
-
-
 def run_folder(args: argparse.Namespace) -> Path:
     """Where a run's traces go: ``<split>_<dataset>`` plus what sets it apart."""
     suffix = (
@@ -386,29 +367,17 @@ def run_chunk(
     args: argparse.Namespace, problems: list[Any], specs: list[str], setting: Any, out: Path
 ) -> None:
     from langchain_trim.eval.runner import run_eval
-    from langchain_trim.generation import as_step_generator
     from langchain_trim.graph import create_trim_graph
-
-    strong = setting.strong
-    if args.strong_cap:
-        strong = CappedStrong(
-            as_step_generator(
-                setting.strong,
-                role="strong",
-                run_name="trim.strong",
-                step_format=args.strong_format or setting.step_format,
-            ),
-            args.strong_cap,
-        )
 
     def make_graph(policy: Any) -> Any:
         return create_trim_graph(
             setting.weak,
-            strong,
+            setting.strong,
             setting.prm,
             policy,
             max_steps=MAX_STEPS,
             step_max_tokens=STEP_MAX_TOKENS,
+            strong_step_max_tokens=args.strong_cap or None,
             max_total_tokens=MAX_TOTAL_TOKENS,
             step_format=setting.step_format,
             strong_step_format=args.strong_format or None,

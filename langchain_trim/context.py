@@ -20,6 +20,7 @@ class TrimContext:
     budget: int | None = None
     max_steps: int | None = None
     step_max_tokens: int | None = None
+    strong_step_max_tokens: int | None = None
     max_total_tokens: int | None = None
 
 
@@ -30,6 +31,8 @@ class TrimSettings:
     budget: int | None = None
     max_steps: int = 30
     step_max_tokens: int = 512
+    strong_step_max_tokens: int | None = None
+    """A lower cap for one strong call (``None``: ``step_max_tokens``)."""
     max_total_tokens: int | None = None
     max_question_chars: int = 20_000
 
@@ -44,6 +47,21 @@ class TrimSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        cap = self.strong_step_max_tokens
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap <= 0):
+            raise InvalidInputError(
+                f"strong_step_max_tokens must be a positive integer or None, got {cap!r}"
+            )
+
+    @property
+    def strong_max_tokens(self) -> int:
+        """The most one strong call may decode: what the budget checks reserve.
+
+        A strong call capped below ``step_max_tokens`` rewrites the start of a step at a
+        bounded price; the step stays open and the next draft continues it.
+        """
+        cap = self.strong_step_max_tokens
+        return self.step_max_tokens if cap is None else min(cap, self.step_max_tokens)
 
     def with_context(self, context: Any) -> TrimSettings:
         """Apply the non-``None`` fields of a :class:`TrimContext` (or a similar object)."""

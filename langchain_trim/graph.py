@@ -367,9 +367,10 @@ class _TrimNodes:
 
     @staticmethod
     def _gen_kwargs(
-        settings: TrimSettings, open_step: bool, config: RunnableConfig
+        settings: TrimSettings, open_step: bool, config: RunnableConfig, *, strong: bool = False
     ) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"max_tokens": settings.step_max_tokens, "config": config}
+        cap = settings.strong_max_tokens if strong else settings.step_max_tokens
+        kwargs: dict[str, Any] = {"max_tokens": cap, "config": config}
         if open_step:  # only then: generators written before continuation keep working
             kwargs["continue_last"] = True
         return kwargs
@@ -389,7 +390,7 @@ class _TrimNodes:
             budget=spend.get("budget"),
             max_steps=settings.max_steps,
             previous_authors=tuple(s["author"] for s in steps),
-            step_max_tokens=settings.step_max_tokens,
+            step_max_tokens=settings.strong_max_tokens,
         )
 
     def _prm_call(self, inputs: dict[str, Any]) -> list[float]:
@@ -439,7 +440,7 @@ class _TrimNodes:
         # ``trim_budget`` is an ephemeral input: only this question's own value is seen.
         given = state.get("trim_budget")
         budget = check_budget(given if given is not None else settings.budget)
-        _check_budget_covers_a_step(budget, settings.step_max_tokens)
+        _check_budget_covers_a_step(budget, settings.strong_max_tokens)
         if self.prm is None and self.policy.needs_score(
             RouteObservation(0, None, (), 0, (), 0, budget, settings.max_steps)
         ):
@@ -603,7 +604,7 @@ class _TrimNodes:
         decision = decide_step(
             self.policy,
             obs,
-            step_max_tokens=settings.step_max_tokens,
+            step_max_tokens=settings.strong_max_tokens,
             strong_trusted=not _spend_view(state).get("strong_untrusted"),
         )
         blocked, reason, left = decision.budget_blocked, decision.reason, obs.budget_left
@@ -757,7 +758,7 @@ class _TrimNodes:
         if budget is None or esc.calls == 0:
             return True  # the route node checked the first attempt
         spent = _spend_view(state).get("strong_tokens", 0) + esc.failed_tokens
-        return budget - spent >= settings.step_max_tokens
+        return budget - spent >= settings.strong_max_tokens
 
     def _settle(
         self,
@@ -774,12 +775,12 @@ class _TrimNodes:
             # probably made and billed.  Charge it as a whole step, estimated.
             esc.calls += 1
             esc.abandoned += 1
-            esc.failed_tokens += settings.step_max_tokens
+            esc.failed_tokens += settings.strong_max_tokens
             logger.warning(
                 "a strong call for step %d was in flight when the run stopped; charged its "
                 "max_tokens=%d on resume",
                 index,
-                settings.step_max_tokens,
+                settings.strong_max_tokens,
             )
         if record.get("skipped"):
             esc.stopped = record["skipped"]
@@ -863,7 +864,7 @@ class _TrimNodes:
         """
         settings = self.settings(runtime)
         prefix, open_step = self.prefix(state)
-        kwargs = self._gen_kwargs(settings, open_step, config)
+        kwargs = self._gen_kwargs(settings, open_step, config, strong=True)
         index = state["trim_draft"]["index"]  # type: ignore[index]
         durable = _checkpointed(config)
         esc = _Escalation()
@@ -1073,7 +1074,7 @@ class _TrimNodes:
 def _abandon(esc: _Escalation, settings: TrimSettings) -> _Escalation:
     """``esc`` with one abandoned attempt charged (for the budget check before re-calling)."""
     return _Escalation(
-        calls=esc.calls + 1, failed_tokens=esc.failed_tokens + settings.step_max_tokens
+        calls=esc.calls + 1, failed_tokens=esc.failed_tokens + settings.strong_max_tokens
     )
 
 
@@ -1100,12 +1101,13 @@ def _inline(path: Callable[..., Any]) -> RunnableCallable:
     return RunnableCallable(path, name=path.__name__)
 
 
-def _check_budget_covers_a_step(budget: int | None, step_max_tokens: int) -> None:
-    if budget is not None and budget < step_max_tokens:
+def _check_budget_covers_a_step(budget: int | None, strong_max_tokens: int) -> None:
+    if budget is not None and budget < strong_max_tokens:
         raise InvalidInputError(
-            f"budget {budget} < step_max_tokens {step_max_tokens}: no step could ever be "
-            "escalated (a strong step may cost step_max_tokens); raise the budget, lower "
-            "step_max_tokens, or use ThresholdPolicy(0) for always-weak"
+            f"budget {budget} < the strong step cap {strong_max_tokens}: no step could ever "
+            "be escalated (a strong call may cost its cap); raise the budget, lower "
+            "step_max_tokens or strong_step_max_tokens, or use ThresholdPolicy(0) for "
+            "always-weak"
         )
 
 
@@ -1236,6 +1238,7 @@ def create_trim_graph(
     budget: int | None = None,
     max_steps: int = 30,
     step_max_tokens: int = 512,
+    strong_step_max_tokens: int | None = None,
     max_total_tokens: int | None = None,
     step_format: str | StepFormat | None = None,
     strong_step_format: str | StepFormat | None = None,
@@ -1264,12 +1267,16 @@ def create_trim_graph(
         policy: a :class:`~langchain_trim.policies.RoutingPolicy`.
         budget: default hard cap on strong output tokens per question (input key
             ``trim_budget`` overrides it for one question).  A step is escalated only
-            while the budget still covers ``step_max_tokens``; otherwise the draft is kept
-            and the step is marked ``budget_blocked``.  A budget below ``step_max_tokens``
-            could never escalate anything and is rejected.
+            while the budget still covers one strong call (``step_max_tokens``, or
+            ``strong_step_max_tokens`` when lower); otherwise the draft is kept and the
+            step is marked ``budget_blocked``.  A budget below that cap could never
+            escalate anything and is rejected.
         max_steps: trajectory length limit in steps (the paper uses 30).
         step_max_tokens: per-step output cap sent to both models as ``max_tokens``.  A
             step that reaches it is kept and the next call continues it.
+        strong_step_max_tokens: a lower cap for one strong call (default: none).  A
+            capped rewrite is kept with the step left open, and the next draft continues
+            it: the strong model corrects the start of a step at a bounded price.
         max_total_tokens: optional cap on the accepted solution's output tokens; the
             trajectory ends with termination ``"token_cap"`` once it is reached.
         step_format: how the models are asked for steps and how a step is cut: a
@@ -1363,10 +1370,11 @@ def create_trim_graph(
         budget=budget,
         max_steps=max_steps,
         step_max_tokens=step_max_tokens,
+        strong_step_max_tokens=strong_step_max_tokens,
         max_total_tokens=max_total_tokens,
         max_question_chars=max_question_chars,
     )
-    _check_budget_covers_a_step(settings.budget, settings.step_max_tokens)
+    _check_budget_covers_a_step(settings.budget, settings.strong_max_tokens)
     draft_format = get_step_format(step_format)
     strong_format = get_step_format(strong_step_format or draft_format)
     # Each model is asked for and cut at its own format's delimiter (a strong model may

@@ -13,6 +13,7 @@ from langchain_trim import (
     TrimContext,
     create_trim_graph,
 )
+from langchain_trim.errors import InvalidInputError
 from langchain_trim.generation import build_messages, parse_prefix
 from langchain_trim.testing import FakeStepModel, KeywordPRM
 
@@ -225,6 +226,60 @@ def test_strong_continues_a_capped_weak_step() -> None:
     out = graph.compile().invoke({"question": "q"})
     assert out["trim_solution"] == solution
     assert "strong" in [s["author"] for s in out["trim_steps"]]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_capped_strong_rewrite_is_continued_by_the_draft(use_async: bool) -> None:
+    """``strong_step_max_tokens``: the strong model rewrites the start of a step, the
+    draft model finishes it, and the rewrite is charged no more than its cap."""
+    solution = "x = 1 + 2 + 3 = 6\n\nso \\boxed{6}"
+    weak = FakeStepModel(solution=solution.replace("6", "7", 1), model_name="weak")
+    strong = FakeStepModel(solution=solution, model_name="strong")
+    prm = KeywordPRM({"x =": 0.1})  # the first draft is escalated, nothing after it
+    graph = create_trim_graph(
+        weak, strong, prm, ThresholdPolicy(0.5), step_max_tokens=64, strong_step_max_tokens=3
+    )
+    out = run(graph, {"question": "q"}, use_async)
+    steps = out["trim_steps"]
+    assert [(s["author"], s["stop"]) for s in steps[:2]] == [
+        ("strong", "length"),
+        ("weak", "delimiter"),
+    ]
+    assert steps[0]["text"] == "x = 1"  # three tokens, then the draft continues the step
+    assert out["trim_spend"]["strong_tokens"] == 3
+    assert out["trim_solution"].startswith("x = 1 + 2 + 3 = 7\n\n")  # the draft's ending
+
+
+def test_a_strong_cap_lets_a_smaller_budget_escalate() -> None:
+    """The budget reserves one strong call: the strong cap when it is lower."""
+    weak = FakeStepModel(steps=WEAK_STEPS)
+    with pytest.raises(InvalidInputError, match="strong step cap 64"):
+        create_trim_graph(weak, weak, None, ThresholdPolicy(1), budget=10, step_max_tokens=64)
+    text = "a b c d e f\n\n\\boxed{1}"
+    graph = create_trim_graph(
+        FakeStepModel(solution=text),
+        FakeStepModel(solution=text),
+        None,
+        ThresholdPolicy(1),
+        budget=7,
+        step_max_tokens=64,
+        strong_step_max_tokens=3,
+    ).compile()
+    out = graph.invoke({"question": "q"})
+    authors = [(s["author"], s["budget_blocked"]) for s in out["trim_steps"]]
+    # 3 + 3 strong tokens; then 1 left < the cap of 3: the draft is kept
+    assert authors[:3] == [("strong", False), ("strong", False), ("weak", True)]
+    assert out["trim_spend"]["strong_tokens"] == 6
+
+
+@pytest.mark.parametrize("bad", [0, -3, True, 2.5])
+def test_the_strong_cap_is_validated(bad: Any) -> None:
+    weak = FakeStepModel(steps=WEAK_STEPS)
+    with pytest.raises(InvalidInputError, match="strong_step_max_tokens"):
+        create_trim_graph(weak, weak, None, ThresholdPolicy(1), strong_step_max_tokens=bad)
+    graph = create_trim_graph(weak, weak, None, ThresholdPolicy(1)).compile()
+    with pytest.raises(InvalidInputError, match="strong_step_max_tokens"):
+        graph.invoke({"question": "q"}, context=TrimContext(strong_step_max_tokens=bad))
 
 
 def test_total_token_cap_ends_the_trajectory() -> None:

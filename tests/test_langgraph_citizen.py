@@ -308,7 +308,7 @@ def test_a_budget_that_cannot_cover_a_step_is_rejected() -> None:
     with pytest.raises(InvalidInputError, match="step_max_tokens"):
         create_trim_graph(weak, weak, None, ThresholdPolicy(1), budget=10, step_max_tokens=64)
     graph = create_trim_graph(weak, weak, None, ThresholdPolicy(1), step_max_tokens=64).compile()
-    with pytest.raises(InvalidInputError, match="budget 10 < step_max_tokens 64"):
+    with pytest.raises(InvalidInputError, match="budget 10 < the strong step cap 64"):
         graph.invoke({"question": "q", "trim_budget": 10})
     assert weak.calls == []
 
