@@ -625,7 +625,9 @@ def ablation(
     }
 
 
-def rewrite_cost(run: Mapping[str, Mapping[str, Any]], spec: str) -> dict[str, Any]:
+def rewrite_cost(
+    run: Mapping[str, Mapping[str, Any]], spec: str, ids: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Strong tokens per strong call and per rewritten *logical* step of ``spec``.
 
     A capped step (stop ``"length"``) and the records that continue it are one logical
@@ -634,7 +636,9 @@ def rewrite_cost(run: Mapping[str, Mapping[str, Any]], spec: str) -> dict[str, A
     """
     calls: list[int] = []
     steps: list[int] = []
-    for trace in run.get(spec, {}).values():
+    traces = run.get(spec, {})
+    for pid in traces if ids is None else ids:
+        trace = traces[pid]
         open_strong, open_step = 0, False
         for s in trace["steps"]:
             strong = s.get("tokens", 0) if s.get("author") == "strong" else 0
@@ -667,9 +671,13 @@ def strong_cap_on_dev(
     if not out:
         return {}
     mean_strong = out["points"]["strong"]["strong_tokens"]
+    ids = sorted(
+        set(common_ids(dev, ["weakscored", "strong", *thr_specs(dev)]))
+        & set(common_ids(capped, thr_specs(capped)))
+    )
     costs = {
-        **{f"default {s}": rewrite_cost(dev, s) for s in thr_specs(dev)},
-        **{f"cap {cap} {s}": rewrite_cost(capped, s) for s in thr_specs(capped)},
+        **{f"default {s}": rewrite_cost(dev, s, ids) for s in thr_specs(dev)},
+        **{f"cap {cap} {s}": rewrite_cost(capped, s, ids) for s in thr_specs(capped)},
     }
     share = max((c["per_step"] or 0.0) for k, c in costs.items() if k.startswith("cap"))
     out["rewrite_cost"] = costs
@@ -739,6 +747,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lines = args.dev.with_name(args.dev.name + "_strong-lines")
     if lines.is_dir() and not fmt:
         result["dev"]["strong_format"] = strong_format_on_dev(dev, load_run(lines), "lines")
+    result["dev"]["strong_cap"] = [
+        strong_cap_on_dev(dev, load_run(folder), int(folder.name.rpartition("strongcap")[2]))
+        for folder in sorted(args.dev.parent.glob(args.dev.name + "_strongcap*"))
+        if not fmt and folder.name.rpartition("strongcap")[2].isdigit()
+    ]
     for folder in args.test:
         if not folder.is_dir():
             continue
@@ -823,6 +836,26 @@ def render(result: Mapping[str, Any]) -> str:
             f"- the strong model's step format: `{sf['winner']}` (dev APGR of the threshold "
             f"sweep, same endpoints, {sf['n']} problems: default {sf['apgr_default']:.3f}, "
             f"`{sf['format']}` {sf['apgr_alternative']:.3f})"
+        )
+    for cap in result["dev"].get("strong_cap") or []:
+        if not cap:
+            continue
+        costs = "; ".join(
+            f"{k} {c['per_step']:.0f} per rewritten step ({c['per_call']:.0f} per call)"
+            for k, c in cap["rewrite_cost"].items()
+            if c["per_step"] is not None
+        )
+        points = ", ".join(
+            f"{k} {100 * v['accuracy']:.1f}% @ {v['strong_tokens']:.0f}"
+            for k, v in cap["points"].items()
+        )
+        lines.append(
+            f"- strong rewrites capped ({cap['format']}): "
+            f"{'adopted' if cap['adopted'] else 'not adopted'} (rule: a rewritten step <= 25% "
+            f"of a strong solution, here {100 * cap['cap_share_of_strong_solution']:.0f}%, and "
+            f"dev APGR no worse: default {cap['apgr_default']:.3f}, capped "
+            f"{cap['apgr_alternative']:.3f}; {cap['n']} problems). Points: {points}. "
+            f"Rewrite tokens: {costs}"
         )
     for fam, spec in ch.get("expressive", {}).items():
         lines.append(

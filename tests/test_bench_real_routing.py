@@ -118,3 +118,26 @@ def test_a_point_is_compared_with_the_curve_at_its_own_cost() -> None:
     # the hull runs 0.2 → 0.5 over 0..100 tokens: 0.35 at 50, then 0.55 at 150
     assert abs(above_curve(cols, "x", family) - 0.10) < 1e-9
     assert abs(above_curve(cols, "y", family) + 0.10) < 1e-9
+
+
+def test_a_capped_rewrite_and_its_escalated_continuation_cost_one_step() -> None:
+    from benchmarks.real_routing_report import rewrite_cost
+
+    def step(author: str, tokens: int, stop: str = "delimiter") -> dict[str, object]:
+        return {"author": author, "tokens": tokens, "stop": stop}
+
+    trace = {
+        "steps": [
+            step("weak", 10),
+            step("strong", 48, "length"),  # capped: the next record continues the step
+            step("strong", 12),  # its continuation, escalated again
+            step("strong", 30),  # a step of its own
+            step("strong", 48, "length"),
+            step("weak", 5),  # a capped rewrite finished by the draft
+        ]
+    }
+    cost = rewrite_cost({"thr:0.5": {"p": trace}}, "thr:0.5")
+    assert cost["rewritten_steps"] == 3
+    assert cost["per_step"] == (60 + 30 + 48) / 3
+    assert cost["per_call"] == (48 + 12 + 30 + 48) / 4
+    assert rewrite_cost({"thr:0.5": {"p": trace}}, "thr:0.5", ids=[])["per_step"] is None
