@@ -236,3 +236,29 @@ def test_global_budget_is_never_overrun_or_the_config_is_refused(
     spent = sum(o["trim_spend"]["strong_tokens"] for o in outs)
     assert spent == budget.spent <= total
     assert budget.unreserved_calls == 0 and budget.overshoots == 0
+
+
+def test_a_shared_budget_reserves_the_strong_cap() -> None:
+    """With ``strong_step_max_tokens`` the pool's ``step_tokens`` is that cap, not the
+    step cap: the cap is what one escalation can cost."""
+    from langchain_trim.generation import ChatStepGenerator
+
+    text = "a b c d e f\n\ng h i j\n\n\\boxed{1}"
+
+    def graph(pool: GlobalBudget) -> Any:
+        strong = ChatStepGenerator(FakeStepModel(solution=text), role="strong", run_name="s")
+        return create_trim_graph(
+            FakeStepModel(solution=text),
+            BudgetedStepGenerator(strong, pool),
+            None,
+            GlobalBudgetPolicy(ThresholdPolicy(1), pool),
+            step_max_tokens=64,
+            strong_step_max_tokens=3,
+        ).compile()
+
+    pool = GlobalBudget(total=10, step_tokens=3)
+    outs = graph(pool).batch([{"question": f"q{i}"} for i in range(4)])
+    assert 0 < pool.spent <= 10
+    assert sum(o["trim_spend"]["strong_tokens"] for o in outs) == pool.spent
+    with pytest.raises(InvalidInputError, match="strong step cap"):
+        graph(GlobalBudget(total=10, step_tokens=64)).batch([{"question": "q"}])
