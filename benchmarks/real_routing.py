@@ -338,6 +338,7 @@ def run_command(args: argparse.Namespace) -> None:
         if isinstance(setting.prm, CachedPRM):
             setting.prm = setting.prm.inner
     out = run_folder(args)
+    warn_if_unpaired(args, out)
     # Problem-major chunks: a run stopped at any time leaves every policy on the same
     # problems (paired comparisons), and the next run resumes from the trace files.
     # ``--start``/``--end``: two workers (two clones) split the same seeded list; the
@@ -345,6 +346,25 @@ def run_command(args: argparse.Namespace) -> None:
     end = len(problems) if args.end is None else min(args.end, len(problems))
     for start in range(args.start, end, args.chunk):
         run_chunk(args, problems[start : min(start + args.chunk, end)], specs, setting, out)
+
+
+def warn_if_unpaired(args: argparse.Namespace, out: Path) -> None:
+    """Say so when a variant run draws other problems than its base run.
+
+    Seeded subsets of different sizes are not nested (``select_subset``), so a variant run
+    with another ``--n`` pairs with its base run on part of the problems only; extend a
+    run with ``--end`` instead.
+    """
+    base = RUNS / f"{args.split}_{args.dataset}" / "config.json"
+    if out == base.parent or not base.is_file():
+        return
+    n = json.loads(base.read_text(encoding="utf-8")).get("dataset", {}).get("n_problems")
+    if n is not None and n != args.n:
+        print(
+            f"warning: {base.parent.name} drew its problems with --n {n}; --n {args.n} draws "
+            f"others (seeded subsets are not nested): pass --n {n} --end K to pair with it",
+            file=sys.stderr,
+        )
 
 
 def run_folder(args: argparse.Namespace) -> Path:

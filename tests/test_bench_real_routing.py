@@ -6,6 +6,8 @@ import copy
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks.real_routing import RUNS, parse_args, run_folder
 from benchmarks.real_routing_policies import STEP_INDICES, rewrite_rates
 
@@ -141,3 +143,22 @@ def test_a_capped_rewrite_and_its_escalated_continuation_cost_one_step() -> None
     assert cost["per_step"] == (60 + 30 + 48) / 3
     assert cost["per_call"] == (48 + 12 + 30 + 48) / 4
     assert rewrite_cost({"thr:0.5": {"p": trace}}, "thr:0.5", ids=[])["per_step"] is None
+
+
+def test_a_variant_run_with_another_n_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import benchmarks.real_routing as rr
+
+    monkeypatch.setattr(rr, "RUNS", tmp_path)
+    (tmp_path / "dev_gsm8k").mkdir()
+    (tmp_path / "dev_gsm8k" / "config.json").write_text(
+        json.dumps({"dataset": {"n_problems": 200}})
+    )
+    variant = tmp_path / "dev_gsm8k_strongcap48"
+    args = parse_args(["run", "--split", "dev", "--n", "70", "--policies", "thr:0.5"])
+    rr.warn_if_unpaired(args, variant)
+    assert "--n 200 --end K" in capsys.readouterr().err
+    args = parse_args(["run", "--split", "dev", "--n", "200", "--policies", "thr:0.5"])
+    rr.warn_if_unpaired(args, variant)
+    assert capsys.readouterr().err == ""
