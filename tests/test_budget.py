@@ -159,6 +159,7 @@ def _chunky_responder(traj: list[tuple[float, int, int, int]], tag: str, which: 
     budget=st.integers(1, 150),
     threshold=st.floats(0.01, 1, allow_nan=False),
     step_cap=st.integers(4, 40),
+    strong_cap=st.none() | st.integers(2, 40),
     usage_mode=st.sampled_from(["honest", "negative", "nan", "tenfold", "missing"]),
     shared=st.booleans(),
 )
@@ -167,10 +168,13 @@ def test_budget_holds_with_blank_chunks_lying_usage_and_shared_budgets(
     budget: int,
     threshold: float,
     step_cap: int,
+    strong_cap: int | None,
     usage_mode: str,
     shared: bool,
 ) -> None:
-    """Every model here honours max_tokens; whatever it reports, no budget is exceeded."""
+    """Every model here honours max_tokens; whatever it reports, no budget is exceeded
+    (with or without a lower cap on strong calls)."""
+    reserve = step_cap if strong_cap is None else min(strong_cap, step_cap)
     weak = _Chunky(responder=_chunky_responder(traj, "w", 1), model_name="weak")
     strong = _Chunky(
         responder=_chunky_responder(traj, "s", 2), model_name="strong", usage_mode=usage_mode
@@ -188,14 +192,15 @@ def test_budget_holds_with_blank_chunks_lying_usage_and_shared_budgets(
     strong_model: Any = strong
     pool = None
     if shared:
-        pool = GlobalBudget(total=budget, step_tokens=step_cap)
+        pool = GlobalBudget(total=budget, step_tokens=reserve)
         policy = GlobalBudgetPolicy(policy, pool)
         strong_model = BudgetedStepGenerator(
             as_step_generator(strong, role="strong", run_name="trim.strong"), pool
         )
-    if not shared and budget < step_cap:  # could never escalate: rejected, loudly
-        with pytest.raises(InvalidInputError, match="step_max_tokens"):
-            create_trim_graph(weak, strong, None, policy, budget=budget, step_max_tokens=step_cap)
+    caps = {"step_max_tokens": step_cap, "strong_step_max_tokens": strong_cap}
+    if not shared and budget < reserve:  # could never escalate: rejected, loudly
+        with pytest.raises(InvalidInputError, match="strong step cap"):
+            create_trim_graph(weak, strong, None, policy, budget=budget, **caps)
         return
     graph = create_trim_graph(
         weak,
@@ -203,13 +208,14 @@ def test_budget_holds_with_blank_chunks_lying_usage_and_shared_budgets(
         FunctionPRM(score),
         policy,
         budget=None if shared else budget,
-        step_max_tokens=step_cap,
+        **caps,
     ).compile()
     outs = [graph.invoke({"question": f"q{k}"}) for k in range(2 if shared else 1)]
     total = sum(o["trim_spend"]["strong_tokens"] for o in outs)
     assert total <= budget
     for o in outs:
         assert all(s["tokens"] <= step_cap for s in o["trim_steps"])
+        assert all(s["tokens"] <= reserve for s in o["trim_steps"] if s["author"] == "strong")
         assert not o["trim_spend"].get("overspent")
         if usage_mode != "honest" and any(s["author"] == "strong" for s in o["trim_steps"]):
             assert o["trim_spend"]["strong_tokens_estimated"]
