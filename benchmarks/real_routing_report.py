@@ -524,6 +524,14 @@ def split_lines(path: Path) -> list[str]:
     return out
 
 
+def dev_pair_ids(
+    dev: Mapping[str, Mapping[str, Any]], other: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """Dev problems that the default sweep (with its endpoints) and a variant's all ran."""
+    default = common_ids(dev, ["weakscored", "strong", *thr_specs(dev)])
+    return sorted(set(default) & set(common_ids(other, thr_specs(other))))
+
+
 def strong_format_on_dev(
     dev: Mapping[str, Mapping[str, Any]], other: Mapping[str, Mapping[str, Any]], name: str
 ) -> dict[str, Any]:
@@ -534,9 +542,7 @@ def strong_format_on_dev(
     the default format), on the problems every policy of both runs finished.
     """
     mine, theirs = thr_specs(dev), thr_specs(other)
-    ids = sorted(
-        set(common_ids(dev, ["weakscored", "strong", *mine])) & set(common_ids(other, theirs))
-    )
+    ids = dev_pair_ids(dev, other)
     if not ids or not theirs:
         return {}
     cols: dict[str, np.ndarray] = {}
@@ -671,16 +677,13 @@ def strong_cap_on_dev(
     if not out:
         return {}
     mean_strong = out["points"]["strong"]["strong_tokens"]
-    ids = sorted(
-        set(common_ids(dev, ["weakscored", "strong", *thr_specs(dev)]))
-        & set(common_ids(capped, thr_specs(capped)))
-    )
-    costs = {
+    ids = dev_pair_ids(dev, capped)
+    capped_costs = {f"cap {cap} {s}": rewrite_cost(capped, s, ids) for s in thr_specs(capped)}
+    share = max((c["per_step"] or 0.0) for c in capped_costs.values())
+    out["rewrite_cost"] = {
         **{f"default {s}": rewrite_cost(dev, s, ids) for s in thr_specs(dev)},
-        **{f"cap {cap} {s}": rewrite_cost(capped, s, ids) for s in thr_specs(capped)},
+        **capped_costs,
     }
-    share = max((c["per_step"] or 0.0) for k, c in costs.items() if k.startswith("cap"))
-    out["rewrite_cost"] = costs
     out["cap_share_of_strong_solution"] = share / mean_strong if mean_strong else None
     out["adopted"] = bool(
         out["cap_share_of_strong_solution"] is not None
@@ -747,11 +750,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lines = args.dev.with_name(args.dev.name + "_strong-lines")
     if lines.is_dir() and not fmt:
         result["dev"]["strong_format"] = strong_format_on_dev(dev, load_run(lines), "lines")
-    result["dev"]["strong_cap"] = [
-        strong_cap_on_dev(dev, load_run(folder), int(folder.name.rpartition("strongcap")[2]))
-        for folder in sorted(args.dev.parent.glob(args.dev.name + "_strongcap*"))
-        if not fmt and folder.name.rpartition("strongcap")[2].isdigit()
-    ]
+    result["dev"]["strong_cap"] = []
+    for folder in [] if fmt else sorted(args.dev.parent.glob(args.dev.name + "_strongcap*")):
+        cap = folder.name.rpartition("strongcap")[2]
+        if cap.isdigit():
+            result["dev"]["strong_cap"].append(strong_cap_on_dev(dev, load_run(folder), int(cap)))
     for folder in args.test:
         if not folder.is_dir():
             continue
