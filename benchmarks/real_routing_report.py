@@ -315,21 +315,33 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def step_stats(run: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Steps per solution, rewrite cost, solutions lost to a cap, seconds per question."""
+    """Steps per solution, rewrite cost, solutions lost to a cap, seconds per question.
+
+    ``step_share_of_strong_solution`` of the ``strong`` run is how much of its own solution
+    an always-strong step is: the floor a rewrite of one step sits near, since a rewrite
+    is about as long as the draft it replaces (``replaced_draft_tokens_mean``).
+    """
     out: dict[str, Any] = {}
     strong_solution = [strong_tokens(t) for t in run.get("strong", {}).values()]
     mean_strong = float(np.mean(strong_solution)) if strong_solution else float("nan")
     for spec, traces in run.items():
         ts = list(traces.values())
-        rewrites = [s["tokens"] for t in ts for s in t["steps"] if s.get("author") == "strong"]
-        where = [s["index"] for t in ts for s in t["steps"] if s.get("author") == "strong"]
+        rewritten = [s for t in ts for s in t["steps"] if s.get("author") == "strong"]
+        rewrites = [s["tokens"] for s in rewritten]
+        replaced = [s["draft_tokens"] for s in rewritten if s.get("draft_tokens") is not None]
+        step_tokens = [s.get("tokens", 0) for t in ts for s in t["steps"]]
+        where = [s["index"] for s in rewritten]
         out[spec] = {
             "n": len(ts),
             "steps_mean": float(np.mean([len(t["steps"]) for t in ts])),
+            "step_share_of_strong_solution": _ratio(
+                float(np.mean(step_tokens)) if step_tokens else None, mean_strong
+            ),
             "rewrite_tokens_mean": float(np.mean(rewrites)) if rewrites else None,
             "rewrite_share_of_strong_solution": (float(np.mean(rewrites)) / mean_strong)
             if rewrites and mean_strong
             else None,
+            "replaced_draft_tokens_mean": float(np.mean(replaced)) if replaced else None,
             "escalations_at_step0": sum(i == 0 for i in where),
             "escalations_later": sum(i > 0 for i in where),
             "terminations": {
@@ -936,9 +948,10 @@ def render(result: Mapping[str, Any]) -> str:
             )
         lines += [
             "",
-            "| policy | steps/solution | rewrite tokens (share of strong solution) | "
-            "escalations at step 0 / later | terminations | s/question (cached: not wall time) |",
-            "|---|---|---|---|---|---|",
+            "| policy | steps/solution | a step (share of strong solution) | rewrite tokens "
+            "(share) | draft it replaced | escalations at step 0 / later | terminations | "
+            "s/question (cached: not wall time) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for spec, row in block["steps"].items():
             share = row["rewrite_share_of_strong_solution"]
@@ -947,8 +960,12 @@ def render(result: Mapping[str, Any]) -> str:
                 if row["rewrite_tokens_mean"] is None
                 else (f"{row['rewrite_tokens_mean']:.0f} ({100 * share:.0f}%)" if share else "—")
             )
+            step = row.get("step_share_of_strong_solution")
+            drafted = row.get("replaced_draft_tokens_mean")
             lines.append(
-                f"| {spec} | {row['steps_mean']:.1f} | {rw} | {row['escalations_at_step0']} / "
+                f"| {spec} | {row['steps_mean']:.1f} | "
+                f"{'—' if step is None else f'{100 * step:.0f}%'} | {rw} | "
+                f"{'—' if drafted is None else f'{drafted:.0f}'} | {row['escalations_at_step0']} / "
                 f"{row['escalations_later']} | {row['terminations']} | {row['seconds_mean']:.1f} |"
             )
     return "\n".join(lines) + "\n"
@@ -1022,8 +1039,8 @@ def readme_section(result: Mapping[str, Any]) -> str:
     row("weak steps/solution", lambda b: f"{b['steps']['weakscored']['steps_mean']:.1f}")
     dev_point = ch["thr"]["chosen"]
     row(
-        "one rewrite ÷ an always-strong solution (tokens)",
-        lambda b: _share(b["steps"].get(dev_point, {})),
+        "one rewrite ÷ an always-strong solution (tokens); always-strong's own step",
+        lambda b: _share(b["steps"].get(dev_point, {}), b["steps"].get("strong", {})),
     )
     row(
         "in graph − one call, weak / strong (points; n)",
@@ -1063,11 +1080,13 @@ def _one_call(row: Mapping[str, Any] | None) -> str:
     return "—" if row is None else f"{_ci(row['difference'])} ({row['n']})"
 
 
-def _share(row: Mapping[str, Any]) -> str:
+def _share(row: Mapping[str, Any], strong: Mapping[str, Any]) -> str:
     share = row.get("rewrite_share_of_strong_solution")
     if share is None:
         return "—"
-    return f"{row['rewrite_tokens_mean']:.0f} tokens = {100 * share:.0f}%"
+    own = strong.get("step_share_of_strong_solution")
+    mean = f"{row['rewrite_tokens_mean']:.0f} tokens = {100 * share:.0f}%"
+    return mean if own is None else f"{mean}; {100 * own:.0f}%"
 
 
 def paste_into_readme(section: str, readme: Path = ROOT / "README.md") -> None:

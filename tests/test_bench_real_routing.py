@@ -162,3 +162,28 @@ def test_a_variant_run_with_another_n_is_warned_about(
     args = parse_args(["run", "--split", "dev", "--n", "200", "--policies", "thr:0.5"])
     rr.warn_if_unpaired(args, variant)
     assert capsys.readouterr().err == ""
+
+
+def test_a_rewrite_is_set_beside_always_strongs_own_step_and_the_draft_it_replaced() -> None:
+    from benchmarks.real_routing_report import step_stats
+
+    def trace(*steps: tuple[str, int, int | None]) -> dict[str, object]:
+        rows = [
+            {"author": a, "tokens": n, "draft_tokens": d, "index": i}
+            for i, (a, n, d) in enumerate(steps)
+        ]
+        spent = sum(n for a, n, _ in steps if a == "strong")
+        return {"steps": rows, "spend": {"strong_tokens": spent}}
+
+    run = {
+        "strong": {
+            "a": trace(("strong", 40, None), ("strong", 60, None)),
+            "b": trace(("strong", 50, None), ("strong", 50, None)),
+        },
+        "thr:0.5": {"a": trace(("weak", 10, 10), ("strong", 30, 35), ("weak", 20, 20))},
+    }
+    stats = step_stats(run)
+    assert stats["strong"]["step_share_of_strong_solution"] == 0.5  # 50 of 100 tokens
+    assert stats["thr:0.5"]["rewrite_share_of_strong_solution"] == 0.3
+    assert stats["thr:0.5"]["replaced_draft_tokens_mean"] == 35
+    assert stats["thr:0.5"]["step_share_of_strong_solution"] == 0.2  # (10 + 30 + 20) / 3
