@@ -293,7 +293,7 @@ class GlobalBudget:
                 f"GlobalBudget(step_tokens={self.step_tokens}) does not match the strong step "
                 f"cap max_tokens={max_tokens}: each escalation reserves step_tokens, so the "
                 "batch budget could be overrun; build the budget with step_tokens equal to "
-                "the graph's step_max_tokens"
+                "the graph's strong call cap (strong_step_max_tokens, else step_max_tokens)"
             )
 
     def reserve(self) -> bool:

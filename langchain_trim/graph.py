@@ -46,6 +46,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, RetryPolicy
 
+from langchain_trim.budget import BudgetedStepGenerator, GlobalBudget, GlobalBudgetPolicy
 from langchain_trim.context import TrimContext, TrimSettings, check_budget
 from langchain_trim.errors import (
     InvalidInputError,
@@ -1236,6 +1237,7 @@ def create_trim_graph(
     policy: RoutingPolicy,
     *,
     budget: int | None = None,
+    global_budget: GlobalBudget | None = None,
     max_steps: int = 30,
     step_max_tokens: int = 512,
     strong_step_max_tokens: int | None = None,
@@ -1271,6 +1273,12 @@ def create_trim_graph(
             ``strong_step_max_tokens`` when lower); otherwise the draft is kept and the
             step is marked ``budget_blocked``.  A budget below that cap could never
             escalate anything and is rejected.
+        global_budget: strong tokens shared by every run of this graph (and of any other
+            graph given the same :class:`~langchain_trim.budget.GlobalBudget`), never
+            exceeded however many runs are in flight: each escalation reserves one strong
+            call's worst case and the strong model settles it with what it used.  Its
+            ``step_tokens`` must equal the strong call cap (``strong_step_max_tokens``,
+            else ``step_max_tokens``); a mismatch is rejected here.
         max_steps: trajectory length limit in steps (the paper uses 30).
         step_max_tokens: per-step output cap sent to both models as ``max_tokens``.  A
             step that reaches it is kept and the next call continues it.
@@ -1375,6 +1383,12 @@ def create_trim_graph(
         max_question_chars=max_question_chars,
     )
     _check_budget_covers_a_step(settings.budget, settings.strong_max_tokens)
+    if global_budget is not None:
+        if not isinstance(global_budget, GlobalBudget):
+            raise InvalidInputError(
+                f"global_budget must be a GlobalBudget, got {type(global_budget).__name__}"
+            )
+        global_budget.check_step_cap(settings.strong_max_tokens)
     draft_format = get_step_format(step_format)
     strong_format = get_step_format(strong_step_format or draft_format)
     # Each model is asked for and cut at its own format's delimiter (a strong model may
@@ -1383,6 +1397,17 @@ def create_trim_graph(
     if delimiter is not None:
         common["delimiter"] = delimiter
     delimiter = delimiter or draft_format.delimiter
+    strong_gen = as_step_generator(
+        strong_model,
+        role="strong",
+        run_name="trim.strong",
+        mode=strong_mode or mode,
+        step_format=strong_format,
+        **common,
+    )
+    if global_budget is not None:  # the policy reserves, the strong model settles
+        strong_gen = BudgetedStepGenerator(strong_gen, global_budget)
+        policy = GlobalBudgetPolicy(policy, global_budget)
     nodes = _TrimNodes(
         draft_gen=as_step_generator(
             draft_model,
@@ -1392,14 +1417,7 @@ def create_trim_graph(
             step_format=draft_format,
             **common,
         ),
-        strong_gen=as_step_generator(
-            strong_model,
-            role="strong",
-            run_name="trim.strong",
-            mode=strong_mode or mode,
-            step_format=strong_format,
-            **common,
-        ),
+        strong_gen=strong_gen,
         prm=prm,
         policy=policy,
         defaults=settings,

@@ -1,4 +1,4 @@
-"""The README's GPU recipe command, run against local stubs of three vLLM servers."""
+"""The GPU recipe command of docs/scale_out.md, run against local stubs of three vLLM servers."""
 
 from __future__ import annotations
 

@@ -262,3 +262,40 @@ def test_a_shared_budget_reserves_the_strong_cap() -> None:
     assert sum(o["trim_spend"]["strong_tokens"] for o in outs) == pool.spent
     with pytest.raises(InvalidInputError, match="strong step cap"):
         graph(GlobalBudget(total=10, step_tokens=64)).batch([{"question": "q"}])
+
+
+def test_the_graph_wraps_policy_and_strong_model_for_a_shared_budget() -> None:
+    """``global_budget=`` does the two wraps a user had to get right by hand."""
+    weak = FakeStepModel(steps=[_words(8, f"w{i}_") for i in range(5)] + [r"\boxed{1}"])
+    strong = FakeStepModel(steps=[_words(12, f"s{i}_") for i in range(5)] + [r"\boxed{2}"])
+    prm = FunctionPRM(lambda q, steps: [0.1 if s.startswith("w") else 0.9 for s in steps])
+    pool = GlobalBudget(60, step_tokens=20)
+    graph = create_trim_graph(
+        weak, strong, prm, ThresholdPolicy(0.5), global_budget=pool, step_max_tokens=20
+    ).compile()
+    outs = _batch(graph, 8)
+    spent = sum(o["trim_spend"]["strong_tokens"] for o in outs)
+    assert 0 < spent == pool.spent <= 60
+    assert pool.unreserved_calls == 0 and pool.overshoots == 0
+    assert any(s["reason"].startswith("global budget") for o in outs for s in o["trim_steps"])
+
+
+@pytest.mark.parametrize(
+    ("step_tokens", "caps"),
+    [(20, {"step_max_tokens": 30}), (30, {"step_max_tokens": 30, "strong_step_max_tokens": 10})],
+)
+def test_a_global_budget_with_another_cap_is_refused_when_the_graph_is_built(
+    step_tokens: int, caps: dict[str, int]
+) -> None:
+    strong = FakeStepModel(steps=["s"])
+    with pytest.raises(InvalidInputError, match="strong call cap"):
+        create_trim_graph(
+            strong,
+            strong,
+            None,
+            ThresholdPolicy(1),
+            global_budget=GlobalBudget(60, step_tokens),
+            **caps,
+        )
+    with pytest.raises(InvalidInputError, match="must be a GlobalBudget"):
+        create_trim_graph(strong, strong, None, ThresholdPolicy(1), global_budget=60)  # type: ignore[arg-type]
