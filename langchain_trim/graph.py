@@ -9,7 +9,9 @@ The loop, one step at a time::
 the policy and enforces the budget, ``escalate`` has the strong model rewrite the step
 from the same accepted prefix (the weak draft is never shown to it), ``accept`` keeps the
 draft.  Only the output schema's keys (``trim_*`` and, by ``output_mode``, ``messages``)
-reach a caller or parent graph, so the graph nests in any parent.
+reach a caller or parent graph, so the graph nests in any parent.  The PRM call lives in
+:mod:`langchain_trim.scoring`, the strong attempts (retries, durability) in
+:mod:`langchain_trim.escalation`, the routing rule in :mod:`langchain_trim.policies.rule`.
 
 The builder compiles to a :class:`CompiledTrimGraph`: a ``CompiledStateGraph`` that needs
 no ``recursion_limit`` from its callers and checkpoints every step before the next one
@@ -18,17 +20,11 @@ starts (``durability="sync"``) when a checkpointer is in use.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextvars
 import logging
 import math
-import random
-import sys
-import time
 import warnings
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,22 +36,29 @@ from langchain_core.tools import BaseTool
 from langgraph._internal._constants import CONFIG_KEY_CHECKPOINTER, CONFIG_KEY_DURABILITY
 from langgraph._internal._runnable import RunnableCallable
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.func import task
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, RetryPolicy
 
+from langchain_trim import _py310
+from langchain_trim._py310 import in_runnable_context
 from langchain_trim.budget import BudgetedStepGenerator, GlobalBudget, GlobalBudgetPolicy
 from langchain_trim.context import TrimContext, TrimSettings, check_budget
 from langchain_trim.errors import (
     InvalidInputError,
-    PRMError,
     StepGenerationError,
-    StepTimeoutError,
     TrimWarning,
 )
+from langchain_trim.escalation import (
+    DEFAULT_STRONG_RETRY,
+    Escalation,
+    StrongAttempts,
+    checkpointed,
+    error_text,
+)
 from langchain_trim.events import DoneEvent, StepEvent, TrimEvent
+from langchain_trim.fallback import FAILURE_MODES, FailureMode, fall_back
 from langchain_trim.generation import (
     GenerationMode,
     StepGenerator,
@@ -65,7 +68,8 @@ from langchain_trim.generation import (
 from langchain_trim.models import ChatModelLike
 from langchain_trim.policies.base import RouteObservation, RoutingPolicy
 from langchain_trim.policies.rule import decide_step
-from langchain_trim.prm.base import ProcessRewardModel, StepObserver, validate_scores
+from langchain_trim.prm.base import ProcessRewardModel
+from langchain_trim.scoring import DraftScorer
 from langchain_trim.state import (
     OutputMode,
     PendingDraft,
@@ -80,36 +84,18 @@ from langchain_trim.state import (
 )
 from langchain_trim.step_format import StepFormat, get_step_format
 from langchain_trim.steps import extract_boxed, has_final_answer, logical_steps, render_solution
-
-FailureMode = Literal["raise", "warn", "keep_draft"]
-"""What a strong-model or PRM failure does: ``"raise"`` a typed error, ``"warn"`` (keep the
-draft, record it, and ``warnings.warn`` + log it) or ``"keep_draft"`` (record and log it)."""
+from langchain_trim.usage import flag_usage
 
 PRMErrorMode = FailureMode  # the name of earlier versions
 
-_FAILURE_MODES = ("raise", "warn", "keep_draft")
 _OUTPUT_MODES = ("full", "last_message", "trim_only")
 SUPER_STEPS_PER_STEP = 4
 """LangGraph super-steps one TRIM step takes at most (draft, score, route, accept/escalate)."""
 # a commit with fewer super-steps left ends the solution: the next step and ``finish``
 # must still fit under the recursion limit
 _MIN_REMAINING = SUPER_STEPS_PER_STEP + 2
-# Python < 3.11 does not carry context variables into asyncio tasks, and LangGraph's
-# stream writer and task calls read the config from one: set it around them there.
-_SET_CONFIG_VAR = sys.version_info < (3, 11)
 
 logger = logging.getLogger("langchain_trim")
-_task: Any = task  # LangGraph's decorator, typed loosely: closures of any signature
-
-
-def _retry_any(exc: BaseException) -> bool:
-    return True
-
-
-DEFAULT_STRONG_RETRY = RetryPolicy(
-    max_attempts=2, initial_interval=0.5, backoff_factor=2.0, max_interval=8.0, retry_on=_retry_any
-)
-"""Two attempts per escalation, 0.5 s (+ up to 1 s jitter) apart, whatever the failure."""
 
 
 def recursion_limit(max_steps: int = 30) -> int:
@@ -124,192 +110,9 @@ def recursion_limit(max_steps: int = 30) -> int:
     return SUPER_STEPS_PER_STEP * max_steps + 10
 
 
-def _call_with_timeout(fn: Callable[[], Any], timeout: float | None) -> Any:
-    """Run ``fn`` and give up after ``timeout`` seconds (the caller's context kept)."""
-    if timeout is None:
-        return fn()
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    try:
-        return pool.submit(contextvars.copy_context().run, fn).result(timeout=timeout)
-    except concurrent.futures.TimeoutError as exc:
-        raise PRMError(f"PRM did not answer within {timeout}s") from exc
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _fall_back(
-    spend: TrimSpend,
-    counter: Literal["prm_errors", "strong_errors"],
-    mode: FailureMode,
-    message: str,
-) -> None:
-    """Count a kept-draft fallback (in all and under ``counter``) and make it loud: warn
-    and log (``"warn"``) or log (``"keep_draft"``)."""
-    spend["fallbacks"] += 1
-    spend[counter] = spend.get(counter, 0) + 1
-    if mode == "warn":
-        logger.warning(message)
-        warnings.warn(message, TrimWarning, stacklevel=3)
-    else:
-        logger.info(message)
-
-
-@contextmanager
-def _in_runnable_context(config: RunnableConfig | None) -> Iterator[None]:
-    """Make ``config`` what ``langgraph.config.get_config()`` returns (Python < 3.11 only)."""
-    if not _SET_CONFIG_VAR or config is None:
-        yield
-        return
-    token = var_child_runnable_config.set(config)
-    try:
-        yield
-    finally:
-        var_child_runnable_config.reset(token)
-
-
 def _spend_view(state: TrimState) -> Mapping[str, Any]:
     """The spend so far, read-only (empty before ``prepare``)."""
     return state.get("trim_spend") or {}
-
-
-def _checkpointed(config: RunnableConfig | None) -> bool:
-    """Whether this run persists checkpoints (its own checkpointer or a parent's)."""
-    conf = (config or {}).get("configurable") or {}
-    return conf.get(CONFIG_KEY_CHECKPOINTER) is not None
-
-
-def _retryable(policy: RetryPolicy, exc: BaseException) -> bool:
-    """``policy.retry_on`` applied to the error or the model error it wraps."""
-    candidates = [exc]
-    if isinstance(exc.__cause__, Exception):
-        candidates.append(exc.__cause__)
-    rule: Any = policy.retry_on
-    for candidate in candidates:
-        if isinstance(rule, type) and issubclass(rule, BaseException):
-            hit = isinstance(candidate, rule)
-        elif isinstance(rule, Sequence):
-            hit = isinstance(candidate, tuple(rule))
-        else:
-            hit = bool(rule(candidate))
-        if hit:
-            return True
-    return False
-
-
-def _backoff(policy: RetryPolicy, failures: int) -> float:
-    """Seconds to wait after ``failures`` failed attempts, as LangGraph's RetryPolicy does."""
-    interval = min(
-        policy.max_interval, policy.initial_interval * policy.backoff_factor ** (failures - 1)
-    )
-    return interval + (random.uniform(0, 1) if policy.jitter else 0.0)
-
-
-@dataclass
-class _Escalation:
-    """What the attempts of one escalation cost and produced."""
-
-    calls: int = 0
-    failed_tokens: int = 0
-    abandoned: int = 0
-    output: StepOutput | None = None
-    error: StepGenerationError | None = None
-    error_record: dict[str, Any] | None = None
-    stopped: str | None = None
-    """Why no further attempt was made although the last one failed (the budget)."""
-
-
-_Attempted = tuple[dict[str, Any], StepOutput | StepGenerationError | None, bool]
-"""An attempt's record, its live outcome (``None`` when replayed) and whether an earlier
-attempt was abandoned."""
-
-
-@dataclass(frozen=True)
-class _Attempt:
-    """One strong attempt the escalation loop asks for."""
-
-    state: TrimState
-    esc: _Escalation
-    settings: TrimSettings
-    question: str
-    prefix: Sequence[str]
-    kwargs: dict[str, Any]
-    durable: bool
-
-
-@dataclass
-class _Live:
-    """What the two tasks of one durable attempt did in this process (a task whose result
-    was saved by an earlier run is not run again)."""
-
-    request: _Attempt
-    began: bool = False
-    called: bool = False
-    outcome: StepOutput | StepGenerationError | None = None
-
-    def begin(self) -> bool:
-        self.began = True
-        return True
-
-    def blocked(self, nodes: _TrimNodes, resumed: bool) -> dict[str, Any] | None:
-        """Mark the call made; the record of a resumed call the budget no longer covers."""
-        self.called = True
-        state, esc, settings = self.request.state, self.request.esc, self.request.settings
-        if resumed and not nodes._can_attempt(state, _abandon(esc, settings), settings):
-            return {"skipped": "budget"}
-        return None
-
-    def keep(
-        self, attempted: tuple[dict[str, Any], StepOutput | StepGenerationError]
-    ) -> dict[str, Any]:
-        record, self.outcome = attempted
-        return record
-
-    def result(self, record: dict[str, Any]) -> _Attempted:
-        # A call made by this run after a begin marker it did not write: one was abandoned.
-        return record, self.outcome, not self.began and self.called
-
-
-def _output_record(out: StepOutput) -> dict[str, Any]:
-    return {
-        "ok": True,
-        "text": out.text,
-        "tokens": out.tokens,
-        "tokens_estimated": out.tokens_estimated,
-        "stop": out.stop,
-        "model": out.model,
-        "logprobs": list(out.logprobs) if out.logprobs is not None else None,
-        "usage_note": out.usage_note,
-        "overran": out.overran,
-    }
-
-
-def _error_record(exc: StepGenerationError, retry: bool) -> dict[str, Any]:
-    return {
-        "ok": False,
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "step_index": exc.step_index,
-        "tokens": int(exc.tokens),
-        "retry": retry,
-    }
-
-
-def _from_record(record: dict[str, Any]) -> StepOutput | StepGenerationError:
-    """Rebuild an attempt's outcome from its (JSON-safe, checkpointed) record."""
-    if record["ok"]:
-        fields = {k: v for k, v in record.items() if k != "ok"}
-        if fields["logprobs"] is not None:
-            fields["logprobs"] = tuple(fields["logprobs"])
-        return StepOutput(**fields)
-    cls = StepTimeoutError if record["type"] == "StepTimeoutError" else StepGenerationError
-    error = cls(record["message"], role="strong", step_index=record["step_index"])
-    error.tokens = record["tokens"]
-    return error
-
-
-def _error_text(exc: StepGenerationError, record: dict[str, Any] | None) -> str:
-    kind = record["type"] if record is not None and not record["ok"] else type(exc).__name__
-    return f"{kind}: {exc}"
 
 
 @dataclass(kw_only=True, eq=False)
@@ -331,8 +134,9 @@ class _TrimNodes:
     def __post_init__(self) -> None:
         # RunnableCallable, not RunnableLambda: same traced runs, but it inspects the
         # function signature once instead of on every call (~0.2 ms/step of router time).
-        self.prm_runnable = RunnableCallable(self._prm_call, self._aprm_call, name="trim.prm")
         self.route_runnable = RunnableCallable(_identity, name="trim.route")
+        self.scorer = DraftScorer(self.prm, self.on_prm_error, self.timeout)
+        self.attempts = StrongAttempts(self.strong_gen, self.strong_retry)
 
     # -- shared helpers ------------------------------------------------------------
     def settings(self, runtime: Runtime[Any] | None) -> TrimSettings:
@@ -350,10 +154,10 @@ class _TrimNodes:
     @staticmethod
     def write(runtime: Runtime[Any], config: RunnableConfig | None, event: TrimEvent) -> None:
         """``runtime.stream_writer(event)``, made to work in async code on Python 3.10."""
-        if not _SET_CONFIG_VAR:
+        if not _py310.SET_CONFIG_VAR:
             runtime.stream_writer(event)
             return
-        with _in_runnable_context(config):
+        with in_runnable_context(config):
             runtime.stream_writer(event)
 
     def prefix(self, state: TrimState) -> tuple[list[str], bool]:
@@ -365,16 +169,6 @@ class _TrimNodes:
     def chunks(state: TrimState) -> list[str]:
         """Accepted step texts as recorded (what the PRM scores, one per record)."""
         return [s["text"] for s in state.get("trim_steps") or []]
-
-    @staticmethod
-    def _gen_kwargs(
-        settings: TrimSettings, open_step: bool, config: RunnableConfig, *, strong: bool = False
-    ) -> dict[str, Any]:
-        cap = settings.strong_max_tokens if strong else settings.step_max_tokens
-        kwargs: dict[str, Any] = {"max_tokens": cap, "config": config}
-        if open_step:  # only then: generators written before continuation keep working
-            kwargs["continue_last"] = True
-        return kwargs
 
     def observation(
         self, state: TrimState, draft: PendingDraft, settings: TrimSettings
@@ -394,50 +188,13 @@ class _TrimNodes:
             step_max_tokens=settings.strong_max_tokens,
         )
 
-    def _prm_call(self, inputs: dict[str, Any]) -> list[float]:
-        assert self.prm is not None
-        return self.prm.score(inputs["question"], inputs["steps"])
-
-    async def _aprm_call(self, inputs: dict[str, Any]) -> list[float]:
-        assert self.prm is not None
-        return await self.prm.ascore(inputs["question"], inputs["steps"])
-
-    @staticmethod
-    def _child_config(config: RunnableConfig | None, **metadata: Any) -> RunnableConfig:
-        cfg: RunnableConfig = {"metadata": {**metadata}}
-        if config:
-            cfg = {**config, "metadata": {**(config.get("metadata") or {}), **metadata}}
-            callbacks = cfg.get("callbacks")
-            if isinstance(callbacks, BaseCallbackManager):
-                # RunnableCallable adds the metadata to the manager in place: keep the
-                # node's own manager clean.
-                cfg["callbacks"] = callbacks.copy()
-        return cfg
-
     # -- prepare ---------------------------------------------------------------------
     def prepare(
         self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
     ) -> dict[str, Any]:
         """Validate the question and budget, and reset every per-question key."""
         settings = self.settings(runtime)
-        question = state.get("question")
-        messages = state.get("messages") or []
-        if messages and isinstance(messages[-1], HumanMessage):
-            question = str(messages[-1].text)
-        if question is None:
-            raise InvalidInputError(
-                "no question: pass {'question': ...} or messages ending in a HumanMessage"
-            )
-        if not isinstance(question, str):
-            raise InvalidInputError(f"question must be a string, got {type(question).__name__}")
-        question = question.strip()
-        if not question:
-            raise InvalidInputError("question is empty")
-        if len(question) > settings.max_question_chars:
-            raise InvalidInputError(
-                f"question has {len(question)} characters, more than max_question_chars="
-                f"{settings.max_question_chars}"
-            )
+        question = _read_question(state, settings.max_question_chars)
         # ``trim_budget`` is an ephemeral input: only this question's own value is seen.
         given = state.get("trim_budget")
         budget = check_budget(given if given is not None else settings.budget)
@@ -465,7 +222,7 @@ class _TrimNodes:
     ) -> dict[str, Any]:
         spend = self.spend(state)
         spend["weak_calls"] += 1
-        self._check_usage(spend, out, "draft")
+        flag_usage(spend, out, "draft")
         spend["weak_tokens"] += out.tokens
         spend["weak_tokens_estimated"] = spend["weak_tokens_estimated"] or out.tokens_estimated
         index = len(state.get("trim_steps") or [])
@@ -494,7 +251,7 @@ class _TrimNodes:
         settings = self.settings(runtime)
         prefix, open_step = self.prefix(state)
         out = self.draft_gen.generate(
-            state["question"], prefix, **self._gen_kwargs(settings, open_step, config)
+            state["question"], prefix, **_gen_kwargs(settings, open_step, config)
         )
         return self._after_weak(state, out, settings)
 
@@ -504,7 +261,7 @@ class _TrimNodes:
         settings = self.settings(runtime)
         prefix, open_step = self.prefix(state)
         out = await self.draft_gen.agenerate(
-            state["question"], prefix, **self._gen_kwargs(settings, open_step, config)
+            state["question"], prefix, **_gen_kwargs(settings, open_step, config)
         )
         return self._after_weak(state, out, settings)
 
@@ -518,82 +275,24 @@ class _TrimNodes:
         return "score" if self.policy.needs_score(obs) else "route"
 
     # -- score -------------------------------------------------------------------------
-    def _observe(self, question: str, text: str, logprobs: Sequence[float] | None) -> None:
-        if isinstance(self.prm, StepObserver):
-            self.prm.observe_step(question, text, logprobs)
-
-    def _score_inputs(self, state: TrimState) -> dict[str, Any]:
-        draft = state["trim_draft"]
-        assert draft is not None
-        self._observe(state["question"], draft["text"], draft.get("logprobs"))
-        return {"question": state["question"], "steps": [*self.chunks(state), draft["text"]]}
-
-    def _after_score(self, state: TrimState, scores: list[float] | BaseException) -> dict[str, Any]:
-        draft = PendingDraft(**state["trim_draft"])  # type: ignore[typeddict-item]
-        spend = self.spend(state)
-        spend["prm_calls"] += 1
-        steps = state.get("trim_steps") or []
-        update: dict[str, Any] = {"trim_spend": spend}
-        if isinstance(scores, BaseException):
-            error = scores
-        else:
-            try:
-                scores = validate_scores(scores, len(steps) + 1)
-                error = None
-            except PRMError as exc:
-                error = exc
-        if error is not None:
-            if self.on_prm_error == "raise":
-                if isinstance(error, PRMError):
-                    raise error
-                raise PRMError(f"PRM failed at step {draft['index']}: {error}") from error
-            draft["score"] = None
-            draft["fallback"] = f"prm_error: {type(error).__name__}: {error}"
-            _fall_back(
-                spend,
-                "prm_errors",
-                self.on_prm_error,
-                f"PRM failed at step {draft['index']} ({type(error).__name__}: {error}); "
-                "the draft is routed unscored",
-            )
-        else:
-            assert isinstance(scores, list)
-            draft["score"] = scores[-1]
-            # Fill in scores of accepted steps that had none (strong rewrites): the whole
-            # trajectory goes back, since an update from step 0 replaces (merge_steps).
-            if any(s["score"] is None for s in steps):
-                update["trim_steps"] = [
-                    StepRecord(**{**s, "score": scores[i]}) if s["score"] is None else s
-                    for i, s in enumerate(steps)
-                ]
-        update["trim_draft"] = draft
-        return update
-
     def score(self, state: TrimState, config: RunnableConfig) -> dict[str, Any]:
-        inputs = self._score_inputs(state)
-        cfg = self._child_config(config, trim_step=state["trim_draft"]["index"])  # type: ignore[index]
-        try:
-            result: list[float] | BaseException = _call_with_timeout(
-                lambda: self.prm_runnable.invoke(inputs, cfg), self.timeout
-            )
-        except Exception as exc:
-            result = exc
-        return self._after_score(state, result)
+        draft, steps = self._to_score(state)
+        cfg = _child_config(config, trim_step=draft["index"])
+        result = self.scorer.score(state["question"], steps, cfg)
+        return self.scorer.apply(draft, state.get("trim_steps") or [], self.spend(state), result)
 
     async def ascore(self, state: TrimState, config: RunnableConfig) -> dict[str, Any]:
-        inputs = self._score_inputs(state)
-        cfg = self._child_config(config, trim_step=state["trim_draft"]["index"])  # type: ignore[index]
-        try:
-            call = self.prm_runnable.ainvoke(inputs, cfg)
-            result: list[float] | BaseException = await (
-                call if self.timeout is None else asyncio.wait_for(call, self.timeout)
-            )
-        except asyncio.TimeoutError as exc:
-            result = PRMError(f"PRM did not answer within {self.timeout}s")
-            result.__cause__ = exc
-        except Exception as exc:
-            result = exc
-        return self._after_score(state, result)
+        draft, steps = self._to_score(state)
+        cfg = _child_config(config, trim_step=draft["index"])
+        result = await self.scorer.ascore(state["question"], steps, cfg)
+        return self.scorer.apply(draft, state.get("trim_steps") or [], self.spend(state), result)
+
+    def _to_score(self, state: TrimState) -> tuple[PendingDraft, list[str]]:
+        """The draft and the step texts the PRM scores (the accepted ones, then the draft)."""
+        draft = state["trim_draft"]
+        assert draft is not None
+        self.scorer.observe(state["question"], draft["text"], draft.get("logprobs"))
+        return draft, [*self.chunks(state), draft["text"]]
 
     # -- route -------------------------------------------------------------------------
     def route(
@@ -624,7 +323,7 @@ class _TrimNodes:
         }
         self.route_runnable.invoke(
             {"observation": obs.__dict__, "decision": decision.action, "reason": reason},
-            self._child_config(config, **metadata),
+            _child_config(config, **metadata),
         )
         update: dict[str, Any] = {"trim_draft": draft}
         if blocked:
@@ -711,218 +410,49 @@ class _TrimNodes:
             update["trim_overspent"] = True
         return update
 
-    @staticmethod
-    def _weak_record(draft: PendingDraft, fallback: str | None) -> StepRecord:
-        return StepRecord(
-            index=draft["index"],
-            text=draft["text"],
-            author="weak",
-            model=draft["model"],
-            tokens=draft["tokens"],
-            tokens_estimated=draft["tokens_estimated"],
-            stop=draft["stop"],
-            score=draft.get("score"),
-            draft_score=draft.get("score"),
-            decision=draft.get("decision", "continue"),
-            reason=draft.get("reason", ""),
-            draft=None,
-            draft_tokens=draft["tokens"],
-            budget_blocked=draft.get("budget_blocked", False),
-            fallback=fallback if fallback is not None else draft.get("fallback"),
-        )
-
-    @staticmethod
-    def _check_usage(spend: TrimSpend, out: StepOutput, role: str) -> None:
-        """Count untrusted usage; a strong model that overran ``max_tokens`` is distrusted.
-
-        Once distrusted, the route node keeps every later draft of the question (the hard
-        budget cannot be guaranteed for a model that does not honour its cap).
-        """
-        if out.usage_note is None and not out.overran:
-            return
-        spend["usage_flags"] = spend.get("usage_flags", 0) + 1
-        if role == "strong" and (out.overran or "over_cap" in (out.usage_note or "")):
-            spend["strong_untrusted"] = True
-
     def accept(
         self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
     ) -> dict[str, Any]:
         draft = state["trim_draft"]
         assert draft is not None
-        record = self._weak_record(draft, None)
+        record = _weak_record(draft, None)
         return self._commit(state, record, self.spend(state), runtime, config)
 
     # -- escalate ----------------------------------------------------------------------
-    def _can_attempt(self, state: TrimState, esc: _Escalation, settings: TrimSettings) -> bool:
-        """Whether the budget still covers one more strong call of this escalation."""
-        budget = self.budget(state)
-        if budget is None or esc.calls == 0:
-            return True  # the route node checked the first attempt
-        spent = _spend_view(state).get("strong_tokens", 0) + esc.failed_tokens
-        return budget - spent >= settings.strong_max_tokens
-
-    def _settle(
-        self,
-        esc: _Escalation,
-        record: dict[str, Any],
-        live: StepOutput | StepGenerationError | None,
-        abandoned: bool,
-        settings: TrimSettings,
-        index: int,
-    ) -> bool:
-        """Fold one attempt into ``esc``; return whether another attempt may follow."""
-        if abandoned:
-            # An attempt began before the process stopped and left no result: the call was
-            # probably made and billed.  Charge it as a whole step, estimated.
-            esc.calls += 1
-            esc.abandoned += 1
-            esc.failed_tokens += settings.strong_max_tokens
-            logger.warning(
-                "a strong call for step %d was in flight when the run stopped; charged its "
-                "max_tokens=%d on resume",
-                index,
-                settings.strong_max_tokens,
-            )
-        if record.get("skipped"):
-            esc.stopped = record["skipped"]
-            return False
-        esc.calls += 1
-        outcome = live if live is not None else _from_record(record)
-        if isinstance(outcome, StepOutput):
-            esc.output, esc.error = outcome, None
-            return False
-        esc.error, esc.error_record = outcome, record
-        esc.failed_tokens += outcome.tokens
-        return bool(record["retry"])
-
-    def _attempt(
-        self, request: _Attempt
-    ) -> tuple[dict[str, Any], StepOutput | StepGenerationError]:
-        try:
-            out = self.strong_gen.generate(request.question, request.prefix, **request.kwargs)
-        except StepGenerationError as exc:
-            return _error_record(exc, _retryable(self.strong_retry, exc)), exc
-        return _output_record(out), out
-
-    async def _aattempt(
-        self, request: _Attempt
-    ) -> tuple[dict[str, Any], StepOutput | StepGenerationError]:
-        try:
-            out = await self.strong_gen.agenerate(
-                request.question, request.prefix, **request.kwargs
-            )
-        except StepGenerationError as exc:
-            return _error_record(exc, _retryable(self.strong_retry, exc)), exc
-        return _output_record(out), out
-
-    def _durable_attempt(self, request: _Attempt) -> _Attempted:
-        """One strong attempt as two LangGraph tasks: a marker, then the call.
-
-        A task's result is saved when it returns, and a resumed run gets saved results
-        back instead of running the task again.  A marker saved by an earlier run with no
-        call result after it is a call that was in flight when that run died: it is
-        reported as abandoned (and the new call is made only if the budget still covers
-        it).  Returns the attempt's record, its live outcome (``None`` when replayed) and
-        whether an earlier attempt was abandoned.
-        """
-        live = _Live(request)
-
-        def begin() -> bool:
-            return live.begin()
-
-        def call(resumed: bool) -> dict[str, Any]:
-            return live.blocked(self, resumed) or live.keep(self._attempt(request))
-
-        _task(name="trim.strong_attempt_begin")(begin)().result()
-        called = _task(name="trim.strong_attempt")(call)(not live.began)
-        return live.result(called.result())
-
-    async def _adurable_attempt(self, request: _Attempt, config: RunnableConfig) -> _Attempted:
-        """Async :meth:`_durable_attempt`."""
-        live = _Live(request)
-
-        async def begin() -> bool:
-            return live.begin()
-
-        async def call(resumed: bool) -> dict[str, Any]:
-            return live.blocked(self, resumed) or live.keep(await self._aattempt(request))
-
-        with _in_runnable_context(config):
-            began = _task(name="trim.strong_attempt_begin")(begin)()
-        await began
-        with _in_runnable_context(config):
-            called = _task(name="trim.strong_attempt")(call)(not live.began)
-        return live.result(await called)
-
-    def _escalation(
+    def _plan(
         self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
-    ) -> Generator[_Attempt | float | dict[str, Any], Any, None]:
-        """The retry loop of :meth:`escalate` without I/O, for the sync and async nodes.
-
-        Yields each attempt to make (and is sent its record, live outcome and whether an
-        earlier attempt was abandoned) and the seconds to back off between attempts, then
-        the node's update.
-        """
+    ) -> dict[str, Any]:
+        """What :class:`~langchain_trim.escalation.StrongAttempts` needs for this step."""
         settings = self.settings(runtime)
         prefix, open_step = self.prefix(state)
-        kwargs = self._gen_kwargs(settings, open_step, config, strong=True)
-        index = state["trim_draft"]["index"]  # type: ignore[index]
-        durable = _checkpointed(config)
-        esc = _Escalation()
-        for attempt in range(1, self.strong_retry.max_attempts + 1):
-            if not self._can_attempt(state, esc, settings):
-                esc.stopped = "budget"
-                break
-            record, outcome, abandoned = yield _Attempt(
-                state, esc, settings, state["question"], prefix, kwargs, durable
-            )
-            again = self._settle(esc, record, outcome, abandoned, settings, index)
-            if not again or attempt == self.strong_retry.max_attempts:
-                break
-            yield _backoff(self.strong_retry, attempt)
-        yield self._after_strong(state, esc, runtime, config)
-
-    def _run_attempt(self, request: _Attempt | float) -> _Attempted | None:
-        if not isinstance(request, _Attempt):
-            time.sleep(request)
-            return None
-        if request.durable:
-            return self._durable_attempt(request)
-        return (*self._attempt(request), False)
-
-    async def _arun_attempt(
-        self, request: _Attempt | float, config: RunnableConfig
-    ) -> _Attempted | None:
-        if not isinstance(request, _Attempt):
-            await asyncio.sleep(request)
-            return None
-        if request.durable:
-            return await self._adurable_attempt(request, config)
-        return (*await self._aattempt(request), False)
+        return {
+            "question": state["question"],
+            "prefix": prefix,
+            "kwargs": _gen_kwargs(settings, open_step, config, strong=True),
+            "budget": self.budget(state),
+            "spent": _spend_view(state).get("strong_tokens", 0),
+            "cap": settings.strong_max_tokens,
+            "index": state["trim_draft"]["index"],  # type: ignore[index]
+            "durable": checkpointed(config),
+        }
 
     def escalate(
         self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
     ) -> dict[str, Any]:
         """Have the strong model write the step: up to ``strong_retry.max_attempts`` calls.
 
-        With a checkpointer each attempt runs as LangGraph tasks
-        (:meth:`_durable_attempt`), so a resumed run never pays again for an attempt
-        that returned, and charges one that was in flight when the process died.
+        With a checkpointer each attempt runs as LangGraph tasks, so a resumed run never
+        pays again for an attempt that returned, and charges one that was in flight when
+        the process died (:mod:`langchain_trim.escalation`).
         """
-        steps = self._escalation(state, config, runtime)
-        request = next(steps)
-        while not isinstance(request, dict):
-            request = steps.send(self._run_attempt(request))
-        return request
+        esc = self.attempts.run(**self._plan(state, config, runtime))
+        return self._after_strong(state, esc, runtime, config)
 
     async def aescalate(
         self, state: TrimState, config: RunnableConfig, runtime: Runtime[Any]
     ) -> dict[str, Any]:
-        steps = self._escalation(state, config, runtime)
-        request = next(steps)
-        while not isinstance(request, dict):
-            request = steps.send(await self._arun_attempt(request, config))
-        return request
+        esc = await self.attempts.arun(config=config, **self._plan(state, config, runtime))
+        return self._after_strong(state, esc, runtime, config)
 
     def _strong_failed(
         self,
@@ -936,47 +466,27 @@ class _TrimNodes:
     ) -> dict[str, Any]:
         if self.on_strong_error == "raise":
             raise error
-        _fall_back(
+        fall_back(
             spend,
             "strong_errors",
             self.on_strong_error,
             f"strong model failed to rewrite step {draft['index']} ({fallback}); "
             "the weak draft is kept",
         )
-        return self._commit(state, self._weak_record(draft, fallback), spend, runtime, config)
+        return self._commit(state, _weak_record(draft, fallback), spend, runtime, config)
 
     def _after_strong(
         self,
         state: TrimState,
-        esc: _Escalation,
+        esc: Escalation,
         runtime: Runtime[Any],
         config: RunnableConfig | None,
     ) -> dict[str, Any]:
         draft = state["trim_draft"]
         assert draft is not None
         spend = self.spend(state)
-        spend["strong_calls"] += esc.calls
-        spend["abandoned_strong_calls"] = spend.get("abandoned_strong_calls", 0) + esc.abandoned
-        if esc.failed_tokens:
-            # Failed, abandoned or timed-out attempts may have decoded tokens: they count.
-            spend["strong_tokens"] += esc.failed_tokens
-            spend["strong_tokens_estimated"] = True
+        esc.charge(spend)
         outcome = esc.output
-        if outcome is not None:
-            self._check_usage(spend, outcome, "strong")
-            spend["strong_tokens"] += outcome.tokens
-            spend["strong_tokens_estimated"] = (
-                spend["strong_tokens_estimated"] or outcome.tokens_estimated
-            )
-        budget = spend.get("budget")
-        if budget is not None and spend["strong_tokens"] > budget and not spend.get("overspent"):
-            spend["overspent"] = True
-            message = (
-                f"the strong model overspent the budget: {spend['strong_tokens']} > {budget} "
-                "strong tokens (it does not honour max_tokens); no further step is escalated"
-            )
-            logger.warning(message)
-            warnings.warn(message, TrimWarning, stacklevel=2)
         if outcome is None:
             error = esc.error or StepGenerationError(
                 f"strong model not called for step {draft['index']}: the budget left cannot "
@@ -984,7 +494,7 @@ class _TrimNodes:
                 role="strong",
                 step_index=draft["index"],
             )
-            fallback = "strong_error: " + _error_text(error, esc.error_record)
+            fallback = "strong_error: " + error_text(error, esc.error_record)
             if esc.stopped == "budget" and esc.error is not None:
                 fallback += "; no retry: the budget left cannot cover another attempt"
             return self._strong_failed(state, draft, spend, fallback, error, runtime, config)
@@ -998,24 +508,8 @@ class _TrimNodes:
             return self._strong_failed(state, draft, spend, fallback, error, runtime, config)
         spend["escalations"] += 1
         spend["discarded_draft_tokens"] += draft["tokens"]
-        self._observe(state["question"], outcome.text, outcome.logprobs)
-        record = StepRecord(
-            index=draft["index"],
-            text=outcome.text,
-            author="strong",
-            model=outcome.model,
-            tokens=outcome.tokens,
-            tokens_estimated=outcome.tokens_estimated,
-            stop=outcome.stop,
-            score=None,
-            draft_score=draft.get("score"),
-            decision="escalate",
-            reason=draft.get("reason", ""),
-            draft=draft["text"],
-            draft_tokens=draft["tokens"],
-            budget_blocked=False,
-            fallback=draft.get("fallback"),
-        )
+        self.scorer.observe(state["question"], outcome.text, outcome.logprobs)
+        record = _strong_record(draft, outcome)
         return self._commit(state, record, spend, runtime, config)
 
     @staticmethod
@@ -1072,11 +566,90 @@ class _TrimNodes:
         return update
 
 
-def _abandon(esc: _Escalation, settings: TrimSettings) -> _Escalation:
-    """``esc`` with one abandoned attempt charged (for the budget check before re-calling)."""
-    return _Escalation(
-        calls=esc.calls + 1, failed_tokens=esc.failed_tokens + settings.strong_max_tokens
+def _gen_kwargs(
+    settings: TrimSettings, open_step: bool, config: RunnableConfig, *, strong: bool = False
+) -> dict[str, Any]:
+    cap = settings.strong_max_tokens if strong else settings.step_max_tokens
+    kwargs: dict[str, Any] = {"max_tokens": cap, "config": config}
+    if open_step:  # only then: generators written before continuation keep working
+        kwargs["continue_last"] = True
+    return kwargs
+
+
+def _child_config(config: RunnableConfig | None, **metadata: Any) -> RunnableConfig:
+    cfg: RunnableConfig = {"metadata": {**metadata}}
+    if config:
+        cfg = {**config, "metadata": {**(config.get("metadata") or {}), **metadata}}
+        callbacks = cfg.get("callbacks")
+        if isinstance(callbacks, BaseCallbackManager):
+            # RunnableCallable adds the metadata to the manager in place: keep the
+            # node's own manager clean.
+            cfg["callbacks"] = callbacks.copy()
+    return cfg
+
+
+def _weak_record(draft: PendingDraft, fallback: str | None) -> StepRecord:
+    """The record of a kept draft (``fallback`` says why when a failure kept it)."""
+    return StepRecord(
+        index=draft["index"],
+        text=draft["text"],
+        author="weak",
+        model=draft["model"],
+        tokens=draft["tokens"],
+        tokens_estimated=draft["tokens_estimated"],
+        stop=draft["stop"],
+        score=draft.get("score"),
+        draft_score=draft.get("score"),
+        decision=draft.get("decision", "continue"),
+        reason=draft.get("reason", ""),
+        draft=None,
+        draft_tokens=draft["tokens"],
+        budget_blocked=draft.get("budget_blocked", False),
+        fallback=fallback if fallback is not None else draft.get("fallback"),
     )
+
+
+def _strong_record(draft: PendingDraft, outcome: StepOutput) -> StepRecord:
+    """The record of a strong rewrite; the next PRM call fills in its score."""
+    return StepRecord(
+        index=draft["index"],
+        text=outcome.text,
+        author="strong",
+        model=outcome.model,
+        tokens=outcome.tokens,
+        tokens_estimated=outcome.tokens_estimated,
+        stop=outcome.stop,
+        score=None,
+        draft_score=draft.get("score"),
+        decision="escalate",
+        reason=draft.get("reason", ""),
+        draft=draft["text"],
+        draft_tokens=draft["tokens"],
+        budget_blocked=False,
+        fallback=draft.get("fallback"),
+    )
+
+
+def _read_question(state: TrimState, max_chars: int) -> str:
+    """The question: the last ``HumanMessage`` if the input ends in one, else ``question``."""
+    question = state.get("question")
+    messages = state.get("messages") or []
+    if messages and isinstance(messages[-1], HumanMessage):
+        question = str(messages[-1].text)
+    if question is None:
+        raise InvalidInputError(
+            "no question: pass {'question': ...} or messages ending in a HumanMessage"
+        )
+    if not isinstance(question, str):
+        raise InvalidInputError(f"question must be a string, got {type(question).__name__}")
+    question = question.strip()
+    if not question:
+        raise InvalidInputError("question is empty")
+    if len(question) > max_chars:
+        raise InvalidInputError(
+            f"question has {len(question)} characters, more than max_question_chars={max_chars}"
+        )
+    return question
 
 
 def _identity(value: Any) -> Any:
@@ -1347,8 +920,8 @@ def create_trim_graph(
         ('4', ['strong', 'strong'])
     """
     for name, value in (("on_prm_error", on_prm_error), ("on_strong_error", on_strong_error)):
-        if value not in _FAILURE_MODES:
-            raise InvalidInputError(f"{name} must be one of {_FAILURE_MODES}, got {value!r}")
+        if value not in FAILURE_MODES:
+            raise InvalidInputError(f"{name} must be one of {FAILURE_MODES}, got {value!r}")
     if output_mode not in _OUTPUT_MODES:
         raise InvalidInputError(f"output_mode must be one of {_OUTPUT_MODES}, got {output_mode!r}")
     if strong_max_retries is not None:

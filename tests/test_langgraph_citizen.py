@@ -417,9 +417,9 @@ def test_no_overspend_flag_when_the_model_honours_its_cap(
 def test_stream_writer_path_for_old_pythons(
     monkeypatch: pytest.MonkeyPatch, weak: FakeStepModel, strong: FakeStepModel, prm: KeywordPRM
 ) -> None:
-    import langchain_trim.graph as graph_module
+    from langchain_trim import _py310
 
-    monkeypatch.setattr(graph_module, "_SET_CONFIG_VAR", True)
+    monkeypatch.setattr(_py310, "SET_CONFIG_VAR", True)
     graph = create_trim_graph(weak, strong, prm, ThresholdPolicy(0.3)).compile(
         checkpointer=InMemorySaver()  # escalations then run as LangGraph tasks
     )
