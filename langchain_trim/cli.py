@@ -19,7 +19,7 @@ import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 try:
     import typer
@@ -32,6 +32,9 @@ except ImportError:  # pragma: no cover - depends on the environment
 from langchain_trim.errors import InvalidInputError, ModelNotFoundError, TrimError
 from langchain_trim.events import is_step_event
 from langchain_trim.setting import load_models
+
+if TYPE_CHECKING:
+    from langchain_trim.eval.runner import EvalSummary
 
 app = typer.Typer(
     add_completion=False,
@@ -538,17 +541,10 @@ def eval_command(
     with _exit_codes():
         from langchain_trim.eval.runner import load_traces, run_eval
         from langchain_trim.policies import baselines as _baselines  # noqa: F401
-        from langchain_trim.policies.registry import expand_specs, make_policy
+        from langchain_trim.policies.registry import expand_specs
 
         specs = expand_specs(" ".join(policies))
-        if not specs:
-            raise InvalidInputError("--policies is empty")
-        for spec in specs:
-            make_policy(spec)
-        if concurrency < 1:
-            raise InvalidInputError(f"--concurrency must be >= 1, got {concurrency}")
-        if budget is not None and budget < 1:
-            raise InvalidInputError(f"--budget must be positive, got {budget}")
+        _check_eval_options(specs, concurrency, budget)
         _check_temperature(steps.temperature)
         problems, source = _eval_problems(dataset, data, split, limit, seed)
         if fake:
@@ -587,6 +583,30 @@ def eval_command(
             progress=not quiet,
             config=config,
         )
+        traces = load_traces(out, policies=specs)
+    _print_eval_summary(summary, traces, out)
+    if summary.errors:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _check_eval_options(specs: list[str], concurrency: int, budget: int | None) -> None:
+    """Refuse a run that would fail late: no or unknown policies, a bad budget."""
+    from langchain_trim.policies.registry import make_policy
+
+    if not specs:
+        raise InvalidInputError("--policies is empty")
+    for spec in specs:
+        make_policy(spec)
+    if concurrency < 1:
+        raise InvalidInputError(f"--concurrency must be >= 1, got {concurrency}")
+    if budget is not None and budget < 1:
+        raise InvalidInputError(f"--budget must be positive, got {budget}")
+
+
+def _print_eval_summary(
+    summary: EvalSummary, traces: dict[str, list[dict[str, Any]]], out: Path
+) -> None:
+    """What ran, each policy's accuracy and cost so far, warnings and failed problems."""
     hits = ""
     if summary.cache is not None:
         hits = f" · cache {summary.cache.hits} hits / {summary.cache.misses} misses"
@@ -594,10 +614,10 @@ def eval_command(
         f"ran {summary.ran}, skipped {summary.skipped} (done before), errors {summary.errors}"
         f" · {summary.seconds:.1f}s{hits}"
     )
-    for spec, traces in load_traces(out, policies=specs).items():
-        n = len(traces)
-        acc = sum(t["correct"] for t in traces) / n
-        tokens = sum(t["spend"].get("strong_tokens", 0) for t in traces) / n
+    for spec, runs in traces.items():
+        n = len(runs)
+        acc = sum(t["correct"] for t in runs) / n
+        tokens = sum(t["spend"].get("strong_tokens", 0) for t in runs) / n
         line = f"  {spec:<14} n={n:<4} accuracy {acc:6.1%}  strong tokens/q {tokens:8.1f}"
         console.print(line, markup=False)
     console.print(f"[dim]next: trim report {escape(str(out))}[/]")
@@ -608,7 +628,6 @@ def eval_command(
             err.print(f"[red]error:[/] {escape(line)}")
         more = f", {len(summary.failed) - 10} more" if len(summary.failed) > 10 else ""
         err.print(f"[red]{summary.errors} problems failed[/] (see 'error' in their traces{more})")
-        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

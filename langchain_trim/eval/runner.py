@@ -694,16 +694,7 @@ async def _run_locked(
         the_cache = SQLiteLLMCache(cache) if isinstance(cache, (str, Path)) else cache
     except OSError as exc:
         raise EvalStorageError(f"cannot open the cache {cache}: {exc}") from exc
-    jobs: list[tuple[str, Problem, Path]] = []
-    for spec in specs:
-        for problem in problems:
-            path = trace_path(out, spec, problem.id)
-            done = read_trace_file(path) if path.is_file() else None
-            if done is not None and not (retry_errors and done["result"].get("error")):
-                summary.skipped += 1
-                continue
-            jobs.append((spec, problem, path))
-
+    jobs = _pending_jobs(problems, specs, out, retry_errors, summary)
     bar = _progress(len(jobs), progress and bool(jobs))
     semaphore = asyncio.Semaphore(concurrency)
     t_start = time.perf_counter()
@@ -721,23 +712,11 @@ async def _run_locked(
                     graph, problem, spec, budget=budget, callbacks=callbacks
                 )
             except Exception as exc:
-                infra = _infrastructure_error(exc)
-                if infra is not None:  # the run's failure, not this problem's
-                    if isinstance(infra, TrimError):
-                        raise infra from exc
-                    raise EvalStorageError(
-                        f"{type(infra).__name__}: {infra} (while solving "
-                        f"{_printable(problem.id)!r} with {spec}); the run stopped, "
-                        "finished traces are kept"
-                    ) from exc
+                _raise_if_the_run_failed(exc, spec, problem)
                 if on_error == "raise":
                     raise
                 lines = _error_lines(spec, problem, exc, time.perf_counter() - t0, budget)
-                summary.errors += 1
-                line = f"{spec} {_printable(problem.id)}: {type(exc).__name__}: {exc}"
-                summary.failed.append(_printable(line).splitlines()[0][:300])
-                if bar is not None:
-                    bar.write(f"error: {summary.failed[-1]}")
+                _count_failure(summary, bar, f"{spec} {_printable(problem.id)}", exc)
             # fsync takes milliseconds: off the event loop, so other problems keep going
             await asyncio.to_thread(_write_trace, path, lines)
             summary.ran += 1
@@ -748,11 +727,7 @@ async def _run_locked(
             if on_result is not None:
                 on_result(lines[-1])
 
-    previous_stats = None
-    previous_notes = 0
-    if isinstance(the_cache, SQLiteLLMCache):
-        previous_stats = (the_cache.hits, the_cache.misses, the_cache.writes)
-        previous_notes = 0 if isinstance(cache, (str, Path)) else len(the_cache.notes)
+    before = _CacheMark.of(the_cache, owned=isinstance(cache, (str, Path)))
     try:
         with llm_cache(the_cache) if the_cache is not None else contextlib.nullcontext():
             tasks = [asyncio.ensure_future(run_one(*job)) for job in jobs]
@@ -767,18 +742,85 @@ async def _run_locked(
         if bar is not None:
             bar.close()
         summary.seconds = time.perf_counter() - t_start
-        if isinstance(the_cache, SQLiteLLMCache) and previous_stats is not None:
-            s = the_cache.stats()
-            summary.cache = CacheStats(
-                s.hits - previous_stats[0],
-                s.misses - previous_stats[1],
-                s.writes - previous_stats[2],
-                s.entries,
-            )
-        if isinstance(the_cache, SQLiteLLMCache):
-            summary.warnings.extend(the_cache.notes[previous_notes:])
-        if isinstance(cache, (str, Path)) and isinstance(the_cache, SQLiteLLMCache):
-            the_cache.close()
+        if before is not None:
+            before.settle(summary)
+    _finish_config(out, summary)
+    return summary
+
+
+def _pending_jobs(
+    problems: Sequence[Problem],
+    specs: Sequence[str],
+    out: Path,
+    retry_errors: bool,
+    summary: EvalSummary,
+) -> list[tuple[str, Problem, Path]]:
+    """The (policy, problem) pairs without a finished trace; the others are counted skipped."""
+    jobs: list[tuple[str, Problem, Path]] = []
+    for spec in specs:
+        for problem in problems:
+            path = trace_path(out, spec, problem.id)
+            done = read_trace_file(path) if path.is_file() else None
+            if done is not None and not (retry_errors and done["result"].get("error")):
+                summary.skipped += 1
+                continue
+            jobs.append((spec, problem, path))
+    return jobs
+
+
+def _raise_if_the_run_failed(exc: Exception, spec: str, problem: Problem) -> None:
+    """Stop the run on a failure of the run itself (storage, interruption), not the problem's."""
+    infra = _infrastructure_error(exc)
+    if infra is None:
+        return
+    if isinstance(infra, TrimError):
+        raise infra from exc
+    raise EvalStorageError(
+        f"{type(infra).__name__}: {infra} (while solving {_printable(problem.id)!r} with "
+        f"{spec}); the run stopped, finished traces are kept"
+    ) from exc
+
+
+def _count_failure(summary: EvalSummary, bar: Any, where: str, exc: Exception) -> None:
+    """Count a problem's failure and show it (its trace records the error)."""
+    summary.errors += 1
+    line = f"{where}: {type(exc).__name__}: {exc}"
+    summary.failed.append(_printable(line).splitlines()[0][:300])
+    if bar is not None:
+        bar.write(f"error: {summary.failed[-1]}")
+
+
+@dataclass(frozen=True)
+class _CacheMark:
+    """A SQLite cache's counters before a run, to report what this run did with it."""
+
+    cache: SQLiteLLMCache
+    owned: bool
+    """The run opened the cache itself (and closes it)."""
+    hits: int
+    misses: int
+    writes: int
+    notes: int
+
+    @classmethod
+    def of(cls, cache: BaseCache | None, *, owned: bool) -> _CacheMark | None:
+        if not isinstance(cache, SQLiteLLMCache):
+            return None
+        notes = 0 if owned else len(cache.notes)
+        return cls(cache, owned, cache.hits, cache.misses, cache.writes, notes)
+
+    def settle(self, summary: EvalSummary) -> None:
+        s = self.cache.stats()
+        summary.cache = CacheStats(
+            s.hits - self.hits, s.misses - self.misses, s.writes - self.writes, s.entries
+        )
+        summary.warnings.extend(self.cache.notes[self.notes :])
+        if self.owned:
+            self.cache.close()
+
+
+def _finish_config(out: Path, summary: EvalSummary) -> None:
+    """Stamp the run folder's config with the time and what the cache did."""
     meta_update = read_config(out)
     meta_update["updated_at"] = _now()
     if summary.cache is not None:
@@ -793,7 +835,6 @@ async def _run_locked(
         write_atomic(out / CONFIG_FILE, _dumps(meta_update, indent=1))
     except OSError as exc:
         raise EvalStorageError(f"cannot write {out / CONFIG_FILE}: {exc}") from exc
-    return summary
 
 
 @_blocking_form_of(arun_eval)

@@ -281,52 +281,18 @@ def train_ppo(
         for b in range(total):
             frac = b / max(total - 1, 1)
             ent_coef = cfg.entropy_start + frac * (cfg.entropy_end - cfg.entropy_start)
-            xs: list[np.ndarray] = []
-            acts: list[int] = []
-            old_logp: list[float] = []
-            advs: list[np.ndarray] = []
-            rets: list[np.ndarray] = []
             pass_idx, within = divmod(b, per_pass)
+            first = within * cfg.batch_questions
+            if cfg.fresh_episodes:
+                first += pass_idx * per_pass * cfg.batch_questions
+            wrap = None if n_questions is None else max(n_questions - len(val_idx), 1)
+            batch = _Batch()
             for q in range(cfg.batch_questions):
-                index = within * cfg.batch_questions + q
-                if cfg.fresh_episodes:
-                    index += pass_idx * per_pass * cfg.batch_questions
-                if n_questions is not None:
-                    index %= max(n_questions - len(val_idx), 1)
-                budget = None
-                if rng.random() < cfg.budget_prob:
-                    budget = int(rng.integers(cfg.budget_range[0], cfg.budget_range[1] + 1))
-                sampler.reset()
-                try:
-                    result = env.episode(
-                        sampler, index, seed=train_seed, budget=budget, record_steps=True
-                    )
-                except MissingBranchError:
-                    skipped += 1
-                    continue
-                episodes += 1
-                rewards = step_rewards(result, cfg.lam)
-                if len(rewards) != len(sampler.actions):
-                    raise RuntimeError("the environment asked for fewer decisions than steps")
-                adv, ret = gae(rewards, sampler.values, cfg.gamma, cfg.gae_lambda)
-                xs += sampler.xs
-                acts += sampler.actions
-                old_logp += sampler.logps
-                advs.append(adv)
-                rets.append(ret)
-            if xs:
-                _update(
-                    net,
-                    optim,
-                    cfg,
-                    ent_coef,
-                    rng,
-                    np.stack(xs),
-                    np.asarray(acts),
-                    np.asarray(old_logp),
-                    np.concatenate(advs),
-                    np.concatenate(rets),
-                )
+                index = first + q if wrap is None else (first + q) % wrap
+                batch.play(sampler, env, index, cfg, rng, train_seed)
+            episodes, skipped = episodes + batch.episodes, skipped + batch.skipped
+            if batch.xs:
+                _update(net, optim, cfg, ent_coef, rng, *batch.arrays())
                 current.set_params(to_numpy(net))
             batches += 1
             bar.update(1)
@@ -358,6 +324,58 @@ def train_ppo(
         seconds=time.perf_counter() - start,
         config=cfg,
     )
+
+
+@dataclass
+class _Batch:
+    """The decisions of one PPO batch's episodes, with their advantages and returns."""
+
+    xs: list[np.ndarray] = field(default_factory=list)
+    acts: list[int] = field(default_factory=list)
+    old_logp: list[float] = field(default_factory=list)
+    advs: list[np.ndarray] = field(default_factory=list)
+    rets: list[np.ndarray] = field(default_factory=list)
+    episodes: int = 0
+    skipped: int = 0
+
+    def play(
+        self,
+        sampler: _Sampler,
+        env: TrainingEnv,
+        index: int,
+        cfg: PPOConfig,
+        rng: np.random.Generator,
+        seed: int,
+    ) -> None:
+        """One training episode of question ``index`` (under a random budget, sometimes)."""
+        budget = None
+        if rng.random() < cfg.budget_prob:
+            budget = int(rng.integers(cfg.budget_range[0], cfg.budget_range[1] + 1))
+        sampler.reset()
+        try:
+            result = env.episode(sampler, index, seed=seed, budget=budget, record_steps=True)
+        except MissingBranchError:
+            self.skipped += 1
+            return
+        self.episodes += 1
+        rewards = step_rewards(result, cfg.lam)
+        if len(rewards) != len(sampler.actions):
+            raise RuntimeError("the environment asked for fewer decisions than steps")
+        adv, ret = gae(rewards, sampler.values, cfg.gamma, cfg.gae_lambda)
+        self.xs += sampler.xs
+        self.acts += sampler.actions
+        self.old_logp += sampler.logps
+        self.advs.append(adv)
+        self.rets.append(ret)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            np.stack(self.xs),
+            np.asarray(self.acts),
+            np.asarray(self.old_logp),
+            np.concatenate(self.advs),
+            np.concatenate(self.rets),
+        )
 
 
 def _update(
