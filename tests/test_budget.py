@@ -161,7 +161,7 @@ def _chunky_responder(traj: list[tuple[float, int, int, int]], tag: str, which: 
     step_cap=st.integers(4, 40),
     strong_cap=st.none() | st.integers(2, 40),
     usage_mode=st.sampled_from(["honest", "negative", "nan", "tenfold", "missing"]),
-    shared=st.booleans(),
+    shared=st.sampled_from(["no", "wrapped by hand", "global_budget="]),
 )
 def test_budget_holds_with_blank_chunks_lying_usage_and_shared_budgets(
     traj: list[tuple[float, int, int, int]],
@@ -170,7 +170,7 @@ def test_budget_holds_with_blank_chunks_lying_usage_and_shared_budgets(
     step_cap: int,
     strong_cap: int | None,
     usage_mode: str,
-    shared: bool,
+    shared: str,
 ) -> None:
     """Every model here honours max_tokens; whatever it reports, no budget is exceeded
     (with or without a lower cap on strong calls)."""
@@ -191,14 +191,17 @@ def test_budget_holds_with_blank_chunks_lying_usage_and_shared_budgets(
     policy: Any = ThresholdPolicy(threshold)
     strong_model: Any = strong
     pool = None
-    if shared:
+    caps: dict[str, Any] = {"step_max_tokens": step_cap, "strong_step_max_tokens": strong_cap}
+    if shared != "no":
         pool = GlobalBudget(total=budget, step_tokens=reserve)
+    if shared == "wrapped by hand":
         policy = GlobalBudgetPolicy(policy, pool)
         strong_model = BudgetedStepGenerator(
             as_step_generator(strong, role="strong", run_name="trim.strong"), pool
         )
-    caps = {"step_max_tokens": step_cap, "strong_step_max_tokens": strong_cap}
-    if not shared and budget < reserve:  # could never escalate: rejected, loudly
+    elif shared == "global_budget=":
+        caps["global_budget"] = pool
+    if shared == "no" and budget < reserve:  # could never escalate: rejected, loudly
         with pytest.raises(InvalidInputError, match="strong step cap"):
             create_trim_graph(weak, strong, None, policy, budget=budget, **caps)
         return
@@ -207,10 +210,10 @@ def test_budget_holds_with_blank_chunks_lying_usage_and_shared_budgets(
         strong_model,
         FunctionPRM(score),
         policy,
-        budget=None if shared else budget,
+        budget=None if pool is not None else budget,
         **caps,
     ).compile()
-    outs = [graph.invoke({"question": f"q{k}"}) for k in range(2 if shared else 1)]
+    outs = [graph.invoke({"question": f"q{k}"}) for k in range(1 if pool is None else 2)]
     total = sum(o["trim_spend"]["strong_tokens"] for o in outs)
     assert total <= budget
     for o in outs:
