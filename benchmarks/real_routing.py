@@ -378,6 +378,8 @@ def run_folder(args: argparse.Namespace) -> Path:
         suffix += "_walltime"
     if args.strong_cap:
         suffix += f"_strongcap{args.strong_cap}"
+    if args.strong_mode:
+        suffix += f"_strongmode-{args.strong_mode}"
     if args.tag:
         suffix += f"_{args.tag}"
     return RUNS / f"{args.split}_{args.dataset}{suffix}"
@@ -401,6 +403,7 @@ def run_chunk(
             max_total_tokens=MAX_TOTAL_TOKENS,
             step_format=setting.step_format,
             strong_step_format=args.strong_format or None,
+            strong_mode=args.strong_mode or None,
         ).compile(name="trim")
 
     summary = run_eval(
@@ -429,6 +432,7 @@ def run_chunk(
             "strong_step_format": args.strong_format or setting.step_format,
             "max_total_tokens": MAX_TOTAL_TOKENS,
             "strong_step_cap": args.strong_cap or None,
+            "strong_mode": args.strong_mode or "auto (prefill)",
         },
     )
     print(f"ran {summary.ran}, skipped {summary.skipped}, errors {summary.errors}")
@@ -460,6 +464,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="cap a strong rewrite at this many tokens (the next step continues it)",
+    )
+    r.add_argument(
+        "--strong-mode",
+        choices=("", "instruct"),
+        default="",
+        help="ask the strong model for the next step in a user turn ('Write step N only') "
+        "instead of continuing the solution (prefill)",
     )
     r.add_argument(
         "--tag",

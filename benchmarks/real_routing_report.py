@@ -705,6 +705,46 @@ def strong_cap_on_dev(
     return out
 
 
+def strong_mode_on_dev(
+    dev: Mapping[str, Mapping[str, Any]], variant: Mapping[str, Mapping[str, Any]], mode: str
+) -> dict[str, Any]:
+    """TRIM-Thr on dev with the strong model asked in another mode, beside the default.
+
+    Rule fixed before the run (session 10): the mode is adopted only if, on dev, (1) a
+    rewritten logical step costs on average <= 25% of an always-strong solution's tokens
+    and (2) every threshold point of the variant lies on or above the default's curve (the
+    hull of always-weak, always-strong and the default threshold sweep) at its own strong
+    cost, on the same problems.  APGR alone could not decide (both sweeps sat at its 0.5
+    floor on dev before); (2) refuses a cheaper point on a lower line.
+    """
+    name = f"{mode} mode"
+    out = strong_format_on_dev(dev, variant, name)
+    if not out:
+        return {}
+    ids = dev_pair_ids(dev, variant)
+    cols: dict[str, np.ndarray] = {}
+    for spec, key in (("weakscored", "weak"), ("strong", "strong")):
+        cols[f"{key}:c"], cols[f"{key}:t"] = policy_columns(dev, ids, spec)
+    for spec in thr_specs(dev):
+        cols[f"default {spec}:c"], cols[f"default {spec}:t"] = policy_columns(dev, ids, spec)
+    family = ["weak", "strong", *(f"default {s}" for s in thr_specs(dev))]
+    above = {}
+    for spec in thr_specs(variant):
+        cols[f"{name} {spec}:c"], cols[f"{name} {spec}:t"] = policy_columns(variant, ids, spec)
+        above[spec] = above_curve(cols, f"{name} {spec}", family)
+    mean_strong = out["points"]["strong"]["strong_tokens"]
+    costs = {f"{name} {s}": rewrite_cost(variant, s, ids) for s in thr_specs(variant)}
+    share = max((c["per_step"] or 0.0) for c in costs.values()) / mean_strong
+    out["rewrite_cost"] = {
+        **{f"default {s}": rewrite_cost(dev, s, ids) for s in thr_specs(dev)},
+        **costs,
+    }
+    out["share_of_strong_solution"] = share
+    out["above_default_curve"] = above
+    out["adopted"] = bool(share <= 0.25 and above and min(above.values()) >= 0.0)
+    return out
+
+
 ENDPOINTS = ("weakscored", "strong")
 
 
@@ -767,6 +807,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cap = folder.name.rpartition("strongcap")[2]
         if cap.isdigit():
             result["dev"]["strong_cap"].append(strong_cap_on_dev(dev, load_run(folder), int(cap)))
+    result["dev"]["strong_mode"] = [
+        strong_mode_on_dev(dev, load_run(folder), folder.name.rpartition("strongmode-")[2])
+        for folder in ([] if fmt else sorted(args.dev.parent.glob(args.dev.name + "_strongmode-*")))
+    ]
     for folder in args.test:
         if not folder.is_dir():
             continue
@@ -871,6 +915,23 @@ def render(result: Mapping[str, Any]) -> str:
             f"dev APGR no worse: default {cap['apgr_default']:.3f}, capped "
             f"{cap['apgr_alternative']:.3f}; {cap['n']} problems). Points: {points}. "
             f"Rewrite tokens: {costs}"
+        )
+    for mode in result["dev"].get("strong_mode") or []:
+        if not mode:
+            continue
+        points = ", ".join(
+            f"{k} {100 * v['accuracy']:.1f}% @ {v['strong_tokens']:.0f}"
+            for k, v in mode["points"].items()
+        )
+        above = ", ".join(
+            f"{k} {100 * v:+.1f} points" for k, v in mode["above_default_curve"].items()
+        )
+        lines.append(
+            f"- the strong model asked in {mode['format']}: "
+            f"{'adopted' if mode['adopted'] else 'not adopted'} (rule: a rewritten step <= 25% "
+            f"of a strong solution, here {100 * mode['share_of_strong_solution']:.0f}%, and "
+            f"every point on or above the default curve at its cost, here {above}; "
+            f"{mode['n']} problems). Points: {points}"
         )
     for fam, spec in ch.get("expressive", {}).items():
         lines.append(

@@ -187,3 +187,29 @@ def test_a_rewrite_is_set_beside_always_strongs_own_step_and_the_draft_it_replac
     assert stats["thr:0.5"]["rewrite_share_of_strong_solution"] == 0.3
     assert stats["thr:0.5"]["replaced_draft_tokens_mean"] == 35
     assert stats["thr:0.5"]["step_share_of_strong_solution"] == 0.2  # (10 + 30 + 20) / 3
+
+
+def test_a_strong_mode_is_adopted_only_if_cheap_per_step_and_not_below_the_curve() -> None:
+    """The rule fixed before the instruct-mode dev run: a cheaper point on a lower line
+    (what APGR's 0.5 floor could not tell apart) is refused."""
+    from benchmarks.real_routing_report import strong_mode_on_dev
+
+    def trace(correct: bool, rewrites: list[int]) -> dict[str, object]:
+        steps = [{"author": "strong", "tokens": n, "stop": "delimiter"} for n in rewrites]
+        spend = {"strong_tokens": sum(rewrites)}
+        return {"correct": correct, "steps": steps, "spend": spend}
+
+    ids = [str(i) for i in range(10)]
+    dev = {  # weak 0/10 @ 0, strong 10/10 @ 100, thr 6/10 @ 50: the default line
+        "weakscored": {i: trace(False, []) for i in ids},
+        "strong": {i: trace(True, [50, 50]) for i in ids},
+        "thr:0.5": {i: trace(int(i) < 6, [50]) for i in ids},
+    }
+    below = {"thr:0.5": {i: trace(int(i) < 2, [20]) for i in ids}}  # 20% @ 20: below 24%
+    above = {"thr:0.5": {i: trace(int(i) < 4, [20]) for i in ids}}  # 40% @ 20: above it
+    long = {"thr:0.5": {i: trace(int(i) < 7, [30]) for i in ids}}  # above, but 30% a step
+    refused = strong_mode_on_dev(dev, below, "instruct")
+    assert refused["share_of_strong_solution"] == 0.2 and not refused["adopted"]
+    assert abs(refused["above_default_curve"]["thr:0.5"] + 0.04) < 1e-9
+    assert strong_mode_on_dev(dev, above, "instruct")["adopted"]
+    assert not strong_mode_on_dev(dev, long, "instruct")["adopted"]
