@@ -357,6 +357,10 @@ class ChatStepGenerator:
         if self.delimiter in text:  # the backend ignored the stop sequence
             text = text.split(self.delimiter, 1)[0]
             stop = "delimiter"
+        if stop == "eos" and self.mode == "instruct" and text.strip():
+            # Asked for one step in a turn of its own, a model ends the turn when the step
+            # is written: that ends the step, not the solution (an empty turn still does).
+            stop = "delimiter"
         tokens, estimated, note, overran = self._count(message, text, asked)
         if note is not None:
             acc["note"] = note

@@ -124,6 +124,45 @@ def test_instruct_mode_with_plain_chat_models(prm: KeywordPRM) -> None:
     assert [s["author"] for s in out["trim_steps"]] == ["weak", "strong", "weak", "weak"]
 
 
+class _EndsItsTurn(FakeStepModel):
+    """A chat model that reports the natural end of every reply as end of text, as
+    llama.cpp (``"eos"``) and Anthropic-style APIs (``"end_turn"``) do."""
+
+    reason: str = "eos"
+
+    def _answer(self, messages: Any, stop: Any, kwargs: dict[str, Any]) -> Any:
+        result, delay = super()._answer(messages, stop, kwargs)
+        meta = result.generations[0].message.response_metadata
+        if meta["finish_reason"] == "stop" and result.generations[0].message.content:
+            meta["finish_reason"] = self.reason
+        return result, delay
+
+
+@pytest.mark.parametrize("reason", ["eos", "end_turn"])
+def test_an_instruct_reply_that_ends_its_turn_ends_the_step_not_the_solution(
+    prm: KeywordPRM, reason: str
+) -> None:
+    """On main a local model in instruct mode ended every solution after its first step:
+    asked for one step, it ends its turn, and that was read as the end of the text."""
+    weak = _EndsItsTurn(steps=WEAK_STEPS, supports_prefill=False, reason=reason)
+    strong = _EndsItsTurn(steps=STRONG_STEPS, supports_prefill=False, reason=reason)
+    out = (
+        create_trim_graph(weak, strong, prm, ThresholdPolicy(0.3))
+        .compile()
+        .invoke({"question": "apples?"})
+    )
+    assert [s["author"] for s in out["trim_steps"]] == ["weak", "strong", "weak", "weak"]
+    assert out["trim_termination"] == "final_answer" and out["trim_final_answer"] == "13"
+    # in prefill mode the model continues the solution: its end of text ends it
+    prefilled = _EndsItsTurn(steps=WEAK_STEPS, reason=reason)
+    out = (
+        create_trim_graph(prefilled, strong, prm, ThresholdPolicy(0))
+        .compile()
+        .invoke({"question": "apples?"})
+    )
+    assert len(out["trim_steps"]) == 1 and out["trim_termination"] == "end_of_text"
+
+
 def test_blank_steps_are_continued_not_accepted(prm: KeywordPRM) -> None:
     weak = FakeStepModel(steps=["a = 1", " . ", "", r"\boxed{1}"])
     strong = FakeStepModel(steps=[])
