@@ -904,10 +904,7 @@ def render(result: Mapping[str, Any]) -> str:
             for k, c in cap["rewrite_cost"].items()
             if c["per_step"] is not None
         )
-        points = ", ".join(
-            f"{k} {100 * v['accuracy']:.1f}% @ {v['strong_tokens']:.0f}"
-            for k, v in cap["points"].items()
-        )
+        points = _points_text(cap["points"])
         lines.append(
             f"- strong rewrites capped ({cap['format']}): "
             f"{'adopted' if cap['adopted'] else 'not adopted'} (rule: a rewritten step <= 25% "
@@ -919,10 +916,7 @@ def render(result: Mapping[str, Any]) -> str:
     for mode in result["dev"].get("strong_mode") or []:
         if not mode:
             continue
-        points = ", ".join(
-            f"{k} {100 * v['accuracy']:.1f}% @ {v['strong_tokens']:.0f}"
-            for k, v in mode["points"].items()
-        )
+        points = _points_text(mode["points"])
         above = ", ".join(
             f"{k} {100 * v:+.1f} points" for k, v in mode["above_default_curve"].items()
         )
@@ -1130,6 +1124,13 @@ def _expressive(test: Mapping[str, Any], key: str, family: str, spec: str) -> st
     above = _ci(block["differences"].get(f"accuracy {family} − TRIM-Thr's curve at its cost"))
     n = "" if block["n_test"] == test["n_test"] else f" (n {block['n_test']})"
     return f"{_ci(p['accuracy'])} @ {p['strong_tokens']:.0f}; ×{ratio}; {above}{n}"
+
+
+def _points_text(points: Mapping[str, Mapping[str, float]]) -> str:
+    """``name accuracy% @ strong tokens`` for each point of a dev comparison."""
+    return ", ".join(
+        f"{k} {100 * v['accuracy']:.1f}% @ {v['strong_tokens']:.0f}" for k, v in points.items()
+    )
 
 
 def _estimate(triple: Sequence[Any] | None) -> str:
