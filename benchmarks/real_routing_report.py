@@ -544,6 +544,43 @@ def dev_pair_ids(
     return sorted(set(default) & set(common_ids(other, thr_specs(other))))
 
 
+def _paired_dev_columns(
+    dev: Mapping[str, Mapping[str, Any]],
+    other: Mapping[str, Mapping[str, Any]],
+    name: str,
+    ids: Sequence[str],
+) -> dict[str, np.ndarray]:
+    """Columns of the default dev sweep (``weak``, ``strong``, ``default thr:k``) and of a
+    variant's sweep (``NAME thr:k``) on the same problems."""
+    cols: dict[str, np.ndarray] = {}
+    for spec, key in (("weakscored", "weak"), ("strong", "strong")):
+        cols[f"{key}:c"], cols[f"{key}:t"] = policy_columns(dev, ids, spec)
+    for spec in thr_specs(dev):
+        cols[f"default {spec}:c"], cols[f"default {spec}:t"] = policy_columns(dev, ids, spec)
+    for spec in thr_specs(other):
+        cols[f"{name} {spec}:c"], cols[f"{name} {spec}:t"] = policy_columns(other, ids, spec)
+    return cols
+
+
+def _variant_rewrite_costs(
+    dev: Mapping[str, Mapping[str, Any]],
+    variant: Mapping[str, Mapping[str, Any]],
+    name: str,
+    out: dict[str, Any],
+) -> float | None:
+    """Put both sweeps' rewrite costs in ``out``; return the variant's dearest rewritten
+    step as a share of an always-strong solution."""
+    ids = dev_pair_ids(dev, variant)
+    costs = {f"{name} {s}": rewrite_cost(variant, s, ids) for s in thr_specs(variant)}
+    out["rewrite_cost"] = {
+        **{f"default {s}": rewrite_cost(dev, s, ids) for s in thr_specs(dev)},
+        **costs,
+    }
+    mean_strong = out["points"]["strong"]["strong_tokens"]
+    share = max((c["per_step"] or 0.0) for c in costs.values())
+    return share / mean_strong if mean_strong else None
+
+
 def strong_format_on_dev(
     dev: Mapping[str, Mapping[str, Any]], other: Mapping[str, Mapping[str, Any]], name: str
 ) -> dict[str, Any]:
@@ -557,13 +594,7 @@ def strong_format_on_dev(
     ids = dev_pair_ids(dev, other)
     if not ids or not theirs:
         return {}
-    cols: dict[str, np.ndarray] = {}
-    for spec, name_ in (("weakscored", "weak"), ("strong", "strong")):
-        cols[f"{name_}:c"], cols[f"{name_}:t"] = policy_columns(dev, ids, spec)
-    for spec in mine:
-        cols[f"default {spec}:c"], cols[f"default {spec}:t"] = policy_columns(dev, ids, spec)
-    for spec in theirs:
-        cols[f"{name} {spec}:c"], cols[f"{name} {spec}:t"] = policy_columns(other, ids, spec)
+    cols = _paired_dev_columns(dev, other, name, ids)
     default = curve(cols, [f"default {s}" for s in mine])
     alt = curve(cols, [f"{name} {s}" for s in theirs])
     points = {
@@ -688,15 +719,7 @@ def strong_cap_on_dev(
     out = strong_format_on_dev(dev, capped, f"cap {cap}")
     if not out:
         return {}
-    mean_strong = out["points"]["strong"]["strong_tokens"]
-    ids = dev_pair_ids(dev, capped)
-    capped_costs = {f"cap {cap} {s}": rewrite_cost(capped, s, ids) for s in thr_specs(capped)}
-    share = max((c["per_step"] or 0.0) for c in capped_costs.values())
-    out["rewrite_cost"] = {
-        **{f"default {s}": rewrite_cost(dev, s, ids) for s in thr_specs(dev)},
-        **capped_costs,
-    }
-    out["cap_share_of_strong_solution"] = share / mean_strong if mean_strong else None
+    out["cap_share_of_strong_solution"] = _variant_rewrite_costs(dev, capped, f"cap {cap}", out)
     out["adopted"] = bool(
         out["cap_share_of_strong_solution"] is not None
         and out["cap_share_of_strong_solution"] <= 0.25
@@ -721,27 +744,15 @@ def strong_mode_on_dev(
     out = strong_format_on_dev(dev, variant, name)
     if not out:
         return {}
-    ids = dev_pair_ids(dev, variant)
-    cols: dict[str, np.ndarray] = {}
-    for spec, key in (("weakscored", "weak"), ("strong", "strong")):
-        cols[f"{key}:c"], cols[f"{key}:t"] = policy_columns(dev, ids, spec)
-    for spec in thr_specs(dev):
-        cols[f"default {spec}:c"], cols[f"default {spec}:t"] = policy_columns(dev, ids, spec)
+    cols = _paired_dev_columns(dev, variant, name, dev_pair_ids(dev, variant))
     family = ["weak", "strong", *(f"default {s}" for s in thr_specs(dev))]
-    above = {}
-    for spec in thr_specs(variant):
-        cols[f"{name} {spec}:c"], cols[f"{name} {spec}:t"] = policy_columns(variant, ids, spec)
-        above[spec] = above_curve(cols, f"{name} {spec}", family)
-    mean_strong = out["points"]["strong"]["strong_tokens"]
-    costs = {f"{name} {s}": rewrite_cost(variant, s, ids) for s in thr_specs(variant)}
-    share = max((c["per_step"] or 0.0) for c in costs.values()) / mean_strong
-    out["rewrite_cost"] = {
-        **{f"default {s}": rewrite_cost(dev, s, ids) for s in thr_specs(dev)},
-        **costs,
-    }
+    above = {spec: above_curve(cols, f"{name} {spec}", family) for spec in thr_specs(variant)}
+    share = _variant_rewrite_costs(dev, variant, name, out)
     out["share_of_strong_solution"] = share
     out["above_default_curve"] = above
-    out["adopted"] = bool(share <= 0.25 and above and min(above.values()) >= 0.0)
+    out["adopted"] = bool(
+        share is not None and share <= 0.25 and above and min(above.values()) >= 0.0
+    )
     return out
 
 
