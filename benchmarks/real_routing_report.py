@@ -756,6 +756,48 @@ def strong_mode_on_dev(
     return out
 
 
+def strong_lines_point_on_dev(
+    dev: Mapping[str, Mapping[str, Any]], lines: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The strong model cut at lines, swept to higher thresholds, at its own dev point.
+
+    Rule fixed before the run (session 11; the fourth attempt at a rewrite <= 25% of an
+    always-strong solution): the lines sweep (``thr:0.45`` to ``thr:0.85``, endpoints from
+    the default run) gets its operating point the way the default's was chosen (the
+    package's ``fit_threshold``, best ΔIBC on dev); ``lines`` becomes the strong model's
+    format only if at that point (1) a rewritten logical step costs on average <= 25% of
+    an always-strong solution's tokens and (2) the point lies on or above the default's
+    curve (hull of always-weak, always-strong and the default sweep) at its own strong
+    cost, on the same problems.  The earlier lines comparison stopped at ``thr:0.65``,
+    where one-line rewrites had bought too little to be judged.
+    """
+    from langchain_trim.eval.fit import fit_threshold
+
+    ids = dev_pair_ids(dev, lines)
+    if not ids or not thr_specs(lines):
+        return {}
+    out = strong_format_on_dev(dev, lines, "lines")
+    endpoints = {spec: [dev[spec][i] for i in ids] for spec in ENDPOINTS}
+    fit = fit_threshold(
+        {**endpoints, **{spec: [lines[spec][i] for i in ids] for spec in thr_specs(lines)}}
+    )
+    cols = _paired_dev_columns(dev, lines, "lines", ids)
+    family = ["weak", "strong", *(f"default {s}" for s in thr_specs(dev))]
+    mean_strong = out["points"]["strong"]["strong_tokens"]
+    per_step = rewrite_cost(lines, fit.policy, ids)["per_step"]
+    share = per_step / mean_strong if per_step is not None and mean_strong else None
+    above = above_curve(cols, f"lines {fit.policy}", family)
+    out.update(
+        chosen=fit.policy,
+        chosen_delta_ibc=fit.chosen.delta_ibc,
+        share_of_strong_solution=share,
+        above_default_curve=above,
+        adopted=bool(share is not None and share <= 0.25 and above >= 0.0),
+    )
+    _variant_rewrite_costs(dev, lines, "lines", out)
+    return out
+
+
 ENDPOINTS = ("weakscored", "strong")
 
 
@@ -818,6 +860,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cap = folder.name.rpartition("strongcap")[2]
         if cap.isdigit():
             result["dev"]["strong_cap"].append(strong_cap_on_dev(dev, load_run(folder), int(cap)))
+    swept = args.dev.with_name(args.dev.name + "_strong-lines_to085")
+    if swept.is_dir() and not fmt:
+        result["dev"]["strong_lines_point"] = strong_lines_point_on_dev(dev, load_run(swept))
     result["dev"]["strong_mode"] = [
         strong_mode_on_dev(dev, load_run(folder), folder.name.rpartition("strongmode-")[2])
         for folder in ([] if fmt else sorted(args.dev.parent.glob(args.dev.name + "_strongmode-*")))
@@ -937,6 +982,17 @@ def render(result: Mapping[str, Any]) -> str:
             f"of a strong solution, here {100 * mode['share_of_strong_solution']:.0f}%, and "
             f"every point on or above the default curve at its cost, here {above}; "
             f"{mode['n']} problems). Points: {points}"
+        )
+    sweep = result["dev"].get("strong_lines_point")
+    if sweep:
+        lines.append(
+            f"- the strong model cut at lines, swept to thr:0.85, at its own dev point "
+            f"`{sweep['chosen']}` (best ΔIBC {sweep['chosen_delta_ibc']:.3f}): "
+            f"{'adopted' if sweep['adopted'] else 'not adopted'} (rule: a rewritten step <= "
+            f"25% of a strong solution, here {100 * (sweep['share_of_strong_solution'] or 0):.0f}"
+            f"%, and the point on or above the default curve at its cost, here "
+            f"{100 * sweep['above_default_curve']:+.1f} points; {sweep['n']} problems). "
+            f"Points: {_points_text(sweep['points'])}"
         )
     for fam, spec in ch.get("expressive", {}).items():
         lines.append(

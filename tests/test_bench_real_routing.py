@@ -213,3 +213,37 @@ def test_a_strong_mode_is_adopted_only_if_cheap_per_step_and_not_below_the_curve
     assert abs(refused["above_default_curve"]["thr:0.5"] + 0.04) < 1e-9
     assert strong_mode_on_dev(dev, above, "instruct")["adopted"]
     assert not strong_mode_on_dev(dev, long, "instruct")["adopted"]
+
+
+def test_the_lines_sweep_is_judged_at_its_own_dev_point() -> None:
+    """The rule fixed before the session-11 lines sweep: the point ``fit_threshold`` picks
+    from the lines thresholds must be cheap per rewritten step and not below the curve."""
+    from benchmarks.real_routing_report import strong_lines_point_on_dev
+
+    def trace(pid: str, correct: bool, rewrites: list[int]) -> dict[str, object]:
+        steps = [{"author": "strong", "tokens": n, "stop": "delimiter"} for n in rewrites]
+        return {
+            "problem_id": pid,
+            "correct": correct,
+            "steps": steps,
+            "spend": {"strong_tokens": sum(rewrites)},
+        }
+
+    ids = [str(i) for i in range(10)]
+    dev = {  # weak 0/10 @ 0, strong 10/10 @ 100, thr 6/10 @ 50: the default line
+        "weakscored": {i: trace(i, False, []) for i in ids},
+        "strong": {i: trace(i, True, [50, 50]) for i in ids},
+        "thr:0.5": {i: trace(i, int(i) < 6, [50]) for i in ids},
+    }
+    cheap_steps = {  # best ΔIBC at thr:0.8: 8/10 @ 60 in 20-token rewrites, above the line
+        "thr:0.4": {i: trace(i, int(i) < 1, [20]) for i in ids},
+        "thr:0.8": {i: trace(i, int(i) < 8, [20, 20, 20]) for i in ids},
+    }
+    chosen = strong_lines_point_on_dev(dev, cheap_steps)
+    assert chosen["chosen"] == "thr:0.8" and chosen["adopted"]
+    assert chosen["share_of_strong_solution"] == 0.2
+    assert abs(chosen["above_default_curve"] - (0.8 - 0.68)) < 1e-9  # hull: 68% @ 60
+    below = {"thr:0.8": {i: trace(i, int(i) < 5, [20, 20, 20]) for i in ids}}  # 50% @ 60
+    assert not strong_lines_point_on_dev(dev, below)["adopted"]
+    long = {"thr:0.8": {i: trace(i, int(i) < 9, [60]) for i in ids}}  # above, 60% a step
+    assert not strong_lines_point_on_dev(dev, long)["adopted"]
