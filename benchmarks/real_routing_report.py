@@ -1135,9 +1135,7 @@ def readme_section(result: Mapping[str, Any]) -> str:
     row(f"TRIM-Thr `{ch['thr']['chosen']}` (dev point)", point(ch["thr"]["chosen"]))
     for signal in SIGNALS:
         row(f"{QUERY_ROUTERS[signal]} (dev point)", point(f"{signal} (dev point)"))
-    for fam in ("TRIM-Thr", *SIGNALS):
-        label = QUERY_ROUTERS.get(fam, fam)
-        row(f"APGR {label}", lambda b, f=fam: _ci(b["families"][f]["apgr"], False))
+    row("APGR TRIM-Thr", lambda b: _ci(b["families"]["TRIM-Thr"]["apgr"], False))
     for signal in SIGNALS:
         key = f"APGR TRIM-Thr − {signal}"
         row(
@@ -1151,13 +1149,6 @@ def readme_section(result: Mapping[str, Any]) -> str:
             "points above TRIM-Thr's curve at its cost",
             lambda b, f=fam, s=spec: _expressive(b, latest, f, s),
         )
-    row(
-        "ΔIBC at the dev points: TRIM-Thr / " + " / ".join(QUERY_ROUTERS[sig] for sig in SIGNALS),
-        lambda b: " / ".join(
-            _estimate(b["points"][name].get("delta_ibc"))
-            for name in (ch["thr"]["chosen"], *(f"{sig} (dev point)" for sig in SIGNALS))
-        ),
-    )
     row("weak steps/solution", lambda b: f"{b['steps']['weakscored']['steps_mean']:.1f}")
     dev_point = ch["thr"]["chosen"]
     row(
@@ -1174,7 +1165,8 @@ def readme_section(result: Mapping[str, Any]) -> str:
         "",
         "Accuracy % [95% CI over test problems] @ strong tokens per question; differences "
         "and ratios are paired (one resample for both families). Every choice was made on "
-        f"GSM8K-train ({ch['n_dev']} problems).",
+        f"GSM8K-train ({ch['n_dev']} problems). Each router's APGR, ΔIBC and the ablation: "
+        "[report](benchmarks/results/real_routing/report.md).",
         README_MARKERS[1],
     ]
     return "\n".join(lines) + "\n"
@@ -1198,11 +1190,6 @@ def _points_text(points: Mapping[str, Mapping[str, float]]) -> str:
     return ", ".join(
         f"{k} {100 * v['accuracy']:.1f}% @ {v['strong_tokens']:.0f}" for k, v in points.items()
     )
-
-
-def _estimate(triple: Sequence[Any] | None) -> str:
-    """The point estimate of a ``(value, lo, hi)`` triple, without its interval."""
-    return "—" if not triple or triple[0] is None else f"{triple[0]:.3f}"
 
 
 def _one_call(row: Mapping[str, Any] | None) -> str:

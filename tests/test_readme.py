@@ -41,7 +41,7 @@ def test_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     code = blocks("python")
     runnable = [b for b in code if not any(m in b for m in NEEDS_MODELS)]
-    assert len(runnable) >= 6 and len(code) - len(runnable) <= 1
+    assert len(runnable) >= 5 and len(code) - len(runnable) <= 1
     namespace: dict[str, Any] = {"__name__": "readme"}
     for n, body in enumerate(runnable):
         try:
