@@ -960,39 +960,44 @@ def render(result: Mapping[str, Any]) -> str:
             for k, c in cap["rewrite_cost"].items()
             if c["per_step"] is not None
         )
-        points = _points_text(cap["points"])
-        lines.append(
-            f"- strong rewrites capped ({cap['format']}): "
-            f"{'adopted' if cap['adopted'] else 'not adopted'} (rule: a rewritten step <= 25% "
-            f"of a strong solution, here {100 * cap['cap_share_of_strong_solution']:.0f}%, and "
+        no_worse = (
             f"dev APGR no worse: default {cap['apgr_default']:.3f}, capped "
-            f"{cap['apgr_alternative']:.3f}; {cap['n']} problems). Points: {points}. "
-            f"Rewrite tokens: {costs}"
+            f"{cap['apgr_alternative']:.3f}"
+        )
+        lines.append(
+            _dev_rule_line(
+                f"strong rewrites capped ({cap['format']})",
+                cap,
+                cap["cap_share_of_strong_solution"],
+                no_worse,
+            )
+            + f". Rewrite tokens: {costs}"
         )
     for mode in result["dev"].get("strong_mode") or []:
         if not mode:
             continue
-        points = _points_text(mode["points"])
         above = ", ".join(
             f"{k} {100 * v:+.1f} points" for k, v in mode["above_default_curve"].items()
         )
         lines.append(
-            f"- the strong model asked in {mode['format']}: "
-            f"{'adopted' if mode['adopted'] else 'not adopted'} (rule: a rewritten step <= 25% "
-            f"of a strong solution, here {100 * mode['share_of_strong_solution']:.0f}%, and "
-            f"every point on or above the default curve at its cost, here {above}; "
-            f"{mode['n']} problems). Points: {points}"
+            _dev_rule_line(
+                f"the strong model asked in {mode['format']}",
+                mode,
+                mode["share_of_strong_solution"],
+                f"every point on or above the default curve at its cost, here {above}",
+            )
         )
     sweep = result["dev"].get("strong_lines_point")
     if sweep:
         lines.append(
-            f"- the strong model cut at lines, swept to thr:0.85, at its own dev point "
-            f"`{sweep['chosen']}` (best ΔIBC {sweep['chosen_delta_ibc']:.3f}): "
-            f"{'adopted' if sweep['adopted'] else 'not adopted'} (rule: a rewritten step <= "
-            f"25% of a strong solution, here {100 * (sweep['share_of_strong_solution'] or 0):.0f}"
-            f"%, and the point on or above the default curve at its cost, here "
-            f"{100 * sweep['above_default_curve']:+.1f} points; {sweep['n']} problems). "
-            f"Points: {_points_text(sweep['points'])}"
+            _dev_rule_line(
+                f"the strong model cut at lines, swept to thr:0.85, at its own dev point "
+                f"`{sweep['chosen']}` (best ΔIBC {sweep['chosen_delta_ibc']:.3f})",
+                sweep,
+                sweep["share_of_strong_solution"],
+                "the point on or above the default curve at its cost, here "
+                f"{100 * sweep['above_default_curve']:+.1f} points",
+            )
         )
     for fam, spec in ch.get("expressive", {}).items():
         lines.append(
@@ -1183,6 +1188,18 @@ def _expressive(test: Mapping[str, Any], key: str, family: str, spec: str) -> st
     above = _ci(block["differences"].get(f"accuracy {family} − TRIM-Thr's curve at its cost"))
     n = "" if block["n_test"] == test["n_test"] else f" (n {block['n_test']})"
     return f"{_ci(p['accuracy'])} @ {p['strong_tokens']:.0f}; ×{ratio}; {above}{n}"
+
+
+def _dev_rule_line(
+    label: str, block: Mapping[str, Any], share: float | None, condition: str
+) -> str:
+    """One dev attempt at a cheaper rewrite, judged by the rule fixed before its run."""
+    verdict = "adopted" if block["adopted"] else "not adopted"
+    here = "—" if share is None else f"{100 * share:.0f}%"
+    return (
+        f"- {label}: {verdict} (rule: a rewritten step <= 25% of a strong solution, here "
+        f"{here}, and {condition}; {block['n']} problems). Points: " + _points_text(block["points"])
+    )
 
 
 def _points_text(points: Mapping[str, Mapping[str, float]]) -> str:
