@@ -111,28 +111,6 @@ def gsm8k_references(split: str) -> dict[str, str]:
     return {r["question"].strip(): r["answer"] for r in rows}
 
 
-def register_lines_format() -> None:
-    """``lines``: the ``paragraphs`` prompt, cut at every line (a candidate strong format).
-
-    The 1.5B model writes a paragraph of 4–5 lines per step, so one rewritten step costs
-    ~30% of its whole solution; cut at lines, a rewrite is one line.  Compared on dev as
-    the strong model's format (``run --strong-format lines``) before any test use.
-    """
-    from dataclasses import replace
-
-    from langchain_trim.step_format import STEP_FORMATS, register_step_format
-
-    if "lines" not in STEP_FORMATS:
-        register_step_format(
-            replace(
-                STEP_FORMATS["paragraphs"],
-                name="lines",
-                delimiter="\n",
-                description="the paragraphs prompt, one line per step",
-            )
-        )
-
-
 def build_setting(prm: str = "probe", step_format: str = "paragraphs") -> Any:
     from langchain_trim.local.setting import local_setting
     from langchain_trim.setting import load_models
@@ -330,8 +308,6 @@ def run_command(args: argparse.Namespace) -> None:
     else:
         setting = build_setting(prm=args.prm, step_format=args.format)
     specs = expand_specs(args.policies)
-    if args.strong_format:
-        register_lines_format()
     if args.no_cache:  # wall time: every call paid, in a folder of its own
         from langchain_trim.eval.prm_cache import CachedPRM
 

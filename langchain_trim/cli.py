@@ -107,12 +107,17 @@ class _Steps:
         str | None,
         typer.Option(
             "--step-format",
-            help="How models are asked for steps: paragraphs (embedded default) or release.",
+            help="How models are asked for steps: paragraphs (embedded default), lines, "
+            "short-steps or release.",
         ),
     ] = None
     strong_step_format: Annotated[
         str | None,
-        typer.Option("--strong-step-format", help="The strong model's step format, if different."),
+        typer.Option(
+            "--strong-step-format",
+            help="The strong model's step format, if different (default: lines when "
+            "--step-format is not given, else the same).",
+        ),
     ] = None
 
 
@@ -230,7 +235,12 @@ def _setting(
     strong_step_format: str | None = None,
 ) -> Any:
     """Local models by default; a ``*_url`` swaps that role for a served model."""
-    from langchain_trim.local.setting import EMBEDDED_STEP_FORMAT, LocalSetting, local_setting
+    from langchain_trim.local.setting import (
+        EMBEDDED_STEP_FORMAT,
+        EMBEDDED_STRONG_STEP_FORMAT,
+        LocalSetting,
+        local_setting,
+    )
     from langchain_trim.prm.registry import check_prm_spec, make_prm, served_prm_spec
     from langchain_trim.remote import openai_compatible
 
@@ -252,8 +262,9 @@ def _setting(
     scorer = make_prm(prm_spec, strong=strong_model)
     from langchain_trim.step_format import get_step_format
 
-    if step_format is None:
+    if step_format is None:  # the embedded pair's formats, both chosen on dev
         step_format = EMBEDDED_STEP_FORMAT
+        strong_step_format = strong_step_format or EMBEDDED_STRONG_STEP_FORMAT
     get_step_format(step_format)  # an unknown name fails before any model loads
     if strong_step_format is not None:
         get_step_format(strong_step_format)

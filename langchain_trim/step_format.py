@@ -16,10 +16,12 @@ whole contract so it can be chosen, compared on dev data and recorded with resul
   :func:`langchain_trim.steps.render_solution`.
 
 Built-in formats (:data:`STEP_FORMATS`): ``"release"`` (the official release's prompt,
-kept by name for comparisons) and ``"paragraphs"`` (a system prompt asking for one short
+kept by name for comparisons), ``"paragraphs"`` (a system prompt asking for one short
 paragraph per step, blank lines between steps and a ``\\boxed{}`` answer: the format
 under which the embedded models and typical instruct models write multi-step
-solutions).  :func:`register_step_format` adds your own.
+solutions), ``"short-steps"`` and ``"lines"`` (the paragraphs prompt cut at every line:
+the embedded strong model's format, so that a rewrite is one line, not a paragraph).
+:func:`register_step_format` adds your own.
 """
 
 from __future__ import annotations
@@ -189,7 +191,20 @@ SHORT_STEPS = StepFormat(
     description="system prompt asking for one sentence with at most one calculation per step",
 )
 
-STEP_FORMATS: dict[str, StepFormat] = {f.name: f for f in (RELEASE, PARAGRAPHS, SHORT_STEPS)}
+LINES = StepFormat(
+    name="lines",
+    user=PARAGRAPHS_USER,
+    system=PARAGRAPHS_SYSTEM,
+    delimiter="\n",
+    description="the paragraphs prompt, one line per step",
+)
+"""The ``paragraphs`` prompt cut at every line: for a strong model that rewrites steps.
+
+A 1.5B model writes 3–4 paragraphs per solution, so a rewritten paragraph costs about a
+third of its whole solution; cut at lines, a rewrite is one line (~12% on GSM8K-train)
+and the weak model goes on from there."""
+
+STEP_FORMATS: dict[str, StepFormat] = {f.name: f for f in (RELEASE, PARAGRAPHS, SHORT_STEPS, LINES)}
 """Registered step formats by name."""
 
 DEFAULT_STEP_FORMAT = "paragraphs"
@@ -229,6 +244,7 @@ def parse_request(messages: Sequence[BaseMessage]) -> tuple[str, str]:
 
 __all__ = [
     "DEFAULT_STEP_FORMAT",
+    "LINES",
     "PARAGRAPHS",
     "RELEASE",
     "SHORT_STEPS",

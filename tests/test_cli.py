@@ -41,3 +41,22 @@ def test_bad_jsonl_lines(tmp_path: Path) -> None:
     bad.write_text('{"answer": 3}\n')
     result = runner.invoke(app, ["solve", "--file", str(bad)])
     assert result.exit_code == EXIT_BAD_INPUT and "needs a non-empty" in result.output
+
+
+def test_the_embedded_pair_cuts_the_strong_model_at_lines_unless_a_format_is_asked() -> None:
+    """The embedded default is the pair chosen on dev (weak: paragraphs, strong: lines); a
+    user who names a format gets it for both models unless they name the strong one."""
+    from langchain_trim.cli import _setting
+    from langchain_trim.local.setting import local_setting
+    from langchain_trim.step_format import STEP_FORMATS
+
+    def formats(*steps: str | None) -> tuple[str | None, str | None]:
+        s = _setting(("weak", None), ("strong", None), ("none", None), 0.0, *steps)
+        return s.step_format, s.strong_step_format
+
+    assert formats() == ("paragraphs", "lines")
+    assert formats("release") == ("release", None)
+    assert formats(None, "paragraphs") == ("paragraphs", "paragraphs")
+    assert local_setting(prm="none").strong_step_format == "lines"
+    lines = STEP_FORMATS["lines"]
+    assert lines.delimiter == "\n" and lines.system == STEP_FORMATS["paragraphs"].system

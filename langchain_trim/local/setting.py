@@ -11,6 +11,13 @@ EMBEDDED_STEP_FORMAT = "paragraphs"
 """Step format of the embedded models: measured best on GSM8K-train (dev), see
 ``benchmarks/results/step_formats.md``."""
 
+EMBEDDED_STRONG_STEP_FORMAT = "lines"
+"""The embedded strong model's format when it rewrites a step: the same prompt, cut at
+every line, so a rewrite is one line (12% of a strong solution on GSM8K-train, against
+34% for a paragraph).  Chosen on dev by a rule fixed before the run (TRIM-Thr at its
+best-ΔIBC threshold, 0.85: 61.4% at 171 strong tokens vs always-strong's 60.0% at 194;
+``benchmarks/results/real_routing/report.md``)."""
+
 
 @dataclass
 class LocalSetting:
@@ -34,6 +41,7 @@ def local_setting(
     n_threads: int | None = None,
     temperature: float = 0.0,
     step_format: str = EMBEDDED_STEP_FORMAT,
+    strong_step_format: str | None = EMBEDDED_STRONG_STEP_FORMAT,
 ) -> LocalSetting:
     """Build the embedded weak/strong llama.cpp models and a PRM.
 
@@ -50,6 +58,9 @@ def local_setting(
             the release samples at 0.7).
         step_format: how both models are asked for steps (see
             :mod:`langchain_trim.step_format`).
+        strong_step_format: the strong model's format when it differs (``None``: the
+            same as ``step_format``).  The probe's default threshold (0.85) was chosen on
+            dev with the default pair; with ``paragraphs`` for both, dev chose 0.65.
     """
     from langchain_trim.local.llama import LlamaCppChatModel
     from langchain_trim.prm.registry import check_prm_spec, make_prm
@@ -61,7 +72,13 @@ def local_setting(
     if kind == "judge" and judge is not None and judge != strong:
         judge_model = LlamaCppChatModel(model=judge, n_threads=n_threads)
     scorer = make_prm(prm, strong=judge_model, n_threads=n_threads)
-    return LocalSetting(weak=weak_model, strong=strong_model, prm=scorer, step_format=step_format)
+    return LocalSetting(
+        weak=weak_model,
+        strong=strong_model,
+        prm=scorer,
+        step_format=step_format,
+        strong_step_format=strong_step_format,
+    )
 
 
-__all__ = ["EMBEDDED_STEP_FORMAT", "LocalSetting", "local_setting"]
+__all__ = ["EMBEDDED_STEP_FORMAT", "EMBEDDED_STRONG_STEP_FORMAT", "LocalSetting", "local_setting"]
