@@ -824,10 +824,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--strong-format",
         default="",
-        help="report the runs whose strong model used this step format (<folder>_strong-NAME)",
+        help="report the runs whose strong model used this step format (<folder>_strong-NAME) "
+        "in a folder of their own (strong-NAME/)",
+    )
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help="with --strong-format: paste this report's table into README.md",
     )
     args = parser.parse_args(argv)
     fmt = args.strong_format
+    out_dir = OUT / f"strong-{fmt}" if fmt else OUT
 
     def load(folder: Path) -> dict[str, dict[str, dict[str, Any]]]:
         return with_endpoints(folder, fmt) if fmt else load_run(folder)
@@ -868,7 +875,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for folder in ([] if fmt else sorted(args.dev.parent.glob(args.dev.name + "_strongmode-*")))
     ]
     for folder in args.test:
-        if not folder.is_dir():
+        own = folder.with_name(f"{folder.name}_strong-{fmt}") if fmt else folder  # its runs
+        if not folder.is_dir() or not own.is_dir():
             continue
         test = load(folder)
         split, _, dataset = folder.name.partition("_")
@@ -876,10 +884,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "steps": step_stats(test),
             "stepwise_vs_one_call": stepwise_vs_one_call(test, one_call_rows(split, dataset)),
             "prm_on_new_steps": prm_on_new_steps(test, split) if dataset == "gsm8k" else {},
-            "wall_time": wall_time(folder.with_name(folder.name + "_walltime"), result["choices"]),
+            "wall_time": wall_time(own.with_name(own.name + "_walltime"), result["choices"]),
             "wall_time_more": [  # e.g. `run --no-cache --tag expressive`, each paired within
                 wall_time(more, result["choices"])
-                for more in sorted(folder.parent.glob(folder.name + "_walltime_*"))
+                for more in sorted(own.parent.glob(own.name + "_walltime_*"))
             ],
             **test_analysis(test, result["choices"]),
         }
@@ -892,16 +900,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 result[folder.name][f"with_expressive_{key}"] = test_analysis(
                     test, result["choices"], refit
                 )
-        oracle = folder.with_name(folder.name + "_oracle_paragraphs")
+        oracle = own.with_name(own.name + "_oracle_paragraphs")
         if oracle.is_dir():
             result[folder.name]["ablation"] = ablation(test, load_run(oracle), result["choices"])
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    (OUT / "report.md").write_text(render(result))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    (out_dir / "report.md").write_text(render(result))
     section = readme_section(result)
-    (OUT / README_SECTION).write_text(section)
-    paste_into_readme(section)
-    plot(result, OUT / "curves.png")
+    (out_dir / README_SECTION).write_text(section)
+    if not fmt or args.readme:
+        paste_into_readme(section)
+    plot(result, out_dir / "curves.png")
     print(render(result))
     return result
 

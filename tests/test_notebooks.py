@@ -63,8 +63,8 @@ def test_quickstart(kernel: str) -> None:
     assert "discarded draft: Then 3 * 4 = 13 apples in total." in text
     assert "'strong_tokens': 9" in text and "'escalations': 1" in text
     assert "done: 12 final_answer strong tokens 9" in text and "events: 5" in text
-    assert "threshold 0.0: answer    13  strong tokens   0" in text
-    assert "threshold 1.0: answer    12" in text
+    assert "threshold 0: answer    13  strong tokens   0" in text
+    assert "threshold 1: answer    12" in text
 
 
 def test_policy_comparison(kernel: str) -> None:
