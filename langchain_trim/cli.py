@@ -115,8 +115,8 @@ class _Steps:
         str | None,
         typer.Option(
             "--strong-step-format",
-            help="The strong model's step format, if different (default: lines when "
-            "--step-format is not given, else the same).",
+            help="The strong model's step format, if different (default: lines for the "
+            "embedded strong model drafting behind paragraphs, else the same).",
         ),
     ] = None
 
@@ -237,8 +237,8 @@ def _setting(
     """Local models by default; a ``*_url`` swaps that role for a served model."""
     from langchain_trim.local.setting import (
         EMBEDDED_STEP_FORMAT,
-        EMBEDDED_STRONG_STEP_FORMAT,
         LocalSetting,
+        embedded_strong_step_format,
         local_setting,
     )
     from langchain_trim.prm.registry import check_prm_spec, make_prm, served_prm_spec
@@ -262,9 +262,10 @@ def _setting(
     scorer = make_prm(prm_spec, strong=strong_model)
     from langchain_trim.step_format import get_step_format
 
-    if step_format is None:  # the embedded pair's formats, both chosen on dev
+    if step_format is None:
         step_format = EMBEDDED_STEP_FORMAT
-        strong_step_format = strong_step_format or EMBEDDED_STRONG_STEP_FORMAT
+    if strong[1] is None:  # the embedded strong model: the pair's format chosen on dev
+        strong_step_format = embedded_strong_step_format(strong[0], step_format, strong_step_format)
     get_step_format(step_format)  # an unknown name fails before any model loads
     if strong_step_format is not None:
         get_step_format(strong_step_format)

@@ -45,18 +45,21 @@ def test_bad_jsonl_lines(tmp_path: Path) -> None:
 
 def test_the_embedded_pair_cuts_the_strong_model_at_lines_unless_a_format_is_asked() -> None:
     """The embedded default is the pair chosen on dev (weak: paragraphs, strong: lines); a
-    user who names a format gets it for both models unless they name the strong one."""
+    user who names another format or another strong model gets the same format for both
+    unless they name the strong one."""
     from langchain_trim.cli import _setting
     from langchain_trim.local.setting import local_setting
     from langchain_trim.step_format import STEP_FORMATS
 
-    def formats(*steps: str | None) -> tuple[str | None, str | None]:
-        s = _setting(("weak", None), ("strong", None), ("none", None), 0.0, *steps)
+    def formats(*steps: str | None, strong: str = "strong") -> tuple[str | None, str | None]:
+        s = _setting(("weak", None), (strong, None), ("none", None), 0.0, *steps)
         return s.step_format, s.strong_step_format
 
-    assert formats() == ("paragraphs", "lines")
+    assert formats() == formats("paragraphs") == ("paragraphs", "lines")
     assert formats("release") == ("release", None)
     assert formats(None, "paragraphs") == ("paragraphs", "paragraphs")
+    assert formats(strong="tiny") == ("paragraphs", None)  # chosen for the embedded pair only
     assert local_setting(prm="none").strong_step_format == "lines"
+    assert local_setting(prm="none", strong="tiny").strong_step_format is None
     lines = STEP_FORMATS["lines"]
     assert lines.delimiter == "\n" and lines.system == STEP_FORMATS["paragraphs"].system

@@ -19,6 +19,22 @@ best-ΔIBC threshold, 0.85: 61.4% at 171 strong tokens vs always-strong's 60.0% 
 ``benchmarks/results/real_routing/report.md``)."""
 
 
+def embedded_strong_step_format(
+    strong: str, step_format: str, strong_step_format: str | None
+) -> str | None:
+    """The strong model's format: as asked, else ``lines`` for the embedded pair only.
+
+    The lines format was chosen on dev for the embedded 1.5B strong model drafting
+    behind the 0.5B one in ``paragraphs``; another strong model or another drafting
+    format gets what was asked (``None``: the same as ``step_format``).
+    """
+    if strong_step_format is not None:
+        return strong_step_format
+    if strong == "strong" and step_format == EMBEDDED_STEP_FORMAT:
+        return EMBEDDED_STRONG_STEP_FORMAT
+    return None
+
+
 @dataclass
 class LocalSetting:
     """The models of one TRIM configuration, and how they are asked for steps."""
@@ -41,7 +57,7 @@ def local_setting(
     n_threads: int | None = None,
     temperature: float = 0.0,
     step_format: str = EMBEDDED_STEP_FORMAT,
-    strong_step_format: str | None = EMBEDDED_STRONG_STEP_FORMAT,
+    strong_step_format: str | None = None,
 ) -> LocalSetting:
     """Build the embedded weak/strong llama.cpp models and a PRM.
 
@@ -58,9 +74,11 @@ def local_setting(
             the release samples at 0.7).
         step_format: how both models are asked for steps (see
             :mod:`langchain_trim.step_format`).
-        strong_step_format: the strong model's format when it differs (``None``: the
-            same as ``step_format``).  The probe's default threshold (0.85) was chosen on
-            dev with the default pair; with ``paragraphs`` for both, dev chose 0.65.
+        strong_step_format: the strong model's format when it differs.  ``None``:
+            ``lines`` for the embedded strong model drafting behind ``paragraphs`` (the
+            pair chosen on dev), else the same as ``step_format``.  The probe's default
+            threshold (0.85) was chosen on dev with that pair; with ``paragraphs`` for
+            both, dev chose 0.65.
     """
     from langchain_trim.local.llama import LlamaCppChatModel
     from langchain_trim.prm.registry import check_prm_spec, make_prm
@@ -77,8 +95,14 @@ def local_setting(
         strong=strong_model,
         prm=scorer,
         step_format=step_format,
-        strong_step_format=strong_step_format,
+        strong_step_format=embedded_strong_step_format(strong, step_format, strong_step_format),
     )
 
 
-__all__ = ["EMBEDDED_STEP_FORMAT", "EMBEDDED_STRONG_STEP_FORMAT", "LocalSetting", "local_setting"]
+__all__ = [
+    "EMBEDDED_STEP_FORMAT",
+    "EMBEDDED_STRONG_STEP_FORMAT",
+    "LocalSetting",
+    "embedded_strong_step_format",
+    "local_setting",
+]
