@@ -26,6 +26,7 @@ the embedded strong model's format, so that a rewrite is one line, not a paragra
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -191,12 +192,8 @@ SHORT_STEPS = StepFormat(
     description="system prompt asking for one sentence with at most one calculation per step",
 )
 
-LINES = StepFormat(
-    name="lines",
-    user=PARAGRAPHS_USER,
-    system=PARAGRAPHS_SYSTEM,
-    delimiter="\n",
-    description="the paragraphs prompt, one line per step",
+LINES = dataclasses.replace(
+    PARAGRAPHS, name="lines", delimiter="\n", description="the paragraphs prompt, one line per step"
 )
 """The ``paragraphs`` prompt cut at every line: for a strong model that rewrites steps.
 
