@@ -653,7 +653,10 @@ def real_models(
     from langchain_trim.policies.registry import make_policy
 
     t = time.perf_counter()
-    setting = local_setting(weak=weak, strong=strong, prm=prm, temperature=0.0)
+    # one format for both models, as the committed numbers (and the graph below) use
+    setting = local_setting(
+        weak=weak, strong=strong, prm=prm, temperature=0.0, strong_step_format="paragraphs"
+    )
     for model in {id(setting.weak): setting.weak, id(setting.strong): setting.strong}.values():
         model.load()
     load_s = time.perf_counter() - t
