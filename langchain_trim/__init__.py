@@ -16,7 +16,7 @@ from langchain_trim.errors import (
     TrimWarning,
 )
 from langchain_trim.functional import TrimResult, asolve, solve
-from langchain_trim.generation import ChatStepGenerator, StepGenerator, StepOutput
+from langchain_trim.generation import ChatStepGenerator, StepGenerator, StepOptions, StepOutput
 from langchain_trim.graph import (
     CompiledTrimGraph,
     TrimStateGraph,
@@ -44,6 +44,7 @@ __all__ = [
     "RoutingPolicy",
     "StepGenerationError",
     "StepGenerator",
+    "StepOptions",
     "StepOutput",
     "StepRecord",
     "StepTimeoutError",

@@ -65,6 +65,12 @@ def _exit_codes() -> Iterator[None]:
         raise typer.Exit(EXIT_FAILED) from exc
 
 
+DevRunFolder = Annotated[
+    Path, typer.Argument(help="Dev run folder written by trim eval (weak, strong and thr:k runs).")
+]
+"""The dev traces that ``fit`` and ``calibrate`` learn from."""
+
+
 @dataclass(frozen=True)
 class _Models:
     """The models a command runs: options ``solve`` and ``eval`` share."""
@@ -690,15 +696,15 @@ def report(
 
 @app.command()
 def fit(
-    run: Path = typer.Argument(
-        ..., help="Dev run folder written by trim eval (weak, strong, thr:k)."
-    ),
-    out: Path = typer.Option(..., "--out", "-o", help="Policy file to write (JSON)."),
-    max_share: float = typer.Option(
-        None,
-        help="Pick the most accurate threshold within this share of strong's tokens "
-        "(default: the best ΔIBC).",
-    ),
+    run: DevRunFolder,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Policy file to write (JSON).")],
+    max_share: Annotated[
+        float | None,
+        typer.Option(
+            help="Pick the most accurate threshold within this share of strong's tokens "
+            "(default: the best ΔIBC)."
+        ),
+    ] = None,
 ) -> None:
     """Choose TRIM-Thr's threshold on your dev traces; write it with its expected curve."""
     with _exit_codes():
@@ -727,28 +733,32 @@ def fit(
 
 @app.command()
 def calibrate(
-    run: Path = typer.Argument(
-        ..., help="Dev run folder written by trim eval (weak, strong, and thr:k runs)."
-    ),
-    out: Path = typer.Option(..., "--out", "-o", help="Calibration file to write (JSON)."),
-    question_difficulty: bool = typer.Option(
-        False,
-        "--question-difficulty",
-        help="Fit a per-question difficulty shared by both models (needs weak and strong "
-        "runs of the same questions).",
-    ),
-    final_step: bool = typer.Option(
-        False,
-        "--final-step",
-        help="With --question-difficulty: the step that ends a solution gets an accuracy and "
-        "a length of its own.",
-    ),
-    length_score: bool = typer.Option(
-        False,
-        "--length-score",
-        help="Fit the link between a draft's length and how low it scores "
-        "(length_score_corr; longer drafts and their rewrites score lower).",
-    ),
+    run: DevRunFolder,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Calibration file to write (JSON).")],
+    question_difficulty: Annotated[
+        bool,
+        typer.Option(
+            "--question-difficulty",
+            help="Fit a per-question difficulty shared by both models (needs weak and strong "
+            "runs of the same questions).",
+        ),
+    ] = False,
+    final_step: Annotated[
+        bool,
+        typer.Option(
+            "--final-step",
+            help="With --question-difficulty: the step that ends a solution gets an accuracy "
+            "and a length of its own.",
+        ),
+    ] = False,
+    length_score: Annotated[
+        bool,
+        typer.Option(
+            "--length-score",
+            help="Fit the link between a draft's length and how low it scores "
+            "(length_score_corr; longer drafts and their rewrites score lower).",
+        ),
+    ] = False,
 ) -> None:
     """Fit the simulator to your dev traces; train on it with --env sim:<file>."""
     try:  # the simulator fit and its dependencies load only here

@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
+from typing_extensions import Required, TypedDict, Unpack
 
 from langchain_trim.errors import StepGenerationError, StepTimeoutError
 from langchain_trim.models import (
@@ -82,6 +83,17 @@ class StepOutput:
     """The model produced more than ``max_tokens`` (it does not honour the cap)."""
 
 
+class StepOptions(TypedDict, total=False):
+    """The keyword arguments of one step request, shared by every step generator."""
+
+    max_tokens: Required[int]
+    """The step's token cap."""
+    config: RunnableConfig | None
+    """The run config of the call (callbacks, tags, metadata)."""
+    continue_last: bool
+    """The last prefix step was cut by the cap: continue it instead of starting a new one."""
+
+
 @runtime_checkable
 class StepGenerator(Protocol):
     """Writes the next step of a solution from the accepted prefix.
@@ -94,23 +106,11 @@ class StepGenerator(Protocol):
     name: str
 
     def generate(
-        self,
-        question: str,
-        prefix: Sequence[str],
-        *,
-        max_tokens: int,
-        config: RunnableConfig | None = None,
-        continue_last: bool = False,
+        self, question: str, prefix: Sequence[str], **options: Unpack[StepOptions]
     ) -> StepOutput: ...
 
     async def agenerate(
-        self,
-        question: str,
-        prefix: Sequence[str],
-        *,
-        max_tokens: int,
-        config: RunnableConfig | None = None,
-        continue_last: bool = False,
+        self, question: str, prefix: Sequence[str], **options: Unpack[StepOptions]
     ) -> StepOutput: ...
 
 
@@ -135,17 +135,17 @@ class DelegatingStepGenerator:
         return out
 
     def generate(
-        self, question: str, prefix: Sequence[str], *, max_tokens: int, **kwargs: Any
+        self, question: str, prefix: Sequence[str], **options: Unpack[StepOptions]
     ) -> StepOutput:
-        with self._delegate(question, prefix, max_tokens) as gen:
-            out = gen.generate(question, prefix, max_tokens=max_tokens, **kwargs)
+        with self._delegate(question, prefix, options["max_tokens"]) as gen:
+            out = gen.generate(question, prefix, **options)
         return self._settle(out)
 
     async def agenerate(
-        self, question: str, prefix: Sequence[str], *, max_tokens: int, **kwargs: Any
+        self, question: str, prefix: Sequence[str], **options: Unpack[StepOptions]
     ) -> StepOutput:
-        with self._delegate(question, prefix, max_tokens) as gen:
-            out = await gen.agenerate(question, prefix, max_tokens=max_tokens, **kwargs)
+        with self._delegate(question, prefix, options["max_tokens"]) as gen:
+            out = await gen.agenerate(question, prefix, **options)
         return self._settle(out)
 
 
@@ -460,9 +460,10 @@ class ChatStepGenerator:
         self,
         question: str,
         prefix: Sequence[str],
+        *,
         max_tokens: int,
-        config: RunnableConfig | None,
-        continue_last: bool,
+        config: RunnableConfig | None = None,
+        continue_last: bool = False,
     ) -> Generator[_Call | StepOutput, Any, None]:
         """The step loop without I/O, for the sync and async paths alike.
 
@@ -517,30 +518,18 @@ class ChatStepGenerator:
 
     # -- protocol ------------------------------------------------------------------
     def generate(
-        self,
-        question: str,
-        prefix: Sequence[str],
-        *,
-        max_tokens: int,
-        config: RunnableConfig | None = None,
-        continue_last: bool = False,
+        self, question: str, prefix: Sequence[str], **options: Unpack[StepOptions]
     ) -> StepOutput:
-        steps = self._steps(question, prefix, max_tokens, config, continue_last)
+        steps = self._steps(question, prefix, **options)
         request = next(steps)
         while isinstance(request, _Call):
             request = steps.send(self._invoke(request))
         return request
 
     async def agenerate(
-        self,
-        question: str,
-        prefix: Sequence[str],
-        *,
-        max_tokens: int,
-        config: RunnableConfig | None = None,
-        continue_last: bool = False,
+        self, question: str, prefix: Sequence[str], **options: Unpack[StepOptions]
     ) -> StepOutput:
-        steps = self._steps(question, prefix, max_tokens, config, continue_last)
+        steps = self._steps(question, prefix, **options)
         request = next(steps)
         while isinstance(request, _Call):
             request = steps.send(await self._ainvoke(request))
@@ -563,6 +552,7 @@ __all__ = [
     "ChatStepGenerator",
     "GenerationMode",
     "StepGenerator",
+    "StepOptions",
     "StepOutput",
     "as_step_generator",
     "build_messages",

@@ -14,6 +14,8 @@ import re
 import threading
 from fractions import Fraction
 
+from typing_extensions import TypedDict, Unpack
+
 from langchain_trim.steps import extract_boxed
 
 logger = logging.getLogger(__name__)
@@ -264,27 +266,26 @@ def is_equivalent(
     return fallback_equivalent(pred, gold)
 
 
-def grade(
-    response: str | None,
-    gold: str,
-    *,
-    use_math_verify: bool = True,
-    timeout_seconds: int | None = 5,
-) -> bool:
+class GradingOptions(TypedDict, total=False):
+    """How :func:`is_equivalent` decides; :func:`grade` passes them on."""
+
+    use_math_verify: bool
+    """Ask math-verify when the normalised strings differ (default true)."""
+    timeout_seconds: int | None
+    """math-verify's time limit (default 5 s; ``None``: none)."""
+
+
+def grade(response: str | None, gold: str, **options: Unpack[GradingOptions]) -> bool:
     r"""Extract the final answer from a full response and compare it with ``gold``.
 
     >>> grade(r"so the total is \boxed{18}.", "18")
     True
     """
-    return is_equivalent(
-        extract_answer(response),
-        gold,
-        use_math_verify=use_math_verify,
-        timeout_seconds=timeout_seconds,
-    )
+    return is_equivalent(extract_answer(response), gold, **options)
 
 
 __all__ = [
+    "GradingOptions",
     "extract_answer",
     "fallback_equivalent",
     "grade",
