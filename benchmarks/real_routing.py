@@ -361,6 +361,19 @@ def run_folder(args: argparse.Namespace) -> Path:
     return RUNS / f"{args.split}_{args.dataset}{suffix}"
 
 
+def strong_format_for(policy: Any, strong_format: str) -> str | None:
+    """The strong model's step format under ``policy``: ``--strong-format`` cuts rewrites only.
+
+    Always-strong is the strong model answering in its own format (the report's reference
+    line for every variant), so a variant run's ``strong`` — measured side by side in an
+    uncached wall-time run — is the same solution as the base run's.
+    """
+    from langchain_trim.policies import ThresholdPolicy
+
+    always_strong = isinstance(policy, ThresholdPolicy) and policy.threshold >= 1.0
+    return None if always_strong or not strong_format else strong_format
+
+
 def run_chunk(
     args: argparse.Namespace, problems: list[Any], specs: list[str], setting: Any, out: Path
 ) -> None:
@@ -378,7 +391,7 @@ def run_chunk(
             strong_step_max_tokens=args.strong_cap or None,
             max_total_tokens=MAX_TOTAL_TOKENS,
             step_format=setting.step_format,
-            strong_step_format=args.strong_format or None,
+            strong_step_format=strong_format_for(policy, args.strong_format),
             strong_mode=args.strong_mode or None,
         ).compile(name="trim")
 

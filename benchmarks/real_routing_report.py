@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.real_routing import RESULTS, RUNS, gsm8k_references
+from benchmarks.real_routing import RESULTS, RUNS, gsm8k_references, parse_args, run_folder
 from langchain_trim.eval.datasets import gsm8k_final_answer
 from langchain_trim.eval.fit import threshold_of
 from langchain_trim.eval.query_routers import first_step_score, solution_score
@@ -801,6 +801,21 @@ def strong_lines_point_on_dev(
 ENDPOINTS = ("weakscored", "strong")
 
 
+def walltime_folder(folder: Path, strong_format: str = "") -> Path:
+    """Where ``run --no-cache`` put ``folder``'s uncached runs (``run_folder``'s naming).
+
+    ``strong_format`` is the report's ``--strong-format`` (``lines_to085`` = format
+    ``lines``, tag ``to085``); the tag comes after ``_walltime``.
+    """
+    split, _, dataset = folder.name.partition("_")
+    argv = ["run", "--split", split, "--dataset", dataset, "--n", "1", "--policies", "strong"]
+    argv += ["--no-cache"]
+    if strong_format:
+        name, _, tag = strong_format.partition("_")
+        argv += ["--strong-format", name] + (["--tag", tag] if tag else [])
+    return folder.parent / run_folder(parse_args(argv)).name
+
+
 def with_endpoints(base: Path, strong_format: str) -> dict[str, dict[str, dict[str, Any]]]:
     """The routed policies of ``<base>_strong-<format>`` with the base run's endpoints.
 
@@ -884,10 +899,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "steps": step_stats(test),
             "stepwise_vs_one_call": stepwise_vs_one_call(test, one_call_rows(split, dataset)),
             "prm_on_new_steps": prm_on_new_steps(test, split) if dataset == "gsm8k" else {},
-            "wall_time": wall_time(own.with_name(own.name + "_walltime"), result["choices"]),
+            "wall_time_split": (  # benchmarks.walltime_split measures GSM8K-test problems
+                f"walltime_split{'_strong-' + fmt.partition('_')[0] if fmt else ''}.json"
+                if dataset == "gsm8k"
+                else None
+            ),
+            "wall_time": wall_time(walltime_folder(folder, fmt), result["choices"]),
             "wall_time_more": [  # e.g. `run --no-cache --tag expressive`, each paired within
                 wall_time(more, result["choices"])
-                for more in sorted(own.parent.glob(own.name + "_walltime_*"))
+                for more in sorted(folder.parent.glob(walltime_folder(folder, fmt).name + "_*"))
             ],
             **test_analysis(test, result["choices"]),
         }
@@ -1242,6 +1262,8 @@ def paste_into_readme(section: str, readme: Path = ROOT / "README.md") -> None:
 def _wall_time_lines(block: Mapping[str, Any]) -> list[str]:
     """The uncached wall-time tables of one test set; the measured split after the first."""
     lines: list[str] = []
+    split = block.get("wall_time_split")
+    split_block = split_lines(RUNS / split) if split else []
     for n_wt, wt in enumerate([block.get("wall_time") or {}, *block.get("wall_time_more", [])]):
         if len(wt) <= 1:
             continue
@@ -1268,8 +1290,8 @@ def _wall_time_lines(block: Mapping[str, Any]) -> list[str]:
                 "discards weak steps of its own).",
             ]
         if n_wt == 0:
-            lines += split_lines(RUNS / "walltime_split.json")
-    return lines
+            lines, split_block = lines + split_block, []
+    return lines + split_block
 
 
 def _prm_lines(blocks: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -35,6 +35,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from benchmarks.real_routing import (
@@ -44,10 +45,17 @@ from benchmarks.real_routing import (
     STEP_MAX_TOKENS,
     build_setting,
     load_split,
+    strong_format_for,
 )
 
 OUT = RUNS / "walltime_split.jsonl"
 POLICIES = ("weakscored", "strong", "thr:0.65")
+
+
+def out_path(strong_format: str = "") -> Path:
+    """The rows' file: ``walltime_split.jsonl``, or ``…_strong-<format>.jsonl`` for a run
+    whose strong model rewrites in another format (the embedded default cuts at lines)."""
+    return OUT.with_name(f"{OUT.stem}_strong-{strong_format}.jsonl") if strong_format else OUT
 
 
 class TimedPRM:
@@ -109,14 +117,14 @@ def _reset(model: Any) -> None:
     llama_cpp.llama_perf_context_reset(model.load().llm._ctx.ctx)
 
 
-def _done() -> set[tuple[str, str]]:
-    if not OUT.exists():
+def _done(out: Path) -> set[tuple[str, str]]:
+    if not out.exists():
         return set()
-    rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     return {(r["problem_id"], r["policy"]) for r in rows}
 
 
-def measure(n: int, policies: Sequence[str]) -> None:
+def measure(n: int, policies: Sequence[str], strong_format: str = "") -> None:
     from langchain_trim.eval.prm_cache import CachedPRM
     from langchain_trim.eval.runner import solve_problem
     from langchain_trim.graph import create_trim_graph
@@ -129,20 +137,23 @@ def measure(n: int, policies: Sequence[str]) -> None:
         setting.strong.load().llm, "_ctx", 0
     ):
         raise SystemExit("weak and strong share a llama.cpp context: counters would mix")
-    done = _done()
+    out = out_path(strong_format)
+    done = _done(out)
     for problem in load_split("test", "gsm8k", n):
         for spec in policies:
             if (problem.id, spec) in done:
                 continue
+            policy = make_policy(spec)
             graph = create_trim_graph(
                 setting.weak,
                 setting.strong,
                 prm,
-                make_policy(spec),
+                policy,
                 max_steps=MAX_STEPS,
                 step_max_tokens=STEP_MAX_TOKENS,
                 max_total_tokens=MAX_TOTAL_TOKENS,
                 step_format=setting.step_format,
+                strong_step_format=strong_format_for(policy, strong_format),
             ).compile(name="trim")
             for model in (setting.weak, setting.strong):
                 _reset(model)
@@ -174,9 +185,10 @@ def measure(n: int, policies: Sequence[str]) -> None:
                 "discarded_draft_tokens": discarded,
                 "load_avg_1m": os.getloadavg()[0],
                 "cold": True,
+                "strong_step_format": strong_format_for(policy, strong_format) or "paragraphs",
             }
-            OUT.parent.mkdir(parents=True, exist_ok=True)
-            with OUT.open("a", encoding="utf-8") as fh:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with out.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
             print(
                 f"{problem.id} {spec}: {wall:.1f} s (prm {prm.seconds:.1f} s, weak "
@@ -185,9 +197,10 @@ def measure(n: int, policies: Sequence[str]) -> None:
             )
 
 
-def report() -> str:
+def report(strong_format: str = "") -> str:
     """Mean seconds per question by component, paired over problems every policy ran."""
-    rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
+    out = out_path(strong_format)
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     by: dict[str, dict[str, dict[str, Any]]] = {}
     for r in rows:
         by.setdefault(r["policy"], {})[r["problem_id"]] = r
@@ -195,6 +208,15 @@ def report() -> str:
     lines = [
         "# Where the seconds go (embedded default, GSM8K-test, greedy, no cache)",
         "",
+        *(
+            [
+                f"Strong rewrites cut at `{strong_format}` (always-strong answers in its own "
+                "format, paragraphs).",
+                "",
+            ]
+            if strong_format
+            else []
+        ),
         f"{len(ids)} problems, every policy on each, back to back; mean seconds per question.",
         f"Machine load average during the run: {min(r['load_avg_1m'] for r in rows):.1f}–"
         f"{max(r['load_avg_1m'] for r in rows):.1f} on 2 cores (absolute seconds inflate "
@@ -284,9 +306,9 @@ def report() -> str:
                 f"{s['strong_prompt'] / base:.2f})"
             )
     text = "\n".join(lines) + "\n"
-    OUT.with_suffix(".md").write_text(text, encoding="utf-8")
-    plot(summary, OUT.with_suffix(".png"), len(ids))
-    OUT.with_suffix(".json").write_text(
+    out.with_suffix(".md").write_text(text, encoding="utf-8")
+    plot(summary, out.with_suffix(".png"), len(ids))
+    out.with_suffix(".json").write_text(
         json.dumps({"n_problems": len(ids), "mean_seconds": summary}, indent=1) + "\n",
         encoding="utf-8",
     )
@@ -327,11 +349,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=10)
     parser.add_argument("--policies", default=" ".join(POLICIES))
+    parser.add_argument(
+        "--strong-format",
+        default="",
+        help="cut the strong model's rewrites at this step format (always-strong keeps its own)",
+    )
     parser.add_argument("--report", action="store_true", help="only write the report")
     args = parser.parse_args(argv)
     if not args.report:
-        measure(args.n, args.policies.split())
-    print(report())
+        measure(args.n, args.policies.split(), args.strong_format)
+    print(report(args.strong_format))
 
 
 if __name__ == "__main__":

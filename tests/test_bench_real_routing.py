@@ -37,6 +37,29 @@ def test_run_tag_names_a_folder_of_its_own() -> None:
     assert run_folder(lines) == RUNS / "dev_gsm8k_strong-lines"
 
 
+def test_the_report_finds_a_variants_wall_time_run_where_run_writes_it() -> None:
+    from benchmarks.real_routing_report import walltime_folder
+
+    test = RUNS / "test_gsm8k"
+    assert walltime_folder(test) == RUNS / "test_gsm8k_walltime"
+    written = run_folder(
+        parse_args(
+            ["run", "--split", "test", "--n", "300", "--policies", "thr:0.85", "--no-cache"]
+            + ["--strong-format", "lines", "--tag", "to085"]
+        )
+    )
+    assert walltime_folder(test, "lines_to085") == written
+
+
+def test_always_strong_keeps_its_own_format_in_a_variant_run() -> None:
+    from benchmarks.real_routing import strong_format_for
+    from langchain_trim.policies.registry import make_policy
+
+    assert strong_format_for(make_policy("strong"), "lines") is None
+    assert strong_format_for(make_policy("thr:0.85"), "lines") == "lines"
+    assert strong_format_for(make_policy("thr:0.85"), "") is None
+
+
 def test_a_second_worker_starts_later_in_the_same_list() -> None:
     base = ["run", "--split", "test", "--n", "300", "--policies", "weak"]
     assert parse_args(base).start == 0
