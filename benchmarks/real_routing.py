@@ -46,6 +46,20 @@ back)::
     python -m benchmarks.real_routing run --split test --dataset gsm8k --n 20 --no-cache \\
         --policies "weakscored strong thr:0.65"    # wall time, every call paid
     python -m benchmarks.real_routing_report       # report.md, metrics.json, curves.png
+
+The embedded default since session 11 (the strong model cut at lines, TRIM-Thr 0.85;
+report in ``results/real_routing/strong-lines_to085/``)::
+
+    python -m benchmarks.real_routing run --split dev --dataset gsm8k --n 200 --end 70 \
+        --strong-format lines --tag to085 \
+        --policies "thr:0.45 thr:0.55 thr:0.65 thr:0.75 thr:0.85"   # the choice, on dev
+    python -m benchmarks.real_routing run --split test --dataset gsm8k --n 300 \
+        --strong-format lines --tag to085 --policies thr:0.85
+    python -m benchmarks.real_routing run --split test --dataset math500 --n 100 \
+        --strong-format lines --tag to085 --policies thr:0.85
+    python -m benchmarks.walltime_split --n 20 --strong-format lines \
+        --policies "weakscored strong thr:0.85"      # seconds, cold, side by side
+    python -m benchmarks.real_routing_report --strong-format lines_to085
 """
 
 from __future__ import annotations
