@@ -173,18 +173,21 @@ def sim_check(
     out: Path,
     policies_run: Path | None = POLICIES_RUN,
     policies_cal: Path = POLICIES_CAL,
+    strong_format: str = "",
 ) -> dict[str, Any]:
     """Dev runs vs the simulators fit to them (see the module docstring); writes
-    ``sim_check.json`` and ``sim_check.md`` in ``out``."""
+    ``sim_check.json`` and ``sim_check.md`` in ``out`` (``sim_check_strong-<format>.*``
+    for the routed runs of ``<run>_strong-<format>`` with ``run``'s endpoints)."""
     import warnings
 
-    from benchmarks.real_routing_report import ENDPOINTS, load_run, strong_tokens
+    from benchmarks.real_routing_report import ENDPOINTS, load_run, strong_tokens, with_endpoints
     from langchain_trim.eval.stats import bootstrap_ci
     from langchain_trim.lab.sim import fit_calibration
     from langchain_trim.lab.sim.env import SimEnv
     from langchain_trim.policies.registry import make_policy
 
-    traces = dev_traces(run)
+    traces = dev_traces(run, strong_format)
+    stem = f"sim_check_strong-{strong_format}" if strong_format else "sim_check"
     cals = {
         "independent steps": fit_calibration(traces),
         "per-question difficulty": fit_calibration(traces, question_difficulty=True),
@@ -195,7 +198,7 @@ def sim_check(
             traces, question_difficulty=True, final_step=True, length_score=True
         ),
     }
-    runs = load_run(run)
+    runs = with_endpoints(run, strong_format) if strong_format else load_run(run)
     rows = []
     for spec in sorted(runs, key=lambda s: (s not in ENDPOINTS, s)):
         ts = list(runs[spec].values())
@@ -222,6 +225,7 @@ def sim_check(
         }
     result: dict[str, Any] = {
         "dev_run": _rel(run),
+        "strong_format": strong_format or "paragraphs",
         "episodes": EPISODES,
         "trained_policies": (
             trained_policy_check(runs, policies_run, policies_cal)
@@ -244,10 +248,11 @@ def sim_check(
         "accuracy_by_solution_length": by_length,
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sim_check.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     names = list(cals)
+    variant = f", strong model cut at `{strong_format}`" if strong_format else ""
     lines = [
-        f"# Does the dev simulator stand for the dev runs? ({_rel(run)})",
+        f"# Does the dev simulator stand for the dev runs? ({_rel(run)}{variant})",
         "",
         "Accuracy / strong tokens per question: real (95% bootstrap interval over problems) vs "
         f"the simulator fit to these same traces ({EPISODES} simulated questions).",
@@ -284,8 +289,8 @@ def sim_check(
             )
             + ("; " + c["notes"][0] if c["notes"] else "")
         )
-    (out / "sim_check.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    plot_sim_check(result, out / "sim_check.png")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    plot_sim_check(result, out / f"{stem}.png")
     if result["trained_policies"]:
         plot_trained_policies(result["trained_policies"], out / "sim_check_policies.png")
     print("\n".join(lines))
@@ -518,7 +523,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.check_sim:
-        sim_check(args.run, args.out.parent, args.policies_run)
+        policies_run = None if args.strong_format else args.policies_run
+        sim_check(args.run, args.out.parent, policies_run, strong_format=args.strong_format)
         return
     lambdas = tuple(float(x) for x in args.lambdas.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
