@@ -375,17 +375,23 @@ def run_folder(args: argparse.Namespace) -> Path:
     return RUNS / f"{args.split}_{args.dataset}{suffix}"
 
 
-def strong_format_for(policy: Any, strong_format: str) -> str | None:
+def strong_format_for(
+    policy: Any, strong_format: str, cut_always_strong: bool = False
+) -> str | None:
     """The strong model's step format under ``policy``: ``--strong-format`` cuts rewrites only.
 
     Always-strong is the strong model answering in its own format (the report's reference
     line for every variant), so a variant run's ``strong`` — measured side by side in an
-    uncached wall-time run — is the same solution as the base run's.
+    uncached wall-time run — is the same solution as the base run's.  With
+    ``cut_always_strong`` (``run --cut-always-strong``) it is cut at ``strong_format`` too:
+    the strong steps a simulator of the variant learns from.
     """
     from langchain_trim.policies import ThresholdPolicy
 
     always_strong = isinstance(policy, ThresholdPolicy) and policy.threshold >= 1.0
-    return None if always_strong or not strong_format else strong_format
+    if not strong_format or (always_strong and not cut_always_strong):
+        return None
+    return strong_format
 
 
 def run_chunk(
@@ -405,7 +411,9 @@ def run_chunk(
             strong_step_max_tokens=args.strong_cap or None,
             max_total_tokens=MAX_TOTAL_TOKENS,
             step_format=setting.step_format,
-            strong_step_format=strong_format_for(policy, args.strong_format),
+            strong_step_format=strong_format_for(
+                policy, args.strong_format, args.cut_always_strong
+            ),
             strong_mode=args.strong_mode or None,
         ).compile(name="trim")
 
@@ -433,6 +441,8 @@ def run_chunk(
             "prm": str(getattr(setting.prm, "name", None)),
             "step_format": setting.step_format,
             "strong_step_format": args.strong_format or setting.step_format,
+            "always_strong_step_format": (args.strong_format if args.cut_always_strong else None)
+            or setting.step_format,
             "max_total_tokens": MAX_TOTAL_TOKENS,
             "strong_step_cap": args.strong_cap or None,
             "strong_mode": args.strong_mode or "auto (prefill)",
@@ -461,6 +471,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--prm", default="probe")
     r.add_argument(
         "--strong-format", default="", help="the strong model's step format when it differs"
+    )
+    r.add_argument(
+        "--cut-always-strong",
+        action="store_true",
+        help="with --strong-format: cut always-strong at it too (default: its own format)",
     )
     r.add_argument(
         "--strong-cap",

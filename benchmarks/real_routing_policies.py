@@ -61,12 +61,34 @@ def _rel(path: Path) -> str:
     return str(path.resolve().relative_to(HERE.parent))
 
 
-def dev_traces(run: Path, strong_format: str = "") -> list[dict[str, Any]]:
-    """The dev run's traces; with ``strong_format``, the routed policies of
-    ``<run>_strong-<format>`` beside ``run``'s always-weak/strong (as the report pairs them)."""
+def dev_runs(
+    run: Path, strong_format: str = "", strong_cut: bool = False
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The dev run's traces by policy; with ``strong_format``, the routed policies of
+    ``<run>_strong-<format>`` beside ``run``'s always-weak/strong (as the report pairs them).
+
+    ``strong_cut``: always-strong from ``<run>_strong-<name>`` instead (``name`` the format
+    without its tag), i.e. the strong model's whole solutions cut at the rewrites' format,
+    so that every strong step the simulator learns from is one of the same kind.
+    """
     from benchmarks.real_routing_report import load_run, with_endpoints
 
     by_spec = with_endpoints(run, strong_format) if strong_format else load_run(run)
+    if strong_cut and strong_format:
+        name = strong_format.partition("_")[0]
+        cut = run.with_name(f"{run.name}_strong-{name}")
+        strong = load_run(cut).get("strong") if cut.is_dir() else None
+        if not strong:
+            raise SystemExit(f"--strong-cut: no always-strong run in {_rel(cut)}")
+        by_spec["strong"] = strong
+    return by_spec
+
+
+def dev_traces(
+    run: Path, strong_format: str = "", strong_cut: bool = False
+) -> list[dict[str, Any]]:
+    """Every trace of :func:`dev_runs`, for a simulator fit."""
+    by_spec = dev_runs(run, strong_format, strong_cut)
     return [t for ts in by_spec.values() for t in ts.values()]
 
 
@@ -174,20 +196,22 @@ def sim_check(
     policies_run: Path | None = POLICIES_RUN,
     policies_cal: Path = POLICIES_CAL,
     strong_format: str = "",
+    strong_cut: bool = False,
 ) -> dict[str, Any]:
     """Dev runs vs the simulators fit to them (see the module docstring); writes
     ``sim_check.json`` and ``sim_check.md`` in ``out`` (``sim_check_strong-<format>.*``
     for the routed runs of ``<run>_strong-<format>`` with ``run``'s endpoints)."""
     import warnings
 
-    from benchmarks.real_routing_report import ENDPOINTS, load_run, strong_tokens, with_endpoints
+    from benchmarks.real_routing_report import ENDPOINTS, strong_tokens
     from langchain_trim.eval.stats import bootstrap_ci
     from langchain_trim.lab.sim import fit_calibration
     from langchain_trim.lab.sim.env import SimEnv
     from langchain_trim.policies.registry import make_policy
 
-    traces = dev_traces(run, strong_format)
+    traces = dev_traces(run, strong_format, strong_cut)
     stem = f"sim_check_strong-{strong_format}" if strong_format else "sim_check"
+    stem += "_strongcut" if strong_cut and strong_format else ""
     cals = {
         "independent steps": fit_calibration(traces),
         "per-question difficulty": fit_calibration(traces, question_difficulty=True),
@@ -198,7 +222,7 @@ def sim_check(
             traces, question_difficulty=True, final_step=True, length_score=True
         ),
     }
-    runs = with_endpoints(run, strong_format) if strong_format else load_run(run)
+    runs = dev_runs(run, strong_format, strong_cut)
     rows = []
     for spec in sorted(runs, key=lambda s: (s not in ENDPOINTS, s)):
         ts = list(runs[spec].values())
@@ -226,6 +250,7 @@ def sim_check(
     result: dict[str, Any] = {
         "dev_run": _rel(run),
         "strong_format": strong_format or "paragraphs",
+        "strong_cut": strong_cut,
         "episodes": EPISODES,
         "trained_policies": (
             trained_policy_check(runs, policies_run, policies_cal)
@@ -500,6 +525,12 @@ def main(argv: list[str] | None = None) -> None:
         "--strong-format", default="", help="fit on <run>_strong-NAME's routed policies"
     )
     parser.add_argument(
+        "--strong-cut",
+        action="store_true",
+        help="with --strong-format: always-strong from <run>_strong-NAME (its solutions cut "
+        "at the rewrites' format)",
+    )
+    parser.add_argument(
         "--difficulty", action="store_true", help="fit a per-question difficulty in the simulator"
     )
     parser.add_argument(
@@ -524,7 +555,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.check_sim:
         policies_run = None if args.strong_format else args.policies_run
-        sim_check(args.run, args.out.parent, policies_run, strong_format=args.strong_format)
+        sim_check(
+            args.run,
+            args.out.parent,
+            policies_run,
+            strong_format=args.strong_format,
+            strong_cut=args.strong_cut,
+        )
         return
     lambdas = tuple(float(x) for x in args.lambdas.split(","))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -42,12 +42,8 @@ def test_the_report_finds_a_variants_wall_time_run_where_run_writes_it() -> None
 
     test = RUNS / "test_gsm8k"
     assert walltime_folder(test) == RUNS / "test_gsm8k_walltime"
-    written = run_folder(
-        parse_args(
-            ["run", "--split", "test", "--n", "300", "--policies", "thr:0.85", "--no-cache"]
-            + ["--strong-format", "lines", "--tag", "to085"]
-        )
-    )
+    argv = ["run", "--split", "test", "--n", "300", "--policies", "thr:0.85", "--no-cache"]
+    written = run_folder(parse_args([*argv, "--strong-format", "lines", "--tag", "to085"]))
     assert walltime_folder(test, "lines_to085") == written
 
 
@@ -58,6 +54,7 @@ def test_always_strong_keeps_its_own_format_in_a_variant_run() -> None:
     assert strong_format_for(make_policy("strong"), "lines") is None
     assert strong_format_for(make_policy("thr:0.85"), "lines") == "lines"
     assert strong_format_for(make_policy("thr:0.85"), "") is None
+    assert strong_format_for(make_policy("strong"), "lines", cut_always_strong=True) == "lines"
 
 
 def test_a_second_worker_starts_later_in_the_same_list() -> None:
