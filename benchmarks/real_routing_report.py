@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.real_routing import RESULTS, RUNS, gsm8k_references, parse_args, run_folder
+from benchmarks.real_routing import (
+    RESULTS,
+    RUNS,
+    gsm8k_references,
+    parse_args,
+    run_folder,
+)
 from langchain_trim.eval.datasets import gsm8k_final_answer
 from langchain_trim.eval.fit import threshold_of
 from langchain_trim.eval.query_routers import first_step_score, solution_score
@@ -845,7 +851,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--readme",
         action="store_true",
-        help="with --strong-format: paste this report's table into README.md",
+        help="paste this report's table into README.md (it carries the lines default's)",
     )
     args = parser.parse_args(argv)
     fmt = args.strong_format
@@ -926,9 +932,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     (out_dir / "report.md").write_text(render(result))
-    section = readme_section(result)
+    section = readme_section(result, (out_dir / "report.md").relative_to(ROOT).as_posix())
     (out_dir / README_SECTION).write_text(section)
-    if not fmt or args.readme:
+    if args.readme:
         paste_into_readme(section)
     plot(result, out_dir / "curves.png")
     print(render(result))
@@ -1127,7 +1133,9 @@ def render(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_section(result: Mapping[str, Any]) -> str:
+def readme_section(
+    result: Mapping[str, Any], report: str = "benchmarks/results/real_routing/report.md"
+) -> str:
     """The README's real-model block: headline numbers only, none while interim.
 
     Written next to the report and pasted into README.md between :data:`README_MARKERS`
@@ -1142,7 +1150,7 @@ def readme_section(result: Mapping[str, Any]) -> str:
         lines += [
             f"*Interim: {done or 'no test set'} problems finished; no number is quoted here "
             "until the test sets are complete* "
-            "([interim report](benchmarks/results/real_routing/report.md)).",
+            f"([interim report]({report})).",
             README_MARKERS[1],
         ]
         return "\n".join(lines) + "\n"
@@ -1199,8 +1207,8 @@ def readme_section(result: Mapping[str, Any]) -> str:
         "",
         "Accuracy % [95% CI over test problems] @ strong tokens per question; differences "
         "and ratios are paired (one resample for both families). Every choice was made on "
-        f"GSM8K-train ({ch['n_dev']} problems). Each router's APGR, ΔIBC and the ablation: "
-        "[report](benchmarks/results/real_routing/report.md).",
+        f"GSM8K-train ({ch['n_dev']} problems). Each router's APGR, ΔIBC and the rest: "
+        f"[report]({report}).",
         README_MARKERS[1],
     ]
     return "\n".join(lines) + "\n"
