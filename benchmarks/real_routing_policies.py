@@ -71,12 +71,11 @@ def dev_runs(
     without its tag), i.e. the strong model's whole solutions cut at the rewrites' format,
     so that every strong step the simulator learns from is one of the same kind.
     """
-    from benchmarks.real_routing_report import load_run, with_endpoints
+    from benchmarks.real_routing_report import format_and_tag, load_run, with_endpoints
 
     by_spec = with_endpoints(run, strong_format) if strong_format else load_run(run)
     if strong_cut and strong_format:
-        name = strong_format.partition("_")[0]
-        cut = run.with_name(f"{run.name}_strong-{name}")
+        cut = run.with_name(f"{run.name}_strong-{format_and_tag(strong_format)[0]}")
         strong = load_run(cut).get("strong") if cut.is_dir() else None
         if not strong:
             raise SystemExit(f"--strong-cut: no always-strong run in {_rel(cut)}")

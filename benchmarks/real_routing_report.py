@@ -32,6 +32,7 @@ from benchmarks.real_routing import (
     parse_args,
     run_folder,
 )
+from benchmarks.walltime_split import out_path as split_rows
 from langchain_trim.eval.datasets import gsm8k_final_answer
 from langchain_trim.eval.fit import threshold_of
 from langchain_trim.eval.query_routers import first_step_score, solution_score
@@ -807,6 +808,13 @@ def strong_lines_point_on_dev(
 ENDPOINTS = ("weakscored", "strong")
 
 
+def format_and_tag(variant: str) -> tuple[str, str]:
+    """The report's ``--strong-format`` split into the step format and the run's tag:
+    ``lines_to085`` → ``("lines", "to085")``, ``lines`` → ``("lines", "")``."""
+    name, _, tag = variant.partition("_")
+    return name, tag
+
+
 def walltime_folder(folder: Path, strong_format: str = "") -> Path:
     """Where ``run --no-cache`` put ``folder``'s uncached runs (``run_folder``'s naming).
 
@@ -817,7 +825,7 @@ def walltime_folder(folder: Path, strong_format: str = "") -> Path:
     argv = ["run", "--split", split, "--dataset", dataset, "--n", "1", "--policies", "strong"]
     argv += ["--no-cache"]
     if strong_format:
-        name, _, tag = strong_format.partition("_")
+        name, tag = format_and_tag(strong_format)
         argv += ["--strong-format", name] + (["--tag", tag] if tag else [])
     return folder.parent / run_folder(parse_args(argv)).name
 
@@ -906,7 +914,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "stepwise_vs_one_call": stepwise_vs_one_call(test, one_call_rows(split, dataset)),
             "prm_on_new_steps": prm_on_new_steps(test, split) if dataset == "gsm8k" else {},
             "wall_time_split": (  # benchmarks.walltime_split measures GSM8K-test problems
-                f"walltime_split{'_strong-' + fmt.partition('_')[0] if fmt else ''}.json"
+                split_rows(format_and_tag(fmt)[0]).with_suffix(".json").name
                 if dataset == "gsm8k"
                 else None
             ),
