@@ -618,3 +618,34 @@ def test_modules_import_no_heavy_dependencies() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_both_backends_take_the_prompt_options_with_one_set_of_defaults() -> None:
+    """The server PRM takes :class:`VLLMPromptOptions` as they are; the offline one lists
+    them (it also forwards ``**llm_kwargs`` to vLLM) with the defaults of ``_setup``."""
+    import inspect
+
+    from langchain_trim.prm.vllm_prm import VLLMPromptOptions, _VLLMBase
+
+    keys = set(VLLMPromptOptions.__annotations__)
+    setup = inspect.signature(_VLLMBase._setup).parameters
+    offline = inspect.signature(VLLMOfflinePRM.__init__).parameters
+    assert keys == set(setup) - {"self"}
+    for key in keys:
+        assert offline[key].default == setup[key].default, key
+    server = inspect.signature(VLLMServerPRM.__init__).parameters
+    assert server["prompt"].kind is inspect.Parameter.VAR_KEYWORD
+    prm = VLLMServerPRM(
+        "http://localhost:1",
+        "m",
+        style="math_shepherd",
+        step_tag="ки",
+        step_tag_id=7,
+        label_token_ids=(1, 2),
+        top_logprobs=5,
+        max_length=64,
+    )
+    assert (prm.style, prm.step_tag, prm.step_tag_id) == ("math_shepherd", "ки", 7)
+    assert (prm.label_token_ids, prm.top_logprobs, prm.max_length) == ((1, 2), 5, 64)
+    with pytest.raises(TypeError):
+        VLLMServerPRM("http://localhost:1", "m", stye="qwen")  # type: ignore[call-arg]

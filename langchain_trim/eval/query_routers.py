@@ -30,8 +30,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from langchain_trim.eval.metrics import OperatingPoint
-
 Trace = Mapping[str, Any]
 
 
@@ -49,9 +47,6 @@ class RouterPoint:
     escalated: float
     """Share of questions sent to the strong model (oracle: repaired questions)."""
     n: int
-
-    def operating_point(self) -> OperatingPoint:
-        return OperatingPoint(self.accuracy, self.strong_tokens, self.label)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -207,7 +207,9 @@ def compute_metrics(
             families[name] = {
                 "kind": "baseline",
                 "router_points": [p.to_dict() for p in points],
-                **_curve_metrics([p.operating_point() for p in points], wp, sp),
+                **_curve_metrics(
+                    [OperatingPoint(p.accuracy, p.strong_tokens, p.label) for p in points], wp, sp
+                ),
             }
     for fam in families.values():
         notes += [d for d in fam["degenerate"] if d not in notes]

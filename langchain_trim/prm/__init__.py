@@ -24,7 +24,7 @@ __getattr__ = lazy_getattr(
         "langchain_trim.prm.arithmetic": ("ArithmeticPRM",),
         "langchain_trim.prm.probe": ("ProbePRM",),
         "langchain_trim.prm.transformers_prm": ("TransformersPRM",),
-        "langchain_trim.prm.vllm_prm": ("VLLMOfflinePRM", "VLLMServerPRM"),
+        "langchain_trim.prm.vllm_prm": ("VLLMOfflinePRM", "VLLMPromptOptions", "VLLMServerPRM"),
     },
 )
 
@@ -42,6 +42,7 @@ __all__ = [
     "StepObserver",
     "TransformersPRM",
     "VLLMOfflinePRM",
+    "VLLMPromptOptions",
     "VLLMServerPRM",
     "validate_scores",
 ]

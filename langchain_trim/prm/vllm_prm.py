@@ -53,6 +53,8 @@ from collections.abc import Awaitable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from typing_extensions import TypedDict, Unpack
+
 from langchain_trim.errors import PRMError, PRMScoreError
 from langchain_trim.prm.base import BaseProcessRewardModel, PRMItem, validate_scores
 from langchain_trim.prm.transformers_prm import (
@@ -273,23 +275,43 @@ def scores_from_prompt_logprobs(
     return validate_scores(full, prepared.n_steps, source=source)
 
 
+class VLLMPromptOptions(TypedDict, total=False):
+    """How a vLLM PRM builds its prompt and reads scores; documented on :class:`VLLMOfflinePRM`.
+
+    One bundle for both backends: the server PRM takes these keywords as they are, and
+    their defaults live in one place (``_VLLMBase._setup``).
+    """
+
+    tokenizer: Any
+    style: PRMStyle
+    step_tag: str | None
+    step_tag_id: int | None
+    system_prompt: str
+    positive_index: int | None
+    activation: Activation
+    label_token_ids: tuple[int, int] | None
+    top_logprobs: int
+    max_length: int
+
+
 class _VLLMBase(BaseProcessRewardModel):
     """Shared settings: style, step tag, truncation and how vLLM's answers become scores."""
 
     def _setup(
         self,
         *,
-        style: PRMStyle,
-        tokenizer: Any,
-        step_tag: str | None,
-        step_tag_id: int | None,
-        system_prompt: str,
-        positive_index: int | None,
-        activation: Activation,
-        max_length: int,
-        label_token_ids: tuple[int, int] | None,
-        top_logprobs: int,
+        style: PRMStyle = "qwen",
+        tokenizer: Any = None,
+        step_tag: str | None = None,
+        step_tag_id: int | None = None,
+        system_prompt: str = QWEN_SYSTEM_PROMPT,
+        positive_index: int | None = None,
+        activation: Activation = "auto",
+        max_length: int = DEFAULT_MAX_LENGTH,
+        label_token_ids: tuple[int, int] | None = None,
+        top_logprobs: int = DEFAULT_TOP_LOGPROBS,
     ) -> None:
+        """Validate and keep the prompt settings (the defaults of :class:`VLLMPromptOptions`)."""
         default_tag, default_id = _default_tag(style)
         if activation not in ("auto", "softmax", "none"):
             raise ValueError(f"activation must be 'auto', 'softmax' or 'none', got {activation!r}")
@@ -549,6 +571,9 @@ class VLLMServerPRM(_VLLMBase):
       "max_tokens": 1, "prompt_logprobs": top_logprobs}``; each choice's
       ``prompt_logprobs`` give ``P(+) / (P(+) + P(-))`` after every step tag.
 
+    It takes the prompt keywords of :class:`VLLMPromptOptions` (``style``, ``step_tag``,
+    ``max_length``, ...: as in :class:`VLLMOfflinePRM`) besides these.
+
     Args:
         base_url: the server root, e.g. ``http://localhost:8000`` (a trailing ``/v1`` is
             dropped: ``/pooling`` and ``/tokenize`` live at the root).
@@ -579,17 +604,7 @@ class VLLMServerPRM(_VLLMBase):
         base_url: str,
         model: str,
         *,
-        tokenizer: Any = None,
-        style: PRMStyle = "qwen",
-        step_tag: str | None = None,
-        step_tag_id: int | None = None,
-        system_prompt: str = QWEN_SYSTEM_PROMPT,
-        positive_index: int | None = None,
         pooling_task: str | None = "token_classify",
-        activation: Activation = "auto",
-        label_token_ids: tuple[int, int] | None = None,
-        top_logprobs: int = DEFAULT_TOP_LOGPROBS,
-        max_length: int = DEFAULT_MAX_LENGTH,
         batch_size: int = 8,
         timeout: float = 60.0,
         max_retries: int = 2,
@@ -598,6 +613,7 @@ class VLLMServerPRM(_VLLMBase):
         api_key: str | None = None,
         headers: dict[str, str] | None = None,
         name: str | None = None,
+        **prompt: Unpack[VLLMPromptOptions],
     ) -> None:
         if not base_url:
             raise ValueError("base_url is empty")
@@ -613,18 +629,7 @@ class VLLMServerPRM(_VLLMBase):
         self.base_url = url.removesuffix("/v1")
         self.model = model
         self.name = name or f"vllm-server:{model}"
-        self._setup(
-            style=style,
-            tokenizer=tokenizer,
-            step_tag=step_tag,
-            step_tag_id=step_tag_id,
-            system_prompt=system_prompt,
-            positive_index=positive_index,
-            activation=activation,
-            max_length=max_length,
-            label_token_ids=label_token_ids,
-            top_logprobs=top_logprobs,
-        )
+        self._setup(**prompt)
         self.pooling_task = pooling_task
         self.batch_size = batch_size
         self.timeout = timeout
