@@ -452,3 +452,18 @@ def test_cli_report_prints_the_simulated_and_real_points(tmp_path: Path) -> None
     out = " ".join(result.output.split())
     assert f"{spec}: simulated 95.0% @ 50, here 50.0% [" in out
     assert "(outside: see the note)" in out and "simulator does not stand" in out
+
+
+def test_policy_stats_and_router_points_are_points_on_the_curve() -> None:
+    """One rule makes both an :class:`OperatingPoint`, each labelled by its own name."""
+    from langchain_trim.eval.metrics import OperatingPoint
+    from langchain_trim.eval.query_routers import RouterPoint
+    from langchain_trim.eval.report import policy_stats
+
+    trace = {"correct": True, "steps": [{}], "spend": {"strong_tokens": 40}}
+    assert policy_stats("thr:0.5", [trace]).operating_point() == OperatingPoint(
+        1.0, 40.0, "thr:0.5"
+    )
+    point = RouterPoint("difficulty 0.3", 0.3, 0.5, 12.0, 80.0, 0.25, 4)
+    assert point.operating_point() == OperatingPoint(0.5, 12.0, "difficulty 0.3")
+    assert "curve_label" not in point.to_dict()

@@ -33,7 +33,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 Envelope = Literal["hull", "monotone"]
 
@@ -58,6 +58,22 @@ class OperatingPoint:
                 raise ValueError(f"{name} must be finite, got {value!r}")
         if self.cost < 0:
             raise ValueError(f"cost must be >= 0, got {self.cost!r}")
+
+
+class OnTheCurve:
+    """A measured result (a policy's aggregates, a router's setting) as a point on the curve.
+
+    Its ``accuracy`` and mean ``strong_tokens`` make the :class:`OperatingPoint`; the field
+    named by ``curve_label`` labels it.
+    """
+
+    curve_label: ClassVar[str] = "label"
+    accuracy: float
+    strong_tokens: float
+
+    def operating_point(self) -> OperatingPoint:
+        label = str(getattr(self, self.curve_label))
+        return OperatingPoint(self.accuracy, self.strong_tokens, label)
 
 
 def _finite(value: float) -> float | None:

@@ -30,11 +30,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from langchain_trim.eval.metrics import OnTheCurve
+
 Trace = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
-class RouterPoint:
+class RouterPoint(OnTheCurve):
     """One setting of a post-hoc router and what it would have achieved."""
 
     label: str

@@ -28,10 +28,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_trim.eval.fit import threshold_of
-from langchain_trim.eval.metrics import OperatingPoint, summarize_curve
+from langchain_trim.eval.metrics import OnTheCurve, OperatingPoint, summarize_curve
 from langchain_trim.eval.query_routers import RouterPoint, query_level_baselines
 from langchain_trim.eval.runner import load_traces, policy_dirname, read_config
 from langchain_trim.eval.stats import bootstrap_mean
@@ -52,8 +52,10 @@ CPT_LEVELS = (50.0, 80.0, 95.0)
 
 
 @dataclass(frozen=True)
-class PolicyStats:
+class PolicyStats(OnTheCurve):
     """Aggregates of one policy over the compared problems."""
+
+    curve_label: ClassVar[str] = "policy"
 
     policy: str
     family: str
@@ -70,9 +72,6 @@ class PolicyStats:
     seconds: float
     errors: int
     tokens_estimated: bool
-
-    def operating_point(self) -> OperatingPoint:
-        return OperatingPoint(self.accuracy, self.strong_tokens, self.policy)
 
 
 def family_of(spec: str) -> str:
@@ -207,9 +206,7 @@ def compute_metrics(
             families[name] = {
                 "kind": "baseline",
                 "router_points": [p.to_dict() for p in points],
-                **_curve_metrics(
-                    [OperatingPoint(p.accuracy, p.strong_tokens, p.label) for p in points], wp, sp
-                ),
+                **_curve_metrics([p.operating_point() for p in points], wp, sp),
             }
     for fam in families.values():
         notes += [d for d in fam["degenerate"] if d not in notes]
