@@ -649,3 +649,7 @@ def test_both_backends_take_the_prompt_options_with_one_set_of_defaults() -> Non
     assert (prm.label_token_ids, prm.top_logprobs, prm.max_length) == ((1, 2), 5, 64)
     with pytest.raises(TypeError):
         VLLMServerPRM("http://localhost:1", "m", stye="qwen")  # type: ignore[call-arg]
+    with pytest.raises(
+        TypeError, match=r"VLLMServerPRM\(\) got unexpected keyword arguments \['stye'\]"
+    ):
+        VLLMServerPRM("http://localhost:1", "m", stye="qwen")  # type: ignore[call-arg]

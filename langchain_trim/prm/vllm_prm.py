@@ -629,6 +629,9 @@ class VLLMServerPRM(_VLLMBase):
         self.base_url = url.removesuffix("/v1")
         self.model = model
         self.name = name or f"vllm-server:{model}"
+        unknown = sorted(set(prompt) - set(VLLMPromptOptions.__annotations__))
+        if unknown:  # name the class the caller called, not the private setup
+            raise TypeError(f"VLLMServerPRM() got unexpected keyword arguments {unknown}")
         self._setup(**prompt)
         self.pooling_task = pooling_task
         self.batch_size = batch_size
