@@ -622,31 +622,46 @@ def strong_format_on_dev(
     }
 
 
-def ablation(
+def ablation_arms(
     test: Mapping[str, Mapping[str, Any]],
     oracle: Mapping[str, Mapping[str, Any]],
     choices: Mapping[str, Any],
+    label: str = "",
+) -> dict[str, tuple[Mapping[str, Mapping[str, Any]], str]]:
+    """One step format's arms of the ablation, named ``<spec> (<scorer>)``.
+
+    TRIM-Thr at its dev point with the shipped probe; the same rule on step 0 only at its
+    dev-chosen threshold (a query router that rewrites one step: ``step0:k``); TRIM-Thr
+    with the reference-solution scorer (``benchmarks.oracle_prm``, run with ``--prm
+    oracle``), which separates "the PRM cannot tell" from "step routing cannot help".
+    ``label`` prefixes each name (the step format, when two are compared).
+    """
+    chosen = choices["thr"]["chosen"]
+    step0 = (choices.get("step0") or {}).get("chosen") or f"step0:{threshold_of(chosen):g}"
+    arms = {
+        f"{label}{chosen} (probe)": (test, chosen),
+        f"{label}{step0} (probe, step 0 only)": (test, step0),
+        **{f"{label}{s} (oracle scorer)": (oracle, s) for s in thr_specs(oracle)},
+    }
+    return {name: arm for name, arm in arms.items() if arm[1] in arm[0]}
+
+
+def ablation(
+    test: Mapping[str, Mapping[str, Any]],
+    arms: Mapping[str, tuple[Mapping[str, Mapping[str, Any]], str]],
+    differences: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """Why TRIM-Thr wins or not, on the same test problems (issue 12's ablation).
 
-    Beside always-weak/strong: TRIM-Thr at its dev point with the shipped probe; the same
-    rule on step 0 only at its dev-chosen threshold (a query router that rewrites one step:
-    ``step0:k``); TRIM-Thr with
-    the reference-solution scorer (``benchmarks.oracle_prm``, run with ``--prm oracle``),
-    which separates "the PRM cannot tell" from "step routing cannot help".
+    ``arms`` (from :func:`ablation_arms`, one step format or two) beside always-weak and
+    always-strong from ``test``, on the problems every arm ran; ``differences``: pairs of
+    arm names whose paired ΔIBC difference is reported (points at different costs compare
+    on ΔIBC, not on accuracy).
     """
     from langchain_trim.eval.metrics import OperatingPoint, pgr
     from langchain_trim.eval.stats import bootstrap_ci
 
-    chosen = choices["thr"]["chosen"]
-    step0 = (choices.get("step0") or {}).get("chosen") or f"step0:{threshold_of(chosen):g}"
-    arms = {
-        "weak": (test, "weakscored"),
-        "strong": (test, "strong"),
-        f"{chosen} (probe)": (test, chosen),
-        f"{step0} (probe, step 0 only)": (test, step0),
-        **{f"{s} (oracle scorer)": (oracle, s) for s in thr_specs(oracle)},
-    }
+    arms = {"weak": (test, "weakscored"), "strong": (test, "strong"), **arms}
     arms = {name: arm for name, arm in arms.items() if arm[1] in arm[0]}
     ids: set[str] | None = None
     for run, spec in arms.values():
@@ -665,7 +680,16 @@ def ablation(
 
         return f
 
-    return {
+    def difference(a: str, b: str) -> Callable[[Mapping[str, np.ndarray]], float | None]:
+        fa, fb = delta_ibc_of(a), delta_ibc_of(b)
+
+        def f(c: Mapping[str, np.ndarray]) -> float | None:
+            x, y = fa(c), fb(c)
+            return None if x is None or y is None else x - y
+
+        return f
+
+    out: dict[str, Any] = {
         "n": len(order),
         "points": {
             name: {
@@ -679,6 +703,12 @@ def ablation(
             for name in arms
         },
     }
+    pairs = [(a, b) for a, b in differences if a in arms and b in arms]
+    if pairs:
+        out["differences"] = {
+            f"ΔIBC {a} − {b}": bootstrap_ci(cols, difference(a, b)) for a, b in pairs
+        }
+    return out
 
 
 def rewrite_cost(
@@ -808,6 +838,59 @@ def strong_lines_point_on_dev(
 ENDPOINTS = ("weakscored", "strong")
 
 
+def expressive_transfer_on_dev(
+    lines: Mapping[str, Mapping[str, Any]], transfer: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The paragraphs-trained expressive policies with the strong model cut at lines, on dev.
+
+    Rule fixed before the run (session 14): no simulator stands for the lines default
+    (``sim_check_strong-lines_to085*.md``), so nothing is refit; the three ``policies_v3/``
+    specs run unchanged on the lines dev problems (``run --split dev --strong-format lines
+    --tag policies-v3``).  One goes on to GSM8K-test only if its dev point lies *above*
+    the lines TRIM-Thr dev curve (hull of always-weak, always-strong and the lines sweep)
+    at its own strong cost (point estimate > 0).  ``lines`` is the lines sweep with its
+    endpoints (:func:`with_endpoints`).
+    """
+    from langchain_trim.eval.stats import bootstrap_ci
+
+    sweep = ["weakscored", "strong", *thr_specs(lines)]
+    specs = [spec for spec in transfer if spec not in sweep]
+    ids = sorted(set(common_ids(lines, sweep)) & set(common_ids(transfer, specs)))
+    if not ids or not specs:
+        return {}
+    cols: dict[str, np.ndarray] = {}
+    for spec, key in (("weakscored", "weak"), ("strong", "strong")):
+        cols[f"{key}:c"], cols[f"{key}:t"] = policy_columns(lines, ids, spec)
+    family = ["weak", "strong", *thr_specs(lines)]
+    for spec in thr_specs(lines):
+        cols[f"{spec}:c"], cols[f"{spec}:t"] = policy_columns(lines, ids, spec)
+    points: dict[str, Any] = {}
+    for spec in specs:
+        cols[f"{spec}:c"], cols[f"{spec}:t"] = policy_columns(transfer, ids, spec)
+        above = above_curve(cols, spec, family)
+        points[spec] = {
+            "accuracy": bootstrap_ci(cols, lambda c, n=spec: float(c[f"{n}:c"].mean())),
+            "strong_tokens": float(cols[f"{spec}:t"].mean()),
+            "above_lines_curve": bootstrap_ci(cols, lambda c, n=spec: above_curve(c, n, family)),
+            "to_test": bool(above > 0.0),
+        }
+    return {
+        "n": len(ids),
+        "curve": {
+            spec: {
+                "accuracy": float(cols[f"{name}:c"].mean()),
+                "strong_tokens": float(cols[f"{name}:t"].mean()),
+            }
+            for spec, name in (
+                ("weakscored", "weak"),
+                ("strong", "strong"),
+                *((s, s) for s in thr_specs(lines)),
+            )
+        },
+        "points": points,
+    }
+
+
 def format_and_tag(variant: str) -> tuple[str, str]:
     """The report's ``--strong-format`` split into the step format and the run's tag:
     ``lines_to085`` → ``("lines", "to085")``, ``lines`` → ``("lines", "")``."""
@@ -842,6 +925,57 @@ def with_endpoints(base: Path, strong_format: str) -> dict[str, dict[str, dict[s
     reference = load_run(base) if base.is_dir() else {}
     run.update({s: reference[s] for s in ENDPOINTS if s in reference})
     return run
+
+
+def ablation_arms_of(
+    folder: Path,
+    fmt: str,
+    test: Mapping[str, Mapping[str, Any]],
+    choices: Mapping[str, Any],
+    paragraphs_choices: Mapping[str, Any],
+) -> tuple[dict[str, tuple[Mapping[str, Mapping[str, Any]], str]], list[tuple[str, str]]]:
+    """The ablation's arms for one test folder, and the paired contrasts to report.
+
+    The default report: the paragraphs runs' arms (``<folder>_oracle_paragraphs`` holds
+    the oracle scorer's run), no contrasts.  A ``--strong-format`` report: step format ×
+    scorer, both formats' arms on the same problems, each at its own dev choices (the
+    lines oracle run is ``<folder>_oracle_paragraphs_strong-<fmt>``, as ``run --prm
+    oracle --strong-format ... --tag ...`` names it); contrasts: the scorer within each
+    format, the format within each scorer.
+    """
+    paragraphs_oracle = folder.with_name(folder.name + "_oracle_paragraphs")
+    if not paragraphs_oracle.is_dir():
+        return {}, []
+    if not fmt:
+        return ablation_arms(test, load_run(paragraphs_oracle), choices), []
+    own_oracle = folder.with_name(f"{folder.name}_oracle_paragraphs_strong-{fmt}")
+    if not own_oracle.is_dir():
+        return {}, []
+    cells: dict[tuple[str, str], str] = {}  # (format, scorer) -> arm name
+    arms: dict[str, tuple[Mapping[str, Mapping[str, Any]], str]] = {}
+    for label, run, oracle, chosen in (
+        ("paragraphs", load_run(folder), load_run(paragraphs_oracle), paragraphs_choices),
+        (fmt.partition("_")[0], test, load_run(own_oracle), choices),
+    ):
+        mine = ablation_arms(run, oracle, chosen, f"{label} · ")
+        arms.update(mine)
+        for name in mine:
+            scorer = name.rpartition("(")[2].rstrip(")")
+            if scorer in ("probe", "oracle scorer"):
+                cells[(label, scorer)] = name
+    formats = list(dict.fromkeys(f for f, _ in cells))
+    contrasts = [
+        (cells[(f, "oracle scorer")], cells[(f, "probe")])
+        for f in formats
+        if (f, "oracle scorer") in cells and (f, "probe") in cells
+    ]
+    if len(formats) == 2:
+        contrasts += [
+            (cells[(formats[1], scorer)], cells[(formats[0], scorer)])
+            for scorer in ("probe", "oracle scorer")
+            if (formats[0], scorer) in cells and (formats[1], scorer) in cells
+        ]
+    return arms, contrasts
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -903,6 +1037,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         strong_mode_on_dev(dev, load_run(folder), folder.name.rpartition("strongmode-")[2])
         for folder in ([] if fmt else sorted(args.dev.parent.glob(args.dev.name + "_strongmode-*")))
     ]
+    transfer = args.dev.with_name(f"{args.dev.name}_strong-{format_and_tag(fmt)[0]}_policies-v3")
+    if fmt and transfer.is_dir():
+        result["dev"]["expressive_transfer"] = expressive_transfer_on_dev(dev, load_run(transfer))
+    paragraphs_choices = dev_choices(load_run(args.dev)) if fmt else result["choices"]
     for folder in args.test:
         own = folder.with_name(f"{folder.name}_strong-{fmt}") if fmt else folder  # its runs
         if not folder.is_dir() or not own.is_dir():
@@ -934,9 +1072,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 result[folder.name][f"with_expressive_{key}"] = test_analysis(
                     test, result["choices"], refit
                 )
-        oracle = own.with_name(own.name + "_oracle_paragraphs")
-        if oracle.is_dir():
-            result[folder.name]["ablation"] = ablation(test, load_run(oracle), result["choices"])
+        arms, contrasts = ablation_arms_of(folder, fmt, test, result["choices"], paragraphs_choices)
+        if arms:
+            result[folder.name]["ablation"] = ablation(test, arms, contrasts)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     (out_dir / "report.md").write_text(render(result))
@@ -957,6 +1095,33 @@ def _ci(triple: Sequence[Any] | None, pct: bool = True) -> str:
     if lo is None or hi is None:
         return f(point)
     return f"{f(point)} [{f(lo)}, {f(hi)}]"
+
+
+def _transfer_lines(transfer: Mapping[str, Any] | None) -> list[str]:
+    """The dev check of the paragraphs-trained expressive policies at lines."""
+    if not transfer:
+        return []
+    out = [
+        "",
+        f"The expressive policies trained for the paragraphs pair (`policies_v3/`, nothing "
+        f"refit), run with the strong model cut at lines on {transfer['n']} dev problems; "
+        "rule fixed before the run: one goes to test only if its point lies above the lines "
+        "TRIM-Thr dev curve at its own cost.",
+        "",
+        "| policy | accuracy % [95% CI] | strong tokens/q | above the lines Thr curve, "
+        "points [95% CI] | to test |",
+        "|---|---|---|---|---|",
+    ]
+    for spec, row in transfer["points"].items():
+        out.append(
+            f"| `{spec}` | {_ci(row['accuracy'])} | {row['strong_tokens']:.1f} | "
+            f"{_ci(row['above_lines_curve'])} | {'yes' if row['to_test'] else 'no'} |"
+        )
+    curve = ", ".join(
+        f"{spec} {100 * p['accuracy']:.1f}% @ {p['strong_tokens']:.0f}"
+        for spec, p in transfer["curve"].items()
+    )
+    return [*out, "", f"The lines curve on the same problems: {curve}."]
 
 
 def render(result: Mapping[str, Any]) -> str:
@@ -1054,6 +1219,7 @@ def render(result: Mapping[str, Any]) -> str:
                 f"`benchmarks/results/real_routing/policies_{key}/choice.json`)"
             )
     lines += _trained_policy_check(result["dev"].get("trained_policies"))
+    lines += _transfer_lines(result["dev"].get("expressive_transfer"))
     lines += _prm_lines(
         {"dev (GSM8K-train)": result["dev"].get("prm_on_new_steps") or {}}
         | {
@@ -1097,7 +1263,8 @@ def render(result: Mapping[str, Any]) -> str:
             ab = block["ablation"]
             lines += [
                 "",
-                f"### Ablation: scorer and step-0-only ({ab['n']} problems)",
+                f"### Ablation: {'step format × ' if ab.get('differences') else ''}scorer and "
+                f"step-0-only ({ab['n']} problems)",
                 "",
                 "| arm | accuracy % [95% CI] | strong tokens/q | PGR [95% CI] | ΔIBC [95% CI] |",
                 "|---|---|---|---|---|",
@@ -1108,6 +1275,9 @@ def render(result: Mapping[str, Any]) -> str:
                     f"| {arm} | {_ci(row['accuracy'])} | {row['strong_tokens']:.1f} | "
                     f"{_ci(row['pgr'], False)} | {_ci(dibc, False) if dibc else '—'} |"
                 )
+            if ab.get("differences"):
+                lines += ["", "| paired difference | estimate [95% CI] |", "|---|---|"]
+                lines += [f"| {k} | {_ci(v, False)} |" for k, v in ab["differences"].items()]
         lines += _wall_time_lines(block)
         lines += ["", "| model | in graph | one call | difference, points [95% CI] | n |"]
         lines += ["|---|---|---|---|---|"]

@@ -273,3 +273,62 @@ def test_the_lines_sweep_is_judged_at_its_own_dev_point() -> None:
     assert not strong_lines_point_on_dev(dev, below)["adopted"]
     long = {"thr:0.8": {i: trace(i, int(i) < 9, [60]) for i in ids}}  # above, 60% a step
     assert not strong_lines_point_on_dev(dev, long)["adopted"]
+
+
+def _run(pid: str, correct: bool, strong: int) -> dict[str, object]:
+    steps = [{"author": "strong", "tokens": strong, "stop": "delimiter"}] if strong else []
+    return {
+        "problem_id": pid,
+        "correct": correct,
+        "steps": steps,
+        "spend": {"strong_tokens": strong},
+    }
+
+
+def test_a_transferred_expressive_policy_goes_to_test_only_above_the_lines_curve() -> None:
+    """The rule fixed before the session-14 dev run: above the lines Thr curve at its cost."""
+    from benchmarks.real_routing_report import expressive_transfer_on_dev
+
+    ids = [str(i) for i in range(10)]
+    lines = {  # weak 0/10 @ 0, strong 10/10 @ 100, thr 6/10 @ 50
+        "weakscored": {i: _run(i, False, 0) for i in ids},
+        "strong": {i: _run(i, True, 100) for i in ids},
+        "thr:0.5": {i: _run(i, int(i) < 6, 50) for i in ids},
+    }
+    transfer = {
+        "agg:a": {i: _run(i, int(i) < 7, 50) for i in ids},  # +10 points at 50
+        "pomdp:p": {i: _run(i, int(i) < 5, 50) for i in ids},  # -10 points at 50
+    }
+    out = expressive_transfer_on_dev(lines, transfer)
+    assert out["n"] == 10
+    assert out["points"]["agg:a"]["to_test"] and not out["points"]["pomdp:p"]["to_test"]
+    assert abs(out["points"]["agg:a"]["above_lines_curve"][0] - 0.1) < 1e-9
+    assert abs(out["points"]["pomdp:p"]["above_lines_curve"][0] + 0.1) < 1e-9
+    # a policy that ran on part of the problems is judged on the shared ones only
+    partial = {"agg:a": {i: transfer["agg:a"][i] for i in ids[:4]}}
+    assert expressive_transfer_on_dev(lines, partial)["n"] == 4
+
+
+def test_the_format_by_scorer_ablation_reports_each_contrast_paired() -> None:
+    from benchmarks.real_routing_report import ablation
+
+    ids = [str(i) for i in range(10)]
+    base = {
+        "weakscored": {i: _run(i, False, 0) for i in ids},
+        "strong": {i: _run(i, True, 100) for i in ids},
+    }
+    arms = {
+        "a · thr (probe)": ({"t": {i: _run(i, int(i) < 5, 50) for i in ids}}, "t"),
+        "a · o (oracle scorer)": ({"o": {i: _run(i, int(i) < 6, 50) for i in ids}}, "o"),
+        "missing (probe)": ({}, "x"),  # an arm with no run is left out, not an error
+    }
+    out = ablation(
+        base,
+        arms,
+        [("a · o (oracle scorer)", "a · thr (probe)"), ("missing (probe)", "a · thr (probe)")],
+    )
+    assert set(out["points"]) == {"weak", "strong", "a · thr (probe)", "a · o (oracle scorer)"}
+    ((name, diff),) = out["differences"].items()
+    # ΔIBC: +0.1 accuracy for the same 50 strong tokens over a 1.0-per-100-tokens line
+    assert name == "ΔIBC a · o (oracle scorer) − a · thr (probe)"
+    assert diff[0] is not None and diff[0] > 0
