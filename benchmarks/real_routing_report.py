@@ -1040,6 +1040,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     transfer = args.dev.with_name(f"{args.dev.name}_strong-{format_and_tag(fmt)[0]}_policies-v3")
     if fmt and transfer.is_dir():
         result["dev"]["expressive_transfer"] = expressive_transfer_on_dev(dev, load_run(transfer))
+        expressive.update(transferred_choices(result["dev"]["expressive_transfer"]))
+        result["choices"]["expressive"] = expressive
     paragraphs_choices = dev_choices(load_run(args.dev)) if fmt else result["choices"]
     for folder in args.test:
         own = folder.with_name(f"{folder.name}_strong-{fmt}") if fmt else folder  # its runs
@@ -1095,6 +1097,15 @@ def _ci(triple: Sequence[Any] | None, pct: bool = True) -> str:
     if lo is None or hi is None:
         return f(point)
     return f"{f(point)} [{f(lo)}, {f(hi)}]"
+
+
+def transferred_choices(transfer: Mapping[str, Any]) -> dict[str, str]:
+    """Family → spec of the transferred policies the dev rule sends to test."""
+    return {
+        EXPRESSIVE[spec.partition(":")[0]] + " (paragraphs-trained)": spec
+        for spec, row in (transfer.get("points") or {}).items()
+        if row["to_test"] and spec.partition(":")[0] in EXPRESSIVE
+    }
 
 
 def _transfer_lines(transfer: Mapping[str, Any] | None) -> list[str]:
@@ -1208,10 +1219,14 @@ def render(result: Mapping[str, Any]) -> str:
             )
         )
     for fam, spec in ch.get("expressive", {}).items():
-        lines.append(
-            f"- {fam}: `{spec}` (cheapest λ reaching PGR 0.95 in the simulator fit to the dev "
-            "traces; `benchmarks/results/real_routing/policies/choice.json`)"
+        why = (
+            "the paragraphs pair's policy, unchanged; sent to test by the dev check of the "
+            "transfer below"
+            if fam.endswith("(paragraphs-trained)")
+            else "cheapest λ reaching PGR 0.95 in the simulator fit to the dev traces; "
+            "`benchmarks/results/real_routing/policies/choice.json`"
         )
+        lines.append(f"- {fam}: `{spec}` ({why})")
     for key, refit in ch.get("expressive_refit", {}).items():
         for fam, spec in refit.items():
             lines.append(

@@ -287,7 +287,7 @@ def _run(pid: str, correct: bool, strong: int) -> dict[str, object]:
 
 def test_a_transferred_expressive_policy_goes_to_test_only_above_the_lines_curve() -> None:
     """The rule fixed before the session-14 dev run: above the lines Thr curve at its cost."""
-    from benchmarks.real_routing_report import expressive_transfer_on_dev
+    from benchmarks.real_routing_report import expressive_transfer_on_dev, transferred_choices
 
     ids = [str(i) for i in range(10)]
     lines = {  # weak 0/10 @ 0, strong 10/10 @ 100, thr 6/10 @ 50
@@ -304,6 +304,7 @@ def test_a_transferred_expressive_policy_goes_to_test_only_above_the_lines_curve
     assert out["points"]["agg:a"]["to_test"] and not out["points"]["pomdp:p"]["to_test"]
     assert abs(out["points"]["agg:a"]["above_lines_curve"][0] - 0.1) < 1e-9
     assert abs(out["points"]["pomdp:p"]["above_lines_curve"][0] + 0.1) < 1e-9
+    assert transferred_choices(out) == {"TRIM-Agg (paragraphs-trained)": "agg:a"}
     # a policy that ran on part of the problems is judged on the shared ones only
     partial = {"agg:a": {i: transfer["agg:a"][i] for i in ids[:4]}}
     assert expressive_transfer_on_dev(lines, partial)["n"] == 4
