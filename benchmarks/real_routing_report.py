@@ -650,27 +650,35 @@ def ablation(
     test: Mapping[str, Mapping[str, Any]],
     arms: Mapping[str, tuple[Mapping[str, Mapping[str, Any]], str]],
     differences: Sequence[tuple[str, str]] = (),
+    curves: Mapping[str, Sequence[tuple[Mapping[str, Mapping[str, Any]], str]]] | None = None,
 ) -> dict[str, Any]:
     """Why TRIM-Thr wins or not, on the same test problems (issue 12's ablation).
 
     ``arms`` (from :func:`ablation_arms`, one step format or two) beside always-weak and
     always-strong from ``test``, on the problems every arm ran; ``differences``: pairs of
     arm names whose paired ΔIBC difference is reported (points at different costs compare
-    on ΔIBC, not on accuracy).
+    on ΔIBC, not on accuracy); ``curves``: arm name → a probe sweep (runs and specs) that
+    the arm is set against at its own strong cost (:func:`above_curve`, endpoints
+    included) — a one-point arm against a whole curve, which ΔIBC cannot do.
     """
     from langchain_trim.eval.metrics import OperatingPoint, pgr
     from langchain_trim.eval.stats import bootstrap_ci
 
     arms = {"weak": (test, "weakscored"), "strong": (test, "strong"), **arms}
     arms = {name: arm for name, arm in arms.items() if arm[1] in arm[0]}
+    sweeps = {  # hidden columns: each compared arm's probe sweep
+        name: {f"{name} sweep {spec}": (run, spec) for run, spec in sweep if spec in run}
+        for name, sweep in (curves or {}).items()
+        if name in arms
+    }
     ids: set[str] | None = None
-    for run, spec in arms.values():
+    for run, spec in [*arms.values(), *(a for sw in sweeps.values() for a in sw.values())]:
         ids = set(run[spec]) if ids is None else ids & set(run[spec])
     order = sorted(ids or set())
     if not order or len(arms) < 4:
         return {}
     cols: dict[str, np.ndarray] = {}
-    for name, (run, spec) in arms.items():
+    for name, (run, spec) in [*arms.items(), *(a for sw in sweeps.values() for a in sw.items())]:
         cols[f"{name}:c"], cols[f"{name}:t"] = policy_columns(run, order, spec)
 
     def pgr_of(name: str) -> Callable[[Mapping[str, np.ndarray]], float | None]:
@@ -703,6 +711,14 @@ def ablation(
             for name in arms
         },
     }
+    if sweeps:
+        out["above_probe_curve"] = {
+            name: bootstrap_ci(
+                cols,
+                lambda c, n=name, fam=("weak", "strong", *sw): above_curve(c, n, fam),
+            )
+            for name, sw in sweeps.items()
+        }
     pairs = [(a, b) for a, b in differences if a in arms and b in arms]
     if pairs:
         out["differences"] = {
@@ -933,24 +949,30 @@ def ablation_arms_of(
     test: Mapping[str, Mapping[str, Any]],
     choices: Mapping[str, Any],
     paragraphs_choices: Mapping[str, Any],
-) -> tuple[dict[str, tuple[Mapping[str, Mapping[str, Any]], str]], list[tuple[str, str]]]:
-    """The ablation's arms for one test folder, and the paired contrasts to report.
+) -> tuple[
+    dict[str, tuple[Mapping[str, Mapping[str, Any]], str]],
+    list[tuple[str, str]],
+    dict[str, list[tuple[Mapping[str, Mapping[str, Any]], str]]],
+]:
+    """The ablation's arms for one test folder, the paired contrasts, and the curves.
 
     The default report: the paragraphs runs' arms (``<folder>_oracle_paragraphs`` holds
     the oracle scorer's run), no contrasts.  A ``--strong-format`` report: step format ×
     scorer, both formats' arms on the same problems, each at its own dev choices (the
     lines oracle run is ``<folder>_oracle_paragraphs_strong-<fmt>``, as ``run --prm
     oracle --strong-format ... --tag ...`` names it); contrasts: the scorer within each
-    format, the format within each scorer.
+    format, the format within each scorer; each oracle arm is also set against its own
+    format's probe sweep at its cost.
     """
     paragraphs_oracle = folder.with_name(folder.name + "_oracle_paragraphs")
     if not paragraphs_oracle.is_dir():
-        return {}, []
+        return {}, [], {}
     if not fmt:
-        return ablation_arms(test, load_run(paragraphs_oracle), choices), []
+        return ablation_arms(test, load_run(paragraphs_oracle), choices), [], {}
     own_oracle = folder.with_name(f"{folder.name}_oracle_paragraphs_strong-{fmt}")
     if not own_oracle.is_dir():
-        return {}, []
+        return {}, [], {}
+    curves: dict[str, list[tuple[Mapping[str, Mapping[str, Any]], str]]] = {}
     cells: dict[tuple[str, str], str] = {}  # (format, scorer) -> arm name
     arms: dict[str, tuple[Mapping[str, Mapping[str, Any]], str]] = {}
     for label, run, oracle, chosen in (
@@ -963,6 +985,8 @@ def ablation_arms_of(
             scorer = name.rpartition("(")[2].rstrip(")")
             if scorer in ("probe", "oracle scorer"):
                 cells[(label, scorer)] = name
+            if scorer == "oracle scorer":
+                curves[name] = [(run, spec) for spec in thr_specs(run)]
     formats = list(dict.fromkeys(f for f, _ in cells))
     contrasts = [
         (cells[(f, "oracle scorer")], cells[(f, "probe")])
@@ -975,7 +999,7 @@ def ablation_arms_of(
             for scorer in ("probe", "oracle scorer")
             if (formats[0], scorer) in cells and (formats[1], scorer) in cells
         ]
-    return arms, contrasts
+    return arms, contrasts, curves
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -1074,9 +1098,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 result[folder.name][f"with_expressive_{key}"] = test_analysis(
                     test, result["choices"], refit
                 )
-        arms, contrasts = ablation_arms_of(folder, fmt, test, result["choices"], paragraphs_choices)
+        arms, contrasts, curves = ablation_arms_of(
+            folder, fmt, test, result["choices"], paragraphs_choices
+        )
         if arms:
-            result[folder.name]["ablation"] = ablation(test, arms, contrasts)
+            result[folder.name]["ablation"] = ablation(test, arms, contrasts, curves)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     (out_dir / "report.md").write_text(render(result))
@@ -1293,6 +1319,11 @@ def render(result: Mapping[str, Any]) -> str:
             if ab.get("differences"):
                 lines += ["", "| paired difference | estimate [95% CI] |", "|---|---|"]
                 lines += [f"| {k} | {_ci(v, False)} |" for k, v in ab["differences"].items()]
+                lines += [
+                    f"| {k}: accuracy above its format's probe sweep at its cost, points | "
+                    f"{_ci(v)} |"
+                    for k, v in (ab.get("above_probe_curve") or {}).items()
+                ]
         lines += _wall_time_lines(block)
         lines += ["", "| model | in graph | one call | difference, points [95% CI] | n |"]
         lines += ["|---|---|---|---|---|"]

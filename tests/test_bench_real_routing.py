@@ -333,3 +333,8 @@ def test_the_format_by_scorer_ablation_reports_each_contrast_paired() -> None:
     # ΔIBC: +0.1 accuracy for the same 50 strong tokens over a 1.0-per-100-tokens line
     assert name == "ΔIBC a · o (oracle scorer) − a · thr (probe)"
     assert diff[0] is not None and diff[0] > 0
+    # an oracle arm against its format's probe sweep: thr 50% @ 50 on a 0 → 100% line
+    sweep = [({"t": arms["a · thr (probe)"][0]["t"]}, "t")]
+    curved = ablation(base, arms, [], {"a · o (oracle scorer)": sweep})
+    above = curved["above_probe_curve"]["a · o (oracle scorer)"][0]
+    assert abs(above - 0.1) < 1e-9  # 60% @ 50 against the hull's 50% @ 50
