@@ -671,14 +671,15 @@ def ablation(
         for name, sweep in (curves or {}).items()
         if name in arms
     }
+    columns = {**arms, **{k: v for sweep in sweeps.values() for k, v in sweep.items()}}
     ids: set[str] | None = None
-    for run, spec in [*arms.values(), *(a for sw in sweeps.values() for a in sw.values())]:
+    for run, spec in columns.values():
         ids = set(run[spec]) if ids is None else ids & set(run[spec])
     order = sorted(ids or set())
     if not order or len(arms) < 4:
         return {}
     cols: dict[str, np.ndarray] = {}
-    for name, (run, spec) in [*arms.items(), *(a for sw in sweeps.values() for a in sw.items())]:
+    for name, (run, spec) in columns.items():
         cols[f"{name}:c"], cols[f"{name}:t"] = policy_columns(run, order, spec)
 
     def pgr_of(name: str) -> Callable[[Mapping[str, np.ndarray]], float | None]:
@@ -874,34 +875,25 @@ def expressive_transfer_on_dev(
     ids = sorted(set(common_ids(lines, sweep)) & set(common_ids(transfer, specs)))
     if not ids or not specs:
         return {}
+    named = {"weak": "weakscored", "strong": "strong", **{s: s for s in thr_specs(lines)}}
     cols: dict[str, np.ndarray] = {}
-    for spec, key in (("weakscored", "weak"), ("strong", "strong")):
-        cols[f"{key}:c"], cols[f"{key}:t"] = policy_columns(lines, ids, spec)
-    family = ["weak", "strong", *thr_specs(lines)]
-    for spec in thr_specs(lines):
-        cols[f"{spec}:c"], cols[f"{spec}:t"] = policy_columns(lines, ids, spec)
+    for name, spec in named.items():
+        cols[f"{name}:c"], cols[f"{name}:t"] = policy_columns(lines, ids, spec)
     points: dict[str, Any] = {}
     for spec in specs:
         cols[f"{spec}:c"], cols[f"{spec}:t"] = policy_columns(transfer, ids, spec)
-        above = above_curve(cols, spec, family)
+        above = bootstrap_ci(cols, lambda c, n=spec: above_curve(c, n, list(named)))
         points[spec] = {
             "accuracy": bootstrap_ci(cols, lambda c, n=spec: float(c[f"{n}:c"].mean())),
             "strong_tokens": float(cols[f"{spec}:t"].mean()),
-            "above_lines_curve": bootstrap_ci(cols, lambda c, n=spec: above_curve(c, n, family)),
-            "to_test": bool(above > 0.0),
+            "above_lines_curve": above,
+            "to_test": bool(above[0] is not None and above[0] > 0.0),
         }
+    curve = {spec: point_of(cols, name) for name, spec in named.items()}
     return {
         "n": len(ids),
         "curve": {
-            spec: {
-                "accuracy": float(cols[f"{name}:c"].mean()),
-                "strong_tokens": float(cols[f"{name}:t"].mean()),
-            }
-            for spec, name in (
-                ("weakscored", "weak"),
-                ("strong", "strong"),
-                *((s, s) for s in thr_specs(lines)),
-            )
+            spec: {"accuracy": p.accuracy, "strong_tokens": p.cost} for spec, p in curve.items()
         },
         "points": points,
     }
@@ -981,12 +973,13 @@ def ablation_arms_of(
     ):
         mine = ablation_arms(run, oracle, chosen, f"{label} · ")
         arms.update(mine)
-        for name in mine:
-            scorer = name.rpartition("(")[2].rstrip(")")
-            if scorer in ("probe", "oracle scorer"):
-                cells[(label, scorer)] = name
-            if scorer == "oracle scorer":
-                curves[name] = [(run, spec) for spec in thr_specs(run)]
+        probe = f"{label} · {chosen['thr']['chosen']} (probe)"
+        if probe in mine:
+            cells[(label, "probe")] = probe
+        for spec in thr_specs(oracle):
+            name = f"{label} · {spec} (oracle scorer)"
+            cells[(label, "oracle scorer")] = name
+            curves[name] = [(run, s) for s in thr_specs(run)]
     formats = list(dict.fromkeys(f for f, _ in cells))
     contrasts = [
         (cells[(f, "oracle scorer")], cells[(f, "probe")])
@@ -1065,7 +1058,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if fmt and transfer.is_dir():
         result["dev"]["expressive_transfer"] = expressive_transfer_on_dev(dev, load_run(transfer))
         expressive.update(transferred_choices(result["dev"]["expressive_transfer"]))
-        result["choices"]["expressive"] = expressive
     paragraphs_choices = dev_choices(load_run(args.dev)) if fmt else result["choices"]
     for folder in args.test:
         own = folder.with_name(f"{folder.name}_strong-{fmt}") if fmt else folder  # its runs
